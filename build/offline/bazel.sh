@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Offline Bazel: sets up the toolchain root once (a Debian root with Bazel, the
+# Go SDK, gcc, QEMU, ...; see toolroot.conf), reuses it afterwards, and runs
+# Bazel inside it with the workspace and Bazel's output root mounted at the same
+# paths inside and outside. Called by tools/bazel; arguments go to Bazel.
+#
+# The only inputs from outside are Debian's archive (the mirror the host's apt
+# uses) and the Go module proxy (the caller's GOPROXY, else Go's default).
+#
+# Environment:
+#   APPLIANCE_CACHE          where the root and Bazel's output root live
+#                            (default /var/cache/appliance-build)
+#   APPLIANCE_DEBIAN_MIRROR  Debian mirror URL (default: the host apt's)
+set -euo pipefail
+
+ws=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+offline="$ws/build/offline"
+# shellcheck source=toolroot.conf
+source "$offline/toolroot.conf"
+
+cache=${APPLIANCE_CACHE:-/var/cache/appliance-build}
+root="$cache/toolroot"
+partial="$cache/toolroot.partial"
+output_user_root="$cache/bazel"
+# Inside the root: where the materialised rule sets live (see offline.bazelrc).
+modules_dir=/opt/bazel-modules
+
+die() {
+  echo "tools/bazel: error: $*" >&2
+  exit 1
+}
+log() { echo "tools/bazel: $*" >&2; }
+
+module_dep_version() {
+  local v
+  v=$(sed -n "s/^bazel_dep(name = \"$1\", version = \"\([^\"]*\)\".*/\1/p" "$ws/MODULE.bazel")
+  [[ -n $v ]] || die "$ws/MODULE.bazel: no bazel_dep(name = \"$1\", version = ...) line"
+  echo "$v"
+}
+
+free_gib() { df -Pk "$1" | awk 'NR==2 { print int($4 / 1048576) }'; }
+
+check_free_disk() {
+  local need=$1 have
+  have=$(free_gib "$cache")
+  ((have >= need)) || die "$cache has ${have} GiB free, needs at least ${need} GiB (set APPLIANCE_CACHE to a larger disk)"
+}
+
+# The Debian mirror the host's apt uses: the first non-security "URIs:" of a
+# deb822 source, else the first "deb" line of sources.list.
+debian_mirror() {
+  if [[ -n ${APPLIANCE_DEBIAN_MIRROR:-} ]]; then
+    echo "$APPLIANCE_DEBIAN_MIRROR"
+    return
+  fi
+  local m
+  m=$(awk '
+    /^URIs:/ { uri = $2 }
+    /^Suites:/ && uri != "" && $0 !~ /-security/ { print uri; exit }
+    /^$/ { uri = "" }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  if [[ -z $m && -f /etc/apt/sources.list ]]; then
+    m=$(awk '$1 == "deb" && $3 !~ /-security/ { print $2; exit }' /etc/apt/sources.list)
+  fi
+  [[ -n $m ]] || die "no Debian mirror in /etc/apt/sources.list{,.d}; set APPLIANCE_DEBIAN_MIRROR"
+  echo "${m%/}"
+}
+
+# The first proxy of GOPROXY (Go's own default when unset).
+go_proxy() {
+  local p=${GOPROXY:-https://proxy.golang.org}
+  p=${p%%[,|]*}
+  echo "${p%/}"
+}
+
+in_root() {
+  local dir=$1 workdir=$2
+  shift 2
+  TOOLROOT_PATH=$toolroot_path unshare --mount --propagation private "$offline/enter.sh" "$dir" "$workdir" "$@"
+}
+
+# shellcheck source=setup-toolroot.sh
+source "$offline/setup-toolroot.sh"
+
+[[ $(id -u) == 0 ]] || die "must run as root: it builds the toolchain root and enters it with chroot (try: sudo $0 ...)"
+
+bazel_version=$(tr -d '[:space:]' <"$ws/.bazelversion")
+go_minor=$(awk '$1 == "go" { split($2, v, "."); print v[1] "." v[2]; exit }' "$ws/go.mod")
+[[ -n $go_minor ]] || die "$ws/go.mod: no go directive"
+toolroot_path="/usr/lib/go-$go_minor/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+rules_go_version=$(module_dep_version rules_go)
+gazelle_version=$(module_dep_version gazelle)
+# What the root is made from; any change makes a new root.
+identity=$(
+  {
+    echo "$bazel_version $go_minor $rules_go_version $gazelle_version"
+    cat "$offline/toolroot.conf" "$offline/setup-toolroot.sh"
+  } | sha256sum | cut -d' ' -f1
+)
+
+mkdir -p "$cache" "$output_user_root"
+# One setup at a time; runs wait until the root is ready.
+exec 9>"$cache/setup.lock"
+flock 9
+if [[ ! -f $root/.toolroot-identity || $(cat "$root/.toolroot-identity") != "$identity" ]]; then
+  setup_root
+fi
+exec 9>&-
+check_free_disk "$toolroot_run_min_free_gib"
+
+workdir=$PWD
+[[ $workdir == "$ws" || $workdir == "$ws"/* ]] || workdir=$ws
+TOOLROOT_PATH=$toolroot_path exec unshare --mount --propagation private \
+  "$offline/enter.sh" "$root" "$workdir" "$ws" "$output_user_root" -- \
+  bazel \
+  --output_user_root="$output_user_root" \
+  --bazelrc="$offline/offline.bazelrc" \
+  --bazelrc=/etc/appliance-toolroot.bazelrc \
+  "$@"

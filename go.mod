@@ -1,0 +1,3 @@
+module github.com/appliance-bundler/appliance
+
+go 1.26.0
