@@ -22,6 +22,9 @@ cache=${APPLIANCE_CACHE:-/var/cache/appliance-build}
 root="$cache/toolroot"
 partial="$cache/toolroot.partial"
 output_user_root="$cache/bazel"
+# The persistent mount namespace in which Bazel runs (see run_bazel).
+ns_dir="$cache/mntns"
+ns_file="$ns_dir/mnt"
 # Inside the root: where the materialised rule sets live (see offline.bazelrc).
 modules_dir=/opt/bazel-modules
 
@@ -107,9 +110,23 @@ fi
 exec 9>&-
 check_free_disk "$toolroot_run_min_free_gib"
 
+# Bazel's client checks that the server's working directory is the workspace
+# by reading /proc/PID/cwd, which only matches when client and server share a
+# mount namespace. So Bazel runs in one namespace that outlives each call,
+# kept by a bind mount of its nsfs file on a private mount under the cache.
+if ! nsenter --mount="$ns_file" true 2>/dev/null; then
+  mkdir -p "$ns_dir"
+  if ! mountpoint -q "$ns_dir"; then
+    mount --bind "$ns_dir" "$ns_dir"
+    mount --make-private "$ns_dir"
+  fi
+  touch "$ns_file"
+  unshare --mount="$ns_file" --propagation private true
+fi
+
 workdir=$PWD
 [[ $workdir == "$ws" || $workdir == "$ws"/* ]] || workdir=$ws
-TOOLROOT_PATH=$toolroot_path exec unshare --mount --propagation private \
+TOOLROOT_PATH=$toolroot_path exec nsenter --mount="$ns_file" \
   "$offline/enter.sh" "$root" "$workdir" "$ws" "$output_user_root" -- \
   bazel \
   --output_user_root="$output_user_root" \

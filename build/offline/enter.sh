@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs a command inside the toolchain root. Must be started by
-# `unshare --mount --propagation private` so that every mount made here lives in
-# a private mount namespace and disappears with its last process: nothing is
-# ever left mounted inside the root on the host, so the root can be deleted
-# safely at any time.
+# Runs a command inside the toolchain root. Must be started inside a private
+# mount namespace (a throwaway `unshare --mount`, or the persistent one that
+# bazel.sh keeps for Bazel): every mount made here lives in that namespace
+# only, so nothing is ever mounted inside the root on the host and the root can
+# be deleted safely. Mounts are made only where missing, so entering the same
+# namespace again is cheap.
 #
 # Usage: enter.sh ROOT WORKDIR [BIND_DIR...] -- COMMAND [ARG...]
 # Each BIND_DIR is mounted at the same path inside the root as outside, so
@@ -21,17 +22,21 @@ done
 [[ ${1:-} == -- ]] || { echo "enter.sh: missing -- before the command" >&2; exit 2; }
 shift
 
-mount -t proc proc "$root/proc"
-mount --rbind /sys "$root/sys"
-mount --make-rslave "$root/sys"
-mount --rbind /dev "$root/dev"
-mount --make-rslave "$root/dev"
-# Name resolution of the host (the Go module proxy is reached by name).
-touch "$root/etc/resolv.conf"
-mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
+if ! mountpoint -q "$root/proc"; then
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys"
+  mount --make-rslave "$root/sys"
+  mount --rbind /dev "$root/dev"
+  mount --make-rslave "$root/dev"
+  # Name resolution of the host (the Go module proxy is reached by name).
+  touch "$root/etc/resolv.conf"
+  mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
+fi
 for dir in "${binds[@]}"; do
-  mkdir -p "$root$dir"
-  mount --bind "$dir" "$root$dir"
+  if ! mountpoint -q "$root$dir"; then
+    mkdir -p "$root$dir"
+    mount --bind "$dir" "$root$dir"
+  fi
 done
 
 # A clean environment: only what the tools inside need, plus the proxy and Go

@@ -3,13 +3,17 @@
 # It builds into $partial and renames it to $root only when complete, so an
 # interrupted setup is never used half-made.
 
-# Stops Bazel servers running from the old root before it is replaced.
-stop_bazel_servers() {
-  local pidfile
+# Stops Bazel servers running from the old root and drops the mount namespace
+# that holds its mounts, before the root is replaced.
+leave_old_root() {
+  local pidfile pid
   for pidfile in "$output_user_root"/*/server/server.pid.txt; do
     [[ -f $pidfile ]] || continue
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
   done
+  umount "$ns_file" 2>/dev/null || true
 }
 
 setup_root() {
@@ -89,7 +93,7 @@ common --repo_env=GOROOT=/usr/lib/go-$go_minor
 EOF
 
   echo "$identity" >"$partial/.toolroot-identity"
-  stop_bazel_servers
+  leave_old_root
   rm -rf --one-file-system "$root"
   mv "$partial" "$root"
   log "toolchain root ready in $((SECONDS - start)) s ($(du -sh "$root" | cut -f1))"

@@ -1,0 +1,413 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// guard bounds every wait in these tests; reaching it is a failure, so the
+// tests never depend on how fast the machine is.
+const guard = 20 * time.Second
+
+func start(t *testing.T, root Runnable, opts ...Option) (*Supervisor, *observer.ObservedLogs, context.CancelFunc) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	opts = append([]Option{WithBackoff(time.Millisecond, 4*time.Millisecond)}, opts...)
+	s := New(ctx, zap.New(core), root, opts...)
+	t.Cleanup(func() {
+		cancel()
+		waitOrFail(t, "supervisor to stop", s.Wait)
+	})
+	return s, logs, cancel
+}
+
+func waitOrFail(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		fn()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(guard):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+func recv[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(guard):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	panic("unreachable")
+}
+
+func TestChildLoggerNamedByPath(t *testing.T) {
+	logged := make(chan struct{})
+	_, logs, _ := start(t, func(ctx context.Context) error {
+		if err := Run(ctx, "containerd", func(ctx context.Context) error {
+			return Run(ctx, "preseed", func(ctx context.Context) error {
+				Logger(ctx).Info("hello", zap.Int("n", 1))
+				close(logged)
+				Signal(ctx, SignalHealthy)
+				Signal(ctx, SignalDone)
+				return nil
+			})
+		}); err != nil {
+			return err
+		}
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	recv(t, "log line", logged)
+	entries := logs.FilterMessage("hello").All()
+	if len(entries) != 1 || entries[0].LoggerName != "root.containerd.preseed" {
+		t.Fatalf("log entries = %+v, want one from root.containerd.preseed", entries)
+	}
+}
+
+func TestFailedRunnableRestartsUntilHealthy(t *testing.T) {
+	var runs atomic.Int32
+	healthy := make(chan int32, 1)
+	start(t, func(ctx context.Context) error {
+		n := runs.Add(1)
+		if n < 3 {
+			return errors.New("not yet")
+		}
+		Signal(ctx, SignalHealthy)
+		healthy <- n
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if n := recv(t, "healthy run", healthy); n != 3 {
+		t.Fatalf("became healthy on run %d, want 3", n)
+	}
+}
+
+func TestReturnWithoutDoneIsFailure(t *testing.T) {
+	var runs atomic.Int32
+	second := make(chan struct{})
+	start(t, func(ctx context.Context) error {
+		if runs.Add(1) == 2 {
+			close(second)
+			Signal(ctx, SignalHealthy)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		Signal(ctx, SignalHealthy)
+		return nil // no Done: must be restarted
+	})
+	recv(t, "restart after nil without Done", second)
+}
+
+func TestPanicIsFailureAndRestarted(t *testing.T) {
+	var runs atomic.Int32
+	second := make(chan struct{})
+	_, logs, _ := start(t, func(ctx context.Context) error {
+		if runs.Add(1) == 1 {
+			panic("boom")
+		}
+		close(second)
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	recv(t, "restart after panic", second)
+	failures := logs.FilterMessage("runnable failed; restarting its group").All()
+	if len(failures) != 1 || !strings.Contains(failures[0].ContextMap()["error"].(string), "panic: boom") {
+		t.Fatalf("failure logs = %+v, want one naming the panic", failures)
+	}
+}
+
+func TestDoneBeforeHealthyIsFailure(t *testing.T) {
+	var runs atomic.Int32
+	second := make(chan struct{})
+	_, logs, _ := start(t, func(ctx context.Context) error {
+		if runs.Add(1) == 1 {
+			Signal(ctx, SignalDone)
+			return nil
+		}
+		close(second)
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	recv(t, "restart after misuse", second)
+	failures := logs.FilterMessage("runnable failed; restarting its group").All()
+	if len(failures) != 1 || !strings.Contains(failures[0].ContextMap()["error"].(string), "signal done in state new") {
+		t.Fatalf("failure logs = %+v, want one naming the misuse", failures)
+	}
+}
+
+// A failing parent cancels its children and waits for them before it runs
+// again, so two generations of a child never run at once.
+func TestChildrenCancelledBeforeParentRestarts(t *testing.T) {
+	var parentRuns, childAlive atomic.Int32
+	overlap := make(chan int32, 10)
+	secondParent := make(chan struct{})
+	childStarted := make(chan struct{}, 10)
+	start(t, func(ctx context.Context) error {
+		n := parentRuns.Add(1)
+		if n == 2 {
+			overlap <- childAlive.Load()
+			close(secondParent)
+		}
+		if err := Run(ctx, "child", func(ctx context.Context) error {
+			childAlive.Add(1)
+			defer childAlive.Add(-1)
+			Signal(ctx, SignalHealthy)
+			childStarted <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}); err != nil {
+			return err
+		}
+		Signal(ctx, SignalHealthy)
+		if n == 1 {
+			recv(t, "first child", childStarted)
+			return errors.New("parent fails")
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	recv(t, "second parent run", secondParent)
+	if alive := recv(t, "overlap", overlap); alive != 0 {
+		t.Fatalf("%d children of the failed run still alive when the parent restarted", alive)
+	}
+}
+
+// One member of a group failing restarts its siblings too.
+func TestGroupRestartsTogether(t *testing.T) {
+	var aRuns, bRuns atomic.Int32
+	bSecond := make(chan struct{})
+	aStarted := make(chan struct{}, 10)
+	start(t, func(ctx context.Context) error {
+		err := RunGroup(ctx, map[string]Runnable{
+			"a": func(ctx context.Context) error {
+				aRuns.Add(1)
+				Signal(ctx, SignalHealthy)
+				aStarted <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			},
+			"b": func(ctx context.Context) error {
+				if bRuns.Add(1) == 1 {
+					recv(t, "a started", aStarted)
+					return errors.New("b fails")
+				}
+				close(bSecond)
+				Signal(ctx, SignalHealthy)
+				<-ctx.Done()
+				return ctx.Err()
+			},
+		})
+		if err != nil {
+			return err
+		}
+		Signal(ctx, SignalHealthy)
+		Signal(ctx, SignalDone)
+		return nil
+	})
+	recv(t, "b restarted", bSecond)
+	recv(t, "a restarted", aStarted)
+	if got := aRuns.Load(); got != 2 {
+		t.Fatalf("a ran %d times, want 2 (restarted with its failed sibling)", got)
+	}
+}
+
+func TestChildrenOfDoneRunnableKeepRunning(t *testing.T) {
+	childCtx := make(chan context.Context, 1)
+	s, _, _ := start(t, func(ctx context.Context) error {
+		if err := Run(ctx, "server", func(ctx context.Context) error {
+			Signal(ctx, SignalHealthy)
+			childCtx <- ctx
+			<-ctx.Done()
+			return ctx.Err()
+		}); err != nil {
+			return err
+		}
+		Signal(ctx, SignalHealthy)
+		Signal(ctx, SignalDone)
+		return nil
+	})
+	ctx := recv(t, "child running", childCtx)
+	// The root has returned; wait until the supervisor has seen that.
+	deadline := time.Now().Add(guard)
+	for s.States()["root"] != StateDone {
+		if time.Now().After(deadline) {
+			t.Fatalf("root state = %v, want done", s.States()["root"])
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("child of a Done runnable was cancelled: %v", ctx.Err())
+	}
+	if st := s.States()["root.server"]; st != StateHealthy {
+		t.Fatalf("root.server state = %v, want healthy", st)
+	}
+}
+
+func TestShutdownCancelsWholeTreeAndWaits(t *testing.T) {
+	var alive atomic.Int32
+	ready := make(chan struct{}, 3)
+	leaf := func(ctx context.Context) error {
+		alive.Add(1)
+		defer alive.Add(-1)
+		Signal(ctx, SignalHealthy)
+		ready <- struct{}{}
+		<-ctx.Done()
+		time.Sleep(10 * time.Millisecond) // slow cleanup must still be waited for
+		return ctx.Err()
+	}
+	s, _, cancel := start(t, func(ctx context.Context) error {
+		if err := RunGroup(ctx, map[string]Runnable{"x": leaf, "y": leaf}); err != nil {
+			return err
+		}
+		if err := Run(ctx, "z", func(ctx context.Context) error {
+			if err := Run(ctx, "deep", leaf); err != nil {
+				return err
+			}
+			Signal(ctx, SignalHealthy)
+			Signal(ctx, SignalDone)
+			return nil
+		}); err != nil {
+			return err
+		}
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	for range 3 {
+		recv(t, "leaf ready", ready)
+	}
+	cancel()
+	waitOrFail(t, "Wait", s.Wait)
+	if n := alive.Load(); n != 0 {
+		t.Fatalf("%d runnables still running after Wait returned", n)
+	}
+	if st := s.States(); len(st) != 0 {
+		t.Fatalf("runnables left after shutdown: %v", st)
+	}
+}
+
+func TestRunRejectsBadNames(t *testing.T) {
+	errs := make(chan []error, 1)
+	start(t, func(ctx context.Context) error {
+		noop := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+		var got []error
+		got = append(got, Run(ctx, "ok", noop))
+		got = append(got, Run(ctx, "ok", noop))
+		got = append(got, Run(ctx, "has.dot", noop))
+		got = append(got, Run(ctx, "", noop))
+		errs <- got
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	got := recv(t, "Run results", errs)
+	if got[0] != nil {
+		t.Fatalf("Run(ok) = %v, want nil", got[0])
+	}
+	for i, want := range []string{"already has a child", "invalid runnable name", "invalid runnable name"} {
+		if got[i+1] == nil || !strings.Contains(got[i+1].Error(), want) {
+			t.Errorf("case %d: err = %v, want %q", i+1, got[i+1], want)
+		}
+	}
+	if err := Run(context.Background(), "x", nil); err == nil {
+		t.Errorf("Run outside a runnable succeeded")
+	}
+}
+
+func TestBackoffGrowsAndResetsOnHealthy(t *testing.T) {
+	var runs atomic.Int32
+	times := make(chan time.Time, 20)
+	done := make(chan struct{})
+	start(t, func(ctx context.Context) error {
+		times <- time.Now()
+		n := runs.Add(1)
+		if n == 6 {
+			close(done)
+			Signal(ctx, SignalHealthy)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return errors.New("fail")
+	}, WithBackoff(20*time.Millisecond, 80*time.Millisecond))
+	recv(t, "sixth run", done)
+	var ts []time.Time
+	for range 6 {
+		ts = append(ts, <-times)
+	}
+	// Delays are 20, 40, 80, 80, 80 ms: each gap is at least its delay.
+	for i, min := range []time.Duration{20, 40, 80, 80, 80} {
+		if gap := ts[i+1].Sub(ts[i]); gap < min*time.Millisecond {
+			t.Errorf("gap %d = %v, want >= %v", i, gap, min*time.Millisecond)
+		}
+	}
+}
+
+func TestRunCommandLogsOutputAndStopsOnCancel(t *testing.T) {
+	result := make(chan error, 1)
+	ctxs := make(chan context.CancelFunc, 1)
+	_, logs, _ := start(t, func(ctx context.Context) error {
+		cctx, cancel := context.WithCancel(ctx)
+		ctxs <- cancel
+		// The shell prints, then waits; SIGTERM ends it through the trap.
+		cmd := exec.Command("/bin/sh", "-c", `trap 'echo bye; exit 0' TERM; echo hello; echo oops >&2; while :; do sleep 0.01; done`)
+		result <- RunCommand(cctx, cmd)
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	cancel := recv(t, "command started", ctxs)
+	deadline := time.Now().Add(guard)
+	for logs.FilterField(zap.String("line", "hello")).Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("stdout line never logged")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	err := recv(t, "RunCommand to return", result)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("RunCommand = %v, want context.Canceled", err)
+	}
+	for _, f := range []zap.Field{zap.String("line", "bye"), zap.String("line", "oops")} {
+		if logs.FilterField(f).Len() != 1 {
+			t.Errorf("no log entry with %v", f.String)
+		}
+	}
+	if logs.FilterField(zap.String("stream", "stderr")).Len() != 1 {
+		t.Errorf("stderr line not tagged stream=stderr")
+	}
+}
+
+func TestRunCommandReportsExitStatus(t *testing.T) {
+	result := make(chan error, 1)
+	start(t, func(ctx context.Context) error {
+		result <- RunCommand(ctx, exec.Command("/bin/sh", "-c", "exit 3"))
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	err := recv(t, "RunCommand", result)
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 3 {
+		t.Fatalf("RunCommand = %v, want exit status 3", err)
+	}
+}
