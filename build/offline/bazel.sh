@@ -75,6 +75,18 @@ go_proxy() {
   echo "${p%/}"
 }
 
+# Fails with a clear message when URL cannot be fetched. apt-helper is on
+# every Debian, so this works on a bare host before anything is installed.
+probe_url() {
+  local what=$1 url=$2 out
+  out=$(mktemp)
+  if ! timeout 60 /usr/lib/apt/apt-helper -o Acquire::Retries=0 download-file "$url" "$out" >/dev/null 2>&1; then
+    rm -f "$out"
+    die "$what unreachable: could not fetch $url"
+  fi
+  rm -f "$out"
+}
+
 in_root() {
   local dir=$1 workdir=$2
   shift 2

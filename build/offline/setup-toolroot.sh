@@ -16,16 +16,6 @@ leave_old_root() {
   umount "$ns_file" 2>/dev/null || true
 }
 
-probe_url() {
-  local what=$1 url=$2 out
-  out=$(mktemp)
-  if ! timeout 60 /usr/lib/apt/apt-helper download-file "$url" "$out" >/dev/null 2>&1; then
-    rm -f "$out"
-    die "$what unreachable: could not fetch $url"
-  fi
-  rm -f "$out"
-}
-
 setup_root() {
   local mirror proxy
   check_free_disk "$toolroot_setup_min_free_gib"
