@@ -1,0 +1,330 @@
+// Package bundle writes and reads preseed bundles (docs/bundle-format.md):
+// one image of an OCI image layout in a single deterministic tar, optionally
+// compressed, named for containerd by its full reference. It also lays out a
+// set of bundles under /containerd/preseed/<namespace>/ with a JSON manifest.
+// It must not talk to containerd or to a registry.
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/distribution/reference"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/zstd"
+)
+
+const (
+	// LayoutFile is the exact content of a bundle's oci-layout entry.
+	LayoutFile = `{"imageLayoutVersion":"1.0.0"}`
+	// AnnotationRefName and AnnotationImageName both carry the image's
+	// fully normalised reference in index.json.
+	AnnotationRefName   = "org.opencontainers.image.ref.name"
+	AnnotationImageName = "io.containerd.image.name"
+)
+
+// Compression of a bundle file.
+type Compression string
+
+const (
+	None Compression = ""
+	Gzip Compression = "gzip"
+	Zstd Compression = "zstd"
+)
+
+// Ext is the file name extension of a bundle compressed this way.
+func (c Compression) Ext() string {
+	switch c {
+	case Gzip:
+		return ".tar.gz"
+	case Zstd:
+		return ".tar.zst"
+	}
+	return ".tar"
+}
+
+// ParseCompression accepts "", "gzip" and "zstd".
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(s); c {
+	case None, Gzip, Zstd:
+		return c, nil
+	}
+	return None, fmt.Errorf("unknown bundle compression %q: want \"\", \"gzip\" or \"zstd\"", s)
+}
+
+// mtime is the fixed modification time of every bundle entry.
+func mtime() time.Time { return time.Unix(0, 0).UTC() }
+
+// NormalizeReference turns "hello:1.0" into "docker.io/library/hello:1.0", as
+// containerd and the CRI name images. A reference without tag or digest is
+// refused: a preseeded image must be named exactly as pods will ask for it.
+func NormalizeReference(ref string) (string, error) {
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q: %w", ref, err)
+	}
+	if reference.IsNameOnly(n) {
+		return "", fmt.Errorf("image reference %q has neither tag nor digest: name the image as pods will (e.g. %s:1.0)", ref, n.Name())
+	}
+	return n.String(), nil
+}
+
+// blob is one content-addressed file of a layout.
+type blob struct {
+	desc v1.Descriptor
+	json bool // an index, manifest or config: small, listed before layers
+}
+
+// Write reads the OCI image layout at layoutDir, which must hold exactly one
+// image (a manifest or an index), and writes it to w as a bundle named ref.
+func Write(w io.Writer, layoutDir, ref string, comp Compression) error {
+	name, err := NormalizeReference(ref)
+	if err != nil {
+		return err
+	}
+	idx, err := readIndex(layoutDir)
+	if err != nil {
+		return err
+	}
+	if len(idx.Manifests) != 1 {
+		return fmt.Errorf("failed to bundle %s: its index.json names %d images, want exactly 1", layoutDir, len(idx.Manifests))
+	}
+	top := idx.Manifests[0]
+	blobs := map[string]blob{}
+	if err := collect(layoutDir, top, blobs); err != nil {
+		return err
+	}
+	if top.MediaType.IsImage() && top.Platform == nil {
+		p, err := platformOf(layoutDir, top)
+		if err != nil {
+			return err
+		}
+		top.Platform = p
+	}
+	if top.MediaType.IsIndex() {
+		// An index is imported for all its platforms; a platform on it
+		// would be wrong.
+		top.Platform = nil
+	}
+	top.Annotations = map[string]string{AnnotationRefName: name, AnnotationImageName: name}
+	// go-containerregistry sets artifactType on image descriptors; it is
+	// meant for artifacts, and containerd does not need it.
+	top.ArtifactType = ""
+	// The layout's own index.json may carry other annotations (e.g. a base
+	// name): only ours are written.
+	outIdx := v1.IndexManifest{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: []v1.Descriptor{top}}
+	indexJSON, err := json.Marshal(outIdx)
+	if err != nil {
+		return fmt.Errorf("failed to encode index.json for %s: %w", layoutDir, err)
+	}
+
+	var jsonPaths, layerPaths []string
+	for p, b := range blobs {
+		if b.json {
+			jsonPaths = append(jsonPaths, p)
+		} else {
+			layerPaths = append(layerPaths, p)
+		}
+	}
+	sort.Strings(jsonPaths)
+	sort.Strings(layerPaths)
+
+	cw, finish, err := compressor(w, comp)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(cw)
+	if err := writeBytes(tw, "oci-layout", []byte(LayoutFile)); err != nil {
+		return err
+	}
+	if err := writeBytes(tw, "index.json", indexJSON); err != nil {
+		return err
+	}
+	for _, p := range append(jsonPaths, layerPaths...) {
+		if err := writeBlob(tw, layoutDir, p, blobs[p].desc); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("failed to finish bundle tar of %s: %w", layoutDir, err)
+	}
+	return finish()
+}
+
+func compressor(w io.Writer, comp Compression) (io.Writer, func() error, error) {
+	switch comp {
+	case Gzip:
+		// No name and a zero mtime in the gzip header: same bytes always.
+		gw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+		if err != nil {
+			return nil, nil, fmt.Errorf("failed to start gzip: %w", err)
+		}
+		return gw, gw.Close, nil
+	case Zstd:
+		// One encoder goroutine: the output then does not depend on the
+		// number of CPUs.
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+		if err != nil {
+			return nil, nil, fmt.Errorf("failed to start zstd: %w", err)
+		}
+		return zw, zw.Close, nil
+	}
+	return w, func() error { return nil }, nil
+}
+
+func header(name string, size int64) *tar.Header {
+	return &tar.Header{
+		Typeflag: tar.TypeReg,
+		Name:     name,
+		Size:     size,
+		Mode:     0o644,
+		ModTime:  mtime(),
+		Format:   tar.FormatPAX,
+	}
+}
+
+func writeBytes(tw *tar.Writer, name string, data []byte) error {
+	if err := tw.WriteHeader(header(name, int64(len(data)))); err != nil {
+		return fmt.Errorf("failed to write bundle entry %s: %w", name, err)
+	}
+	if _, err := tw.Write(data); err != nil {
+		return fmt.Errorf("failed to write bundle entry %s: %w", name, err)
+	}
+	return nil
+}
+
+func writeBlob(tw *tar.Writer, layoutDir, p string, d v1.Descriptor) error {
+	src := filepath.Join(layoutDir, filepath.FromSlash(p))
+	f, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("failed to open blob %s of layout %s: %w", d.Digest, layoutDir, err)
+	}
+	defer f.Close()
+	if err := tw.WriteHeader(header(p, d.Size)); err != nil {
+		return fmt.Errorf("failed to write bundle entry %s: %w", p, err)
+	}
+	// Copy exactly the descriptor's size: a blob of another size makes the
+	// tar writer fail rather than write a wrong bundle.
+	if _, err := io.CopyN(tw, f, d.Size); err != nil {
+		return fmt.Errorf("failed to copy blob %s of layout %s (size %d): %w", d.Digest, layoutDir, d.Size, err)
+	}
+	if n, _ := f.Read(make([]byte, 1)); n != 0 {
+		return fmt.Errorf("failed to copy blob %s of layout %s: larger than its descriptor's size %d", d.Digest, layoutDir, d.Size)
+	}
+	return nil
+}
+
+func readIndex(layoutDir string) (*v1.IndexManifest, error) {
+	f, err := os.Open(filepath.Join(layoutDir, "index.json"))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read OCI layout %s: %w", layoutDir, err)
+	}
+	defer f.Close()
+	idx, err := v1.ParseIndexManifest(f)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse index.json of %s: %w", layoutDir, err)
+	}
+	return idx, nil
+}
+
+func blobPath(d v1.Descriptor) string {
+	return "blobs/" + d.Digest.Algorithm + "/" + d.Digest.Hex
+}
+
+func readBlob(layoutDir string, d v1.Descriptor) ([]byte, error) {
+	data, err := os.ReadFile(filepath.Join(layoutDir, filepath.FromSlash(blobPath(d))))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read blob %s of layout %s: %w", d.Digest, layoutDir, err)
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	if h != d.Digest || int64(len(data)) != d.Size {
+		return nil, fmt.Errorf("blob %s of layout %s does not match its descriptor: content has digest %s and size %d, want size %d", d.Digest, layoutDir, h, len(data), d.Size)
+	}
+	return data, nil
+}
+
+// collect records d and every blob it references. Layers are not read
+// here (they are verified as the bundle is written, by size); JSON blobs are
+// verified against their digests because their contents are followed.
+func collect(layoutDir string, d v1.Descriptor, out map[string]blob) error {
+	if d.Digest.Algorithm != "sha256" {
+		return fmt.Errorf("failed to bundle %s: blob %s uses an unsupported digest algorithm", layoutDir, d.Digest)
+	}
+	switch {
+	case d.MediaType.IsIndex():
+		data, err := readBlob(layoutDir, d)
+		if err != nil {
+			return err
+		}
+		out[blobPath(d)] = blob{desc: d, json: true}
+		im, err := v1.ParseIndexManifest(bytes.NewReader(data))
+		if err != nil {
+			return fmt.Errorf("failed to parse index %s of layout %s: %w", d.Digest, layoutDir, err)
+		}
+		for _, c := range im.Manifests {
+			if err := collect(layoutDir, c, out); err != nil {
+				return err
+			}
+		}
+	case d.MediaType.IsImage():
+		data, err := readBlob(layoutDir, d)
+		if err != nil {
+			return err
+		}
+		out[blobPath(d)] = blob{desc: d, json: true}
+		m, err := v1.ParseManifest(bytes.NewReader(data))
+		if err != nil {
+			return fmt.Errorf("failed to parse manifest %s of layout %s: %w", d.Digest, layoutDir, err)
+		}
+		if _, err := readBlob(layoutDir, m.Config); err != nil {
+			return err
+		}
+		out[blobPath(m.Config)] = blob{desc: m.Config, json: true}
+		for _, l := range m.Layers {
+			if l.Digest.Algorithm != "sha256" {
+				return fmt.Errorf("failed to bundle %s: layer %s uses an unsupported digest algorithm", layoutDir, l.Digest)
+			}
+			if _, seen := out[blobPath(l)]; !seen {
+				out[blobPath(l)] = blob{desc: l}
+			}
+		}
+	default:
+		return fmt.Errorf("failed to bundle %s: descriptor %s has media type %q, neither an image index nor a manifest", layoutDir, d.Digest, d.MediaType)
+	}
+	return nil
+}
+
+// platformOf reads a manifest's platform from its config.
+func platformOf(layoutDir string, d v1.Descriptor) (*v1.Platform, error) {
+	data, err := readBlob(layoutDir, d)
+	if err != nil {
+		return nil, err
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse manifest %s of layout %s: %w", d.Digest, layoutDir, err)
+	}
+	cdata, err := readBlob(layoutDir, m.Config)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(cdata))
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse config %s of layout %s: %w", m.Config.Digest, layoutDir, err)
+	}
+	if cf.OS == "" || cf.Architecture == "" {
+		return nil, fmt.Errorf("config %s of layout %s names no os/architecture", m.Config.Digest, layoutDir)
+	}
+	return &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}, nil
+}

@@ -1,0 +1,212 @@
+// Command ocitool is the build tool behind build/oci's Bazel rules: it writes
+// layer tars, images, preseed bundles and bundle trees, fetches pinned images
+// and updates the image lock file. Each subcommand reads only the paths it is
+// given; only "pull" and "lock" use the network. It must not hold logic of
+// its own beyond argument handling: that lives in the packages it calls.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
+	"github.com/appliance-bundler/appliance/build/oci/pull"
+)
+
+const usage = `usage: ocitool <command> [flags]
+commands:
+  layer  --spec FILE --out TAR            files → deterministic layer tar
+  image  --spec FILE --out DIR [--digest FILE]  image spec → OCI layout
+  bundle --layout DIR --ref REF [--compression zstd|gzip] --out FILE
+  tree   --spec FILE --out TAR --manifest JSON   bundles → preseed tree
+  pull   --image REPO --digest DIGEST [--platform os/arch]... --out DIR
+  lock   --lock FILE [--refresh NAME]...   resolve tags, rewrite the lock`
+
+// listFlag collects a repeated flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err := run(ctx, os.Args[1], os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "ocitool %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cmd string, args []string) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	spec := fs.String("spec", "", "JSON spec file")
+	out := fs.String("out", "", "output path")
+	switch cmd {
+	case "layer":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		var s struct {
+			Files []imagebuild.LayerFile `json:"files"`
+		}
+		if err := readJSON(*spec, &s); err != nil {
+			return err
+		}
+		return writeFile(*out, func(f *os.File) error { return imagebuild.WriteLayer(f, s.Files) })
+	case "image":
+		digestOut := fs.String("digest", "", "file to write the manifest digest to")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		var s imagebuild.Spec
+		if err := readJSON(*spec, &s); err != nil {
+			return err
+		}
+		img, err := imagebuild.Build(s)
+		if err != nil {
+			return err
+		}
+		dg, err := imagebuild.WriteLayout(*out, img)
+		if err != nil {
+			return err
+		}
+		if *digestOut != "" {
+			return os.WriteFile(*digestOut, []byte(dg.String()+"\n"), 0o644)
+		}
+		return nil
+	case "bundle":
+		layoutDir := fs.String("layout", "", "OCI layout directory")
+		ref := fs.String("ref", "", "image reference")
+		comp := fs.String("compression", "", `"", "gzip" or "zstd"`)
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		c, err := bundle.ParseCompression(*comp)
+		if err != nil {
+			return err
+		}
+		return writeFile(*out, func(f *os.File) error { return bundle.Write(f, *layoutDir, *ref, c) })
+	case "tree":
+		manifest := fs.String("manifest", "", "JSON manifest output")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		var s struct {
+			Bundles []bundle.TreeInput `json:"bundles"`
+		}
+		if err := readJSON(*spec, &s); err != nil {
+			return err
+		}
+		var m []byte
+		err := writeFile(*out, func(f *os.File) error {
+			var err error
+			m, err = bundle.WriteTree(f, s.Bundles)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*manifest, m, 0o644)
+	case "pull":
+		var req pull.Request
+		var plats listFlag
+		fs.StringVar(&req.Image, "image", "", "repository")
+		fs.StringVar(&req.Digest, "digest", "", "pinned digest")
+		fs.Var(&plats, "platform", "os/arch[/variant], repeatable")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		req.Platforms = plats
+		return pull.Fetch(ctx, req, *out, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	case "lock":
+		lockPath := fs.String("lock", "", "lock file, relative to the workspace under bazel run")
+		var refresh listFlag
+		fs.Var(&refresh, "refresh", "re-resolve this pinned image's tag, repeatable")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return updateLock(ctx, *lockPath, refresh)
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+func updateLock(ctx context.Context, path string, refresh []string) error {
+	// Under bazel run the working directory is the runfiles tree; the lock
+	// file is in the source tree.
+	if ws := os.Getenv("BUILD_WORKSPACE_DIRECTORY"); ws != "" && !filepath.IsAbs(path) {
+		path = filepath.Join(ws, path)
+	}
+	l, err := pull.ReadLock(path)
+	if err != nil {
+		return err
+	}
+	changes, err := pull.Update(ctx, l, pull.UpdateOptions{Refresh: refresh, Remote: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}})
+	if err != nil {
+		return err
+	}
+	data, err := l.Encode()
+	if err != nil {
+		return err
+	}
+	old, _ := os.ReadFile(path)
+	if bytes.Equal(old, data) {
+		fmt.Printf("%s is up to date\n", path)
+		return nil
+	}
+	for _, c := range changes {
+		fmt.Println(c)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("failed to write lock file %s: %w", path, err)
+	}
+	fmt.Printf("wrote %s\n", path)
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("failed to read spec %s: %w", path, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("failed to parse spec %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeFile creates path and runs write on it, removing it on failure so
+// that no partial output is left.
+func writeFile(path string, write func(*os.File) error) error {
+	if path == "" {
+		return fmt.Errorf("no --out given")
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("failed to create %s: %w", path, err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+"""The `oci` module extension: images pulled from registries, pinned by digest.
+
+    oci = use_extension("//build/oci:extensions.bzl", "oci")
+    oci.pull(name = "distroless", image = "gcr.example/distroless/static",
+             digest = "sha256:...", platforms = ["linux/amd64"])
+    oci.from_lock(lock = "//images:oci.lock.json")
+    use_repo(oci, "distroless")
+
+Each image becomes a repository whose target `@<name>//:<name>` (also
+`@<name>//:image`) is the image as an OCI layout directory, fetched by a
+build action (see pull.bzl for why). A tag alone is refused.
+"""
+
+load(":pull.bzl", "oci_pull_repo")
+
+_PIN_HINT = "add the image with its tag to images/oci.lock.json and run `bazel run //images:update_lock`, or give digest = \"sha256:...\""
+
+def _check(name, image, digest, where):
+    if "@" in image:
+        fail("%s: image %s of %s: put the digest in `digest`, not in `image`" % (where, image, name))
+    if not digest:
+        fail("%s: image %s (%s) has no digest. A tag alone is not reproducible and is refused; pin it: %s" % (where, image, name, _PIN_HINT))
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        fail("%s: image %s (%s): digest %r is not sha256:<64 hex>" % (where, image, name, digest))
+
+def _oci_impl(mctx):
+    images = {}
+    for mod in mctx.modules:
+        for lock in mod.tags.from_lock:
+            data = json.decode(mctx.read(mctx.path(lock.lock)))
+            for e in data.get("images", []):
+                where = "lock file %s" % lock.lock
+                _check(e["name"], e["image"], e.get("digest", ""), where)
+                images[e["name"]] = struct(image = e["image"], digest = e["digest"], platforms = e.get("platforms", []), where = where)
+        for p in mod.tags.pull:
+            _check(p.name, p.image, p.digest, "oci.pull")
+            if p.name in images:
+                fail("oci.pull: image name %s is already defined in %s" % (p.name, images[p.name].where))
+            images[p.name] = struct(image = p.image, digest = p.digest, platforms = p.platforms, where = "oci.pull")
+    for name, i in images.items():
+        oci_pull_repo(name = name, image_name = name, image = i.image, digest = i.digest, platforms = i.platforms)
+
+oci = module_extension(
+    implementation = _oci_impl,
+    doc = "Makes one repository per pinned image; see the file's docstring.",
+    tag_classes = {
+        "pull": tag_class(
+            doc = "One image, as rules_oci's oci_pull.",
+            attrs = {
+                "name": attr.string(doc = "Repository name.", mandatory = True),
+                "image": attr.string(doc = "Repository, e.g. `docker.io/library/busybox`; a tag here is ignored.", mandatory = True),
+                "digest": attr.string(doc = "Required `sha256:` digest of the index or manifest."),
+                "platforms": attr.string_list(doc = "`os/arch[/variant]` to keep from an index; empty keeps all."),
+            },
+        ),
+        "from_lock": tag_class(
+            doc = "Every image of a lock file written by an oci_lock_update target.",
+            attrs = {
+                "lock": attr.label(doc = "The lock file.", mandatory = True),
+            },
+        ),
+    },
+)

@@ -1,0 +1,279 @@
+// Package validate checks OCI image layouts against the image-layout spec
+// (oci-layout, index.json, content-addressed blobs) and preseed bundles
+// against docs/bundle-format.md. It is used by tests and by the fetcher to
+// verify what it wrote; it must never modify what it checks.
+package validate
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Media types a layout may use: OCI's and, in pulled images, Docker's.
+const (
+	ociIndex       = "application/vnd.oci.image.index.v1+json"
+	ociManifest    = "application/vnd.oci.image.manifest.v1+json"
+	ociConfig      = "application/vnd.oci.image.config.v1+json"
+	dockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	dockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerConfig   = "application/vnd.docker.container.image.v1+json"
+)
+
+// Descriptor is an OCI content descriptor, decoded strictly here rather
+// than with go-containerregistry's types so that a malformed digest or a
+// missing field is reported instead of defaulted.
+type Descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Platform    *struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant,omitempty"`
+	} `json:"platform,omitempty"`
+}
+
+type index struct {
+	SchemaVersion *int         `json:"schemaVersion"`
+	MediaType     string       `json:"mediaType"`
+	Manifests     []Descriptor `json:"manifests"`
+}
+
+type manifest struct {
+	SchemaVersion *int         `json:"schemaVersion"`
+	MediaType     string       `json:"mediaType"`
+	Config        *Descriptor  `json:"config"`
+	Layers        []Descriptor `json:"layers"`
+}
+
+// Result lists what a valid layout holds.
+type Result struct {
+	// Index is index.json.
+	Index []Descriptor
+	// Blobs maps every reachable blob's digest to its media type.
+	Blobs map[string]string
+	// Manifests are the digests of every image manifest reached.
+	Manifests []string
+}
+
+// digestOK accepts the only digests used here: sha256 in lower-case hex.
+func digestOK(d string) bool {
+	hexPart, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	return strings.Trim(hexPart, "0123456789abcdef") == ""
+}
+
+// Layout checks the OCI image layout at dir: oci-layout's version, the
+// index.json schema and media types, and that every blob reachable from
+// index.json is present with the digest and size its descriptor names.
+func Layout(dir string) (*Result, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "oci-layout"))
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: failed to read oci-layout: %w", dir, err)
+	}
+	var ol struct {
+		ImageLayoutVersion string `json:"imageLayoutVersion"`
+	}
+	if err := json.Unmarshal(data, &ol); err != nil {
+		return nil, fmt.Errorf("layout %s: oci-layout is not JSON: %w", dir, err)
+	}
+	if ol.ImageLayoutVersion != "1.0.0" {
+		return nil, fmt.Errorf("layout %s: oci-layout has imageLayoutVersion %q, want \"1.0.0\"", dir, ol.ImageLayoutVersion)
+	}
+	data, err = os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: failed to read index.json: %w", dir, err)
+	}
+	v := &validator{dir: dir, res: &Result{Blobs: map[string]string{}}}
+	idx, err := v.parseIndex("index.json", data)
+	if err != nil {
+		return nil, err
+	}
+	if len(idx.Manifests) == 0 {
+		return nil, fmt.Errorf("layout %s: index.json names no manifests", dir)
+	}
+	v.res.Index = idx.Manifests
+	for _, d := range idx.Manifests {
+		if err := v.walk(d); err != nil {
+			return nil, err
+		}
+	}
+	return v.res, nil
+}
+
+type validator struct {
+	dir string
+	res *Result
+}
+
+func strictUnmarshal(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	return dec.Decode(v)
+}
+
+func (v *validator) parseIndex(what string, data []byte) (*index, error) {
+	var idx index
+	if err := strictUnmarshal(data, &idx); err != nil {
+		return nil, fmt.Errorf("layout %s: %s is not a valid image index: %w", v.dir, what, err)
+	}
+	if idx.SchemaVersion == nil || *idx.SchemaVersion != 2 {
+		return nil, fmt.Errorf("layout %s: %s must have schemaVersion 2", v.dir, what)
+	}
+	if idx.MediaType != "" && idx.MediaType != ociIndex && idx.MediaType != dockerList {
+		return nil, fmt.Errorf("layout %s: %s has mediaType %q, not an image index", v.dir, what, idx.MediaType)
+	}
+	if idx.Manifests == nil {
+		return nil, fmt.Errorf("layout %s: %s has no manifests array", v.dir, what)
+	}
+	for i, d := range idx.Manifests {
+		if err := v.checkDescriptor(fmt.Sprintf("%s manifests[%d]", what, i), d); err != nil {
+			return nil, err
+		}
+		switch d.MediaType {
+		case ociIndex, ociManifest, dockerList, dockerManifest:
+		default:
+			return nil, fmt.Errorf("layout %s: %s manifests[%d] has mediaType %q, neither an index nor a manifest", v.dir, what, i, d.MediaType)
+		}
+		if d.Platform != nil && (d.Platform.OS == "" || d.Platform.Architecture == "") {
+			return nil, fmt.Errorf("layout %s: %s manifests[%d] has a platform without os or architecture", v.dir, what, i)
+		}
+	}
+	return &idx, nil
+}
+
+func (v *validator) checkDescriptor(what string, d Descriptor) error {
+	if d.MediaType == "" {
+		return fmt.Errorf("layout %s: %s has no mediaType", v.dir, what)
+	}
+	if !digestOK(d.Digest) {
+		return fmt.Errorf("layout %s: %s has an invalid digest %q (want sha256:<64 lower-case hex>)", v.dir, what, d.Digest)
+	}
+	if d.Size < 0 {
+		return fmt.Errorf("layout %s: %s has a negative size", v.dir, what)
+	}
+	return nil
+}
+
+// blob reads a blob (fully, if keep) and checks its digest and size.
+func (v *validator) blob(d Descriptor, keep bool) ([]byte, error) {
+	p := filepath.Join(v.dir, "blobs", "sha256", d.Digest[len("sha256:"):])
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: blob %s (%s) is missing: %w", v.dir, d.Digest, d.MediaType, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	var buf bytes.Buffer
+	w := io.Writer(h)
+	if keep {
+		w = io.MultiWriter(h, &buf)
+	}
+	n, err := io.Copy(w, f)
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: failed to read blob %s: %w", v.dir, d.Digest, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d.Digest {
+		return nil, fmt.Errorf("layout %s: blob %s has content digest %s", v.dir, d.Digest, got)
+	}
+	if n != d.Size {
+		return nil, fmt.Errorf("layout %s: blob %s has size %d, its descriptor says %d", v.dir, d.Digest, n, d.Size)
+	}
+	v.res.Blobs[d.Digest] = d.MediaType
+	return buf.Bytes(), nil
+}
+
+func (v *validator) walk(d Descriptor) error {
+	switch d.MediaType {
+	case ociIndex, dockerList:
+		data, err := v.blob(d, true)
+		if err != nil {
+			return err
+		}
+		idx, err := v.parseIndex("index "+d.Digest, data)
+		if err != nil {
+			return err
+		}
+		if idx.MediaType != "" && idx.MediaType != d.MediaType {
+			return fmt.Errorf("layout %s: index %s has mediaType %q, its descriptor says %q", v.dir, d.Digest, idx.MediaType, d.MediaType)
+		}
+		for _, c := range idx.Manifests {
+			if err := v.walk(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	case ociManifest, dockerManifest:
+		data, err := v.blob(d, true)
+		if err != nil {
+			return err
+		}
+		return v.manifest(d, data)
+	}
+	return fmt.Errorf("layout %s: descriptor %s has mediaType %q, neither an index nor a manifest", v.dir, d.Digest, d.MediaType)
+}
+
+func (v *validator) manifest(d Descriptor, data []byte) error {
+	var m manifest
+	if err := strictUnmarshal(data, &m); err != nil {
+		return fmt.Errorf("layout %s: manifest %s is not valid JSON: %w", v.dir, d.Digest, err)
+	}
+	if m.SchemaVersion == nil || *m.SchemaVersion != 2 {
+		return fmt.Errorf("layout %s: manifest %s must have schemaVersion 2", v.dir, d.Digest)
+	}
+	if m.MediaType != "" && m.MediaType != d.MediaType {
+		return fmt.Errorf("layout %s: manifest %s has mediaType %q, its descriptor says %q", v.dir, d.Digest, m.MediaType, d.MediaType)
+	}
+	if m.Config == nil {
+		return fmt.Errorf("layout %s: manifest %s has no config", v.dir, d.Digest)
+	}
+	if err := v.checkDescriptor("config of manifest "+d.Digest, *m.Config); err != nil {
+		return err
+	}
+	if m.Config.MediaType != ociConfig && m.Config.MediaType != dockerConfig {
+		return fmt.Errorf("layout %s: manifest %s has config mediaType %q", v.dir, d.Digest, m.Config.MediaType)
+	}
+	cdata, err := v.blob(*m.Config, true)
+	if err != nil {
+		return err
+	}
+	var cfg struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		RootFS       struct {
+			Type    string   `json:"type"`
+			DiffIDs []string `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if err := json.Unmarshal(cdata, &cfg); err != nil {
+		return fmt.Errorf("layout %s: config %s is not valid JSON: %w", v.dir, m.Config.Digest, err)
+	}
+	if cfg.OS == "" || cfg.Architecture == "" || cfg.RootFS.Type != "layers" {
+		return fmt.Errorf("layout %s: config %s lacks os, architecture or rootfs.type \"layers\"", v.dir, m.Config.Digest)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return fmt.Errorf("layout %s: config %s has %d diff_ids for %d layers", v.dir, m.Config.Digest, len(cfg.RootFS.DiffIDs), len(m.Layers))
+	}
+	if d.Platform != nil && (d.Platform.OS != cfg.OS || d.Platform.Architecture != cfg.Architecture) {
+		return fmt.Errorf("layout %s: manifest %s is described as %s/%s, its config says %s/%s", v.dir, d.Digest, d.Platform.OS, d.Platform.Architecture, cfg.OS, cfg.Architecture)
+	}
+	for i, l := range m.Layers {
+		if err := v.checkDescriptor(fmt.Sprintf("layers[%d] of manifest %s", i, d.Digest), l); err != nil {
+			return err
+		}
+		if _, err := v.blob(l, false); err != nil {
+			return err
+		}
+	}
+	v.res.Manifests = append(v.res.Manifests, d.Digest)
+	return nil
+}
