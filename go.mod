@@ -7,6 +7,7 @@ require (
 	github.com/distribution/reference v0.6.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/klauspost/compress v1.19.2
+	github.com/ulikunitz/xz v0.5.15
 	go.uber.org/zap v1.28.0
 	golang.org/x/mod v0.42.0
 )
