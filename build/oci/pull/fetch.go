@@ -7,8 +7,10 @@ package pull
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 )
@@ -221,7 +224,7 @@ func writeImage(ref name.Digest, lp layout.Path, img v1.Image, p v1.Platform, an
 func copyBlob(lp layout.Path, l v1.Layer, dg v1.Hash) error {
 	rc, err := l.Compressed()
 	if err != nil {
-		return err
+		return verifyError(err)
 	}
 	defer rc.Close()
 	tmp, err := os.CreateTemp(string(lp), ".blob-")
@@ -243,7 +246,12 @@ func copyBlob(lp layout.Path, l v1.Layer, dg v1.Hash) error {
 	return lp.WriteBlob(dg, f)
 }
 
+// verifyError says in words what go-containerregistry's errors mean.
 func verifyError(err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("the registry does not have this blob (missing blob): %w", err)
+	}
 	if strings.Contains(err.Error(), "error verifying") {
 		return fmt.Errorf("content does not match its digest, refusing it: %w", err)
 	}

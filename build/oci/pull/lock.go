@@ -192,7 +192,7 @@ func fillManifests(e *LockEntry, ropts []remote.Option) error {
 		manifests[p.String()] = desc.Digest.String()
 	}
 	for _, p := range plats {
-		if !matchesAny(p, platformsOf(manifests)) {
+		if !anyMatches(platformsOf(manifests), p) {
 			return fmt.Errorf("image %s (%s) has no manifest for platform %s", e.Name, ref, p.String())
 		}
 	}
@@ -207,6 +207,16 @@ func allKeys(m map[string]string, keys []string) bool {
 		}
 	}
 	return true
+}
+
+// anyMatches reports whether one of have satisfies want.
+func anyMatches(have []v1.Platform, want v1.Platform) bool {
+	for _, h := range have {
+		if matchesAny(h, []v1.Platform{want}) {
+			return true
+		}
+	}
+	return false
 }
 
 func platformsOf(m map[string]string) []v1.Platform {

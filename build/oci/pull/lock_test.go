@@ -1,0 +1,134 @@
+package pull_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-bundler/appliance/build/oci/pull"
+)
+
+func writeLock(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "oci.lock.json")
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestLockUpdate resolves a new entry's tag against the registry, then
+// checks that a pinned entry is not re-resolved when its tag moves, unless
+// asked by name.
+func TestLockUpdate(t *testing.T) {
+	ctx := context.Background()
+	reg := newTestRegistry(t, bearer)
+	tag, idx := pushIndex(t, reg, "library/multi:1.0")
+	im, _ := idx.IndexManifest()
+	single := push(t, reg, "library/app:2.0", platformImage(t, testPlatforms[0]))
+	repo := tag.Context().Name()
+
+	path := writeLock(t, `{"images": [
+  {"name": "multi", "image": "`+repo+`", "tag": "1.0", "platforms": ["linux/arm64", "linux/amd64"]},
+  {"name": "app", "image": "`+single.Context().Name()+`", "tag": "2.0"}
+]}`)
+	l, err := pull.ReadLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := pull.Update(ctx, l, pull.UpdateOptions{Remote: []remote.Option{creds()}})
+	if err != nil {
+		t.Fatalf("update failed: %v", err)
+	}
+	if len(changes) != 2 {
+		t.Errorf("want 2 changes, got %q", changes)
+	}
+	e := l.Images[0]
+	if e.Digest != digestOf(t, idx) {
+		t.Fatalf("multi resolved to %s, want the index %s", e.Digest, digestOf(t, idx))
+	}
+	want := map[string]string{"linux/amd64": im.Manifests[0].Digest.String(), "linux/arm64/v8": im.Manifests[1].Digest.String()}
+	if len(e.Manifests) != 2 || e.Manifests["linux/amd64"] != want["linux/amd64"] || e.Manifests["linux/arm64/v8"] != want["linux/arm64/v8"] {
+		t.Errorf("multi manifests %v, want %v", e.Manifests, want)
+	}
+	if a := l.Images[1]; a.Manifests["linux/amd64"] != a.Digest || a.Digest == "" {
+		t.Errorf("single-platform app: %+v", a)
+	}
+
+	// Canonical encoding: sorted by name, and stable.
+	data, err := l.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Index(string(data), `"name": "app"`) > strings.Index(string(data), `"name": "multi"`) {
+		t.Errorf("entries not sorted by name:\n%s", data)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pinned := e.Digest
+
+	// The tag moves: an update must not follow it silently.
+	pushIndex(t, reg, "library/multi:1.0")
+	l, err = pull.ReadLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err = pull.Update(ctx, l, pull.UpdateOptions{Remote: []remote.Option{creds()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := l.Encode()
+	if len(changes) != 0 || string(again) != string(data) || l.Images[1].Digest != pinned {
+		t.Fatalf("a pinned entry changed without being asked: %q\n%s", changes, again)
+	}
+
+	// Asked by name, it is re-resolved.
+	changes, err = pull.Update(ctx, l, pull.UpdateOptions{Refresh: []string{"multi"}, Remote: []remote.Option{creds()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || l.Images[1].Digest == pinned || !strings.Contains(changes[0], pinned) {
+		t.Fatalf("refresh of multi: changes %q, digest %s (was %s)", changes, l.Images[1].Digest, pinned)
+	}
+
+	if _, err := pull.Update(ctx, l, pull.UpdateOptions{Refresh: []string{"nosuch"}}); err == nil {
+		t.Error("refreshing an unknown name was accepted")
+	}
+}
+
+func TestLockRefusesBadEntries(t *testing.T) {
+	reg := newTestRegistry(t, anonymous)
+	for name, content := range map[string]string{
+		"no tag or digest": `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x"}]}`,
+		"unknown platform": `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x", "tag": "1.0", "platforms": ["linux/s390x"]}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			push(t, reg, "library/x:1.0", platformImage(t, testPlatforms[0]))
+			l, err := pull.ReadLock(writeLock(t, content))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pull.Update(context.Background(), l, pull.UpdateOptions{}); err == nil {
+				t.Fatal("update accepted a bad entry")
+			} else {
+				t.Logf("refused: %v", err)
+			}
+		})
+	}
+	for name, content := range map[string]string{
+		"tag in image":  `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x:1.0"}]}`,
+		"duplicate":     `{"images": [{"name": "x", "image": "a/b"}, {"name": "x", "image": "a/c"}]}`,
+		"unknown field": `{"images": [{"name": "x", "image": "a/b", "sha": "1"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := pull.ReadLock(writeLock(t, content)); err == nil {
+				t.Fatal("bad lock file accepted")
+			}
+		})
+	}
+}
