@@ -1,0 +1,375 @@
+// Command mkinitramfs writes the appliance's initramfs: a deterministic cpio
+// archive in the kernel's "newc" format, compressed with zstd or gzip, from a
+// JSON spec of files, tar archives to merge, directories, symlinks and device
+// nodes. Every entry has uid/gid 0 and mtime 0, entries are sorted by path
+// and inode numbers follow that order, so the same inputs give the same bytes.
+//
+// The newc writer is written here rather than taken from a library: the small
+// cpio libraries cannot write device nodes (the kernel needs /dev/console in
+// the initramfs to give init a console), and u-root's would bring its whole
+// module graph into go.mod. It must not read anything but the spec's inputs.
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Spec is the build's description of the archive (written by the initramfs
+// Starlark rule).
+type Spec struct {
+	// Files copied from the build: archive path -> source file and mode.
+	Files []File `json:"files"`
+	// Tars whose entries are merged into the archive (paths relative to /).
+	Tars []string `json:"tars"`
+	// Dirs created empty (mode 0755) besides the parents of every entry.
+	Dirs []string `json:"dirs"`
+	// Symlinks: archive path -> target.
+	Symlinks map[string]string `json:"symlinks"`
+	// Devices: character or block nodes.
+	Devices []Device `json:"devices"`
+}
+
+// File is one file from the build.
+type File struct {
+	Path string `json:"path"`
+	Src  string `json:"src"`
+	Mode uint32 `json:"mode"`
+}
+
+// Device is a device node.
+type Device struct {
+	Path  string `json:"path"`
+	Type  string `json:"type"` // "c" or "b"
+	Major uint32 `json:"major"`
+	Minor uint32 `json:"minor"`
+	Mode  uint32 `json:"mode"`
+}
+
+// Mode type bits of cpio (the same as Linux's st_mode).
+const (
+	modeDir     = 0o040000
+	modeFile    = 0o100000
+	modeSymlink = 0o120000
+	modeChar    = 0o020000
+	modeBlock   = 0o060000
+)
+
+// entry is one archive member.
+type entry struct {
+	mode         uint32 // type and permission bits
+	src          string // file to stream the content from, or
+	data         []byte // the content itself
+	rmaj, rmin   uint32
+	origin       string // where it came from, for conflict errors
+	size         int64
+	isDefaultDir bool
+}
+
+type archive struct {
+	entries map[string]*entry
+}
+
+func clean(p string) (string, error) {
+	c := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if c == "" || c == "." {
+		return "", fmt.Errorf("path %q names the archive root", p)
+	}
+	if c != strings.TrimPrefix(p, "/") && c+"/" != strings.TrimPrefix(p, "/") {
+		return "", fmt.Errorf("path %q is not clean (want %q)", p, "/"+c)
+	}
+	return c, nil
+}
+
+func (a *archive) add(p string, e *entry) error {
+	c, err := clean(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.origin, err)
+	}
+	if err := a.parents(c, e.origin); err != nil {
+		return err
+	}
+	if prev, ok := a.entries[c]; ok {
+		if prev.mode&modeDir != 0 && e.mode&modeDir != 0 {
+			if !e.isDefaultDir {
+				prev.mode, prev.isDefaultDir = e.mode, false
+			}
+			return nil
+		}
+		return fmt.Errorf("/%s is given twice: by %s and by %s", c, prev.origin, e.origin)
+	}
+	a.entries[c] = e
+	return nil
+}
+
+func (a *archive) parents(c, origin string) error {
+	for d := path.Dir(c); d != "."; d = path.Dir(d) {
+		prev, ok := a.entries[d]
+		if !ok {
+			a.entries[d] = &entry{mode: modeDir | 0o755, origin: origin, isDefaultDir: true}
+			continue
+		}
+		if prev.mode&modeDir == 0 {
+			return fmt.Errorf("%s puts a file below /%s, which %s made a non-directory", origin, d, prev.origin)
+		}
+	}
+	return nil
+}
+
+func (a *archive) addTar(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("failed to open tar %s: %w", file, err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(bufio.NewReader(f))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("failed to read tar %s: %w", file, err)
+		}
+		origin := fmt.Sprintf("tar %s (entry %s)", file, h.Name)
+		perm := uint32(h.Mode) & 0o7777
+		var e *entry
+		switch h.Typeflag {
+		case tar.TypeDir:
+			e = &entry{mode: modeDir | perm, origin: origin}
+		case tar.TypeReg:
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				return fmt.Errorf("failed to read %s: %w", origin, err)
+			}
+			e = &entry{mode: modeFile | perm, data: data, size: int64(len(data)), origin: origin}
+		case tar.TypeSymlink:
+			e = &entry{mode: modeSymlink | 0o777, data: []byte(h.Linkname), size: int64(len(h.Linkname)), origin: origin}
+		default:
+			return fmt.Errorf("%s: unsupported tar entry type %q", origin, h.Typeflag)
+		}
+		if err := a.add(h.Name, e); err != nil {
+			return err
+		}
+	}
+}
+
+func load(spec *Spec) (*archive, error) {
+	a := &archive{entries: make(map[string]*entry)}
+	for _, d := range spec.Dirs {
+		if err := a.add(d, &entry{mode: modeDir | 0o755, origin: "dirs", isDefaultDir: true}); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range spec.Files {
+		st, err := os.Stat(f.Src)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read %s for %s: %w", f.Src, f.Path, err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s (for %s) is not a regular file", f.Src, f.Path)
+		}
+		e := &entry{mode: modeFile | f.Mode&0o7777, src: f.Src, size: st.Size(), origin: "file " + f.Src}
+		if err := a.add(f.Path, e); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range spec.Tars {
+		if err := a.addTar(t); err != nil {
+			return nil, err
+		}
+	}
+	links := make([]string, 0, len(spec.Symlinks))
+	for p := range spec.Symlinks {
+		links = append(links, p)
+	}
+	sort.Strings(links)
+	for _, p := range links {
+		target := spec.Symlinks[p]
+		e := &entry{mode: modeSymlink | 0o777, data: []byte(target), size: int64(len(target)), origin: "symlink " + p}
+		if err := a.add(p, e); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range spec.Devices {
+		var typ uint32
+		switch d.Type {
+		case "c":
+			typ = modeChar
+		case "b":
+			typ = modeBlock
+		default:
+			return nil, fmt.Errorf("device %s: type %q is neither c nor b", d.Path, d.Type)
+		}
+		e := &entry{mode: typ | d.Mode&0o7777, rmaj: d.Major, rmin: d.Minor, origin: "device " + d.Path}
+		if err := a.add(d.Path, e); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// newcWriter writes cpio "newc" (070701) records.
+type newcWriter struct {
+	w   io.Writer
+	n   int64 // bytes written, for padding
+	ino uint32
+}
+
+func (w *newcWriter) write(b []byte) error {
+	n, err := w.w.Write(b)
+	w.n += int64(n)
+	return err
+}
+
+func (w *newcWriter) pad() error {
+	if r := w.n % 4; r != 0 {
+		return w.write(make([]byte, 4-r))
+	}
+	return nil
+}
+
+func (w *newcWriter) header(name string, mode uint32, nlink uint32, size int64, rmaj, rmin uint32) error {
+	w.ino++
+	hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+		w.ino, mode, 0, 0, nlink, 0, size, 0, 0, rmaj, rmin, len(name)+1, 0)
+	if err := w.write([]byte(hdr)); err != nil {
+		return err
+	}
+	if err := w.write(append([]byte(name), 0)); err != nil {
+		return err
+	}
+	return w.pad()
+}
+
+func (w *newcWriter) entry(name string, e *entry) error {
+	nlink := uint32(1)
+	if e.mode&modeDir != 0 {
+		nlink = 2
+	}
+	if err := w.header(name, e.mode, nlink, e.size, e.rmaj, e.rmin); err != nil {
+		return err
+	}
+	switch {
+	case e.src != "":
+		f, err := os.Open(e.src)
+		if err != nil {
+			return fmt.Errorf("failed to open %s: %w", e.src, err)
+		}
+		n, err := io.Copy(writerFunc(w.write), f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("failed to copy %s: %w", e.src, err)
+		}
+		if n != e.size {
+			return fmt.Errorf("%s changed size while being archived", e.src)
+		}
+	case len(e.data) > 0:
+		if err := w.write(e.data); err != nil {
+			return err
+		}
+	}
+	return w.pad()
+}
+
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(b []byte) (int, error) {
+	if err := f(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (a *archive) write(out io.Writer) error {
+	names := make([]string, 0, len(a.entries))
+	for n := range a.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	w := &newcWriter{w: out}
+	for _, n := range names {
+		if err := w.entry(n, a.entries[n]); err != nil {
+			return fmt.Errorf("failed to write /%s: %w", n, err)
+		}
+	}
+	w.ino = 0
+	return w.header("TRAILER!!!", 0, 1, 0, 0, 0)
+}
+
+func compressor(kind string, w io.Writer) (io.WriteCloser, error) {
+	switch kind {
+	case "zstd":
+		// One goroutine: the output must not depend on scheduling.
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	case "gzip":
+		return gzip.NewWriterLevel(w, gzip.BestCompression)
+	case "none":
+		return nopCloser{w}, nil
+	}
+	return nil, fmt.Errorf("unknown compression %q (want zstd, gzip or none)", kind)
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func run(specPath, outPath, compression string) error {
+	raw, err := os.ReadFile(specPath)
+	if err != nil {
+		return fmt.Errorf("failed to read spec %s: %w", specPath, err)
+	}
+	var spec Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return fmt.Errorf("spec %s is not valid: %w", specPath, err)
+	}
+	a, err := load(&spec)
+	if err != nil {
+		return fmt.Errorf("spec %s: %w", specPath, err)
+	}
+	f, err := os.Create(outPath)
+	if err != nil {
+		return fmt.Errorf("failed to create %s: %w", outPath, err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	cw, err := compressor(compression, bw)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if err := a.write(cw); err != nil {
+		f.Close()
+		return fmt.Errorf("failed to write %s: %w", outPath, err)
+	}
+	if err := errors.Join(cw.Close(), bw.Flush(), f.Close()); err != nil {
+		return fmt.Errorf("failed to finish %s: %w", outPath, err)
+	}
+	return nil
+}
+
+func main() {
+	spec := flag.String("spec", "", "JSON spec of the archive")
+	out := flag.String("out", "", "the initramfs to write")
+	compression := flag.String("compression", "zstd", "zstd, gzip or none")
+	flag.Parse()
+	if *spec == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: mkinitramfs -spec SPEC.json -out FILE [-compression zstd|gzip|none]")
+		os.Exit(2)
+	}
+	if err := run(*spec, *out, *compression); err != nil {
+		fmt.Fprintln(os.Stderr, "mkinitramfs:", err)
+		os.Exit(1)
+	}
+}
