@@ -1,0 +1,231 @@
+// Package containerd runs containerd as a supervised child process of the
+// appliance: it writes containerd's configuration, starts the binary with
+// supervisor.RunCommand, signals Healthy once the API answers on its socket,
+// and starts the runnables that need containerd (preseed) as its children, so
+// they are cancelled and restarted together with it.
+//
+// It must not talk to any registry, import images itself, or keep running
+// when containerd has died: a dead containerd is a failed runnable, and the
+// supervisor restarts it.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/supervisor"
+)
+
+// Defaults for the appliance.
+const (
+	DefaultBinary      = "/usr/bin/containerd"
+	DefaultRoot        = "/var/lib/containerd"
+	DefaultState       = "/run/containerd"
+	DefaultAddress     = "/run/containerd/containerd.sock"
+	DefaultConfigPath  = "/run/containerd/config.toml"
+	DefaultSnapshotter = "overlayfs"
+
+	// readyPoll is how often the socket is probed while containerd starts.
+	readyPoll = 50 * time.Millisecond
+	// readyTimeout bounds one probe of the API.
+	readyTimeout = 2 * time.Second
+)
+
+// DefaultDisabledPlugins are the snapshotters the appliance does not use.
+// A snapshotter that fails to start (btrfs cannot find its mount, say)
+// takes containerd's metadata plugin, and so the CRI, down with it.
+var DefaultDisabledPlugins = []string{
+	"io.containerd.snapshotter.v1.btrfs",
+	"io.containerd.snapshotter.v1.zfs",
+	"io.containerd.snapshotter.v1.devmapper",
+	"io.containerd.snapshotter.v1.blockfile",
+}
+
+// Config says where containerd lives and what it serves. Zero fields take the
+// defaults above; tests set every path into a temporary directory.
+type Config struct {
+	// Binary is the containerd executable.
+	Binary string
+	// Root and State are containerd's persistent and runtime directories.
+	Root, State string
+	// Address is the path of the gRPC socket.
+	Address string
+	// ConfigPath is where the generated config.toml is written.
+	ConfigPath string
+	// Snapshotter is the snapshotter of the CRI plugin and of unpacks through
+	// the transfer service: preseeded images must be unpacked into it.
+	Snapshotter string
+	// SandboxImage is the preseeded pod sandbox (pause) image, by its full
+	// name; the CRI plugin pins it. Empty leaves the CRI default.
+	SandboxImage string
+	// DisabledPlugins are plugin IDs containerd must not load; nil means
+	// DefaultDisabledPlugins.
+	DisabledPlugins []string
+	// Children are started under the containerd runnable once the API
+	// answers; they are cancelled and restarted whenever containerd is.
+	Children map[string]supervisor.Runnable
+}
+
+func (c Config) withDefaults() Config {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	set(&c.Binary, DefaultBinary)
+	set(&c.Root, DefaultRoot)
+	set(&c.State, DefaultState)
+	set(&c.Address, DefaultAddress)
+	set(&c.ConfigPath, DefaultConfigPath)
+	set(&c.Snapshotter, DefaultSnapshotter)
+	if c.DisabledPlugins == nil {
+		c.DisabledPlugins = DefaultDisabledPlugins
+	}
+	return c
+}
+
+// quote writes s as a TOML basic string.
+func quote(s string) string {
+	return strconv.Quote(s)
+}
+
+// ConfigTOML renders containerd's configuration (format version 3, the one
+// of containerd 2.x).
+func (c Config) ConfigTOML() string {
+	c = c.withDefaults()
+	var b strings.Builder
+	fmt.Fprintf(&b, "version = 3\nroot = %s\nstate = %s\n", quote(c.Root), quote(c.State))
+	if len(c.DisabledPlugins) > 0 {
+		q := make([]string, len(c.DisabledPlugins))
+		for i, p := range c.DisabledPlugins {
+			q[i] = quote(p)
+		}
+		fmt.Fprintf(&b, "disabled_plugins = [%s]\n", strings.Join(q, ", "))
+	}
+	fmt.Fprintf(&b, "\n[grpc]\n  address = %s\n", quote(c.Address))
+	// The ttrpc socket defaults to Address+".ttrpc"; no debug or metrics
+	// listeners: nothing else on the appliance needs them.
+	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = %s\n", quote(c.Snapshotter))
+	if c.SandboxImage != "" {
+		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = %s\n", quote(c.SandboxImage))
+	}
+	// Unpacks through the transfer service (ctr images import, CRI pulls)
+	// go to the same snapshotter as the CRI's.
+	fmt.Fprintf(&b, "\n[[plugins.\"io.containerd.transfer.v1.local\".unpack_config]]\n  platform = %s\n  snapshotter = %s\n",
+		quote(runtime.GOOS+"/"+runtime.GOARCH), quote(c.Snapshotter))
+	return b.String()
+}
+
+// WriteConfig writes the configuration to c.ConfigPath.
+func (c Config) WriteConfig() error {
+	c = c.withDefaults()
+	if err := os.MkdirAll(filepath.Dir(c.ConfigPath), 0o700); err != nil {
+		return fmt.Errorf("failed to create directory of %s: %w", c.ConfigPath, err)
+	}
+	tmp := c.ConfigPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(c.ConfigTOML()), 0o600); err != nil {
+		return fmt.Errorf("failed to write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, c.ConfigPath); err != nil {
+		return fmt.Errorf("failed to rename %s to %s: %w", tmp, c.ConfigPath, err)
+	}
+	return nil
+}
+
+// Command returns the command that runs containerd with the written
+// configuration.
+func (c Config) Command() *exec.Cmd {
+	c = c.withDefaults()
+	return exec.Command(c.Binary, "--config", c.ConfigPath)
+}
+
+// WaitReady polls the socket until containerd's API answers, ctx ends, or
+// exited is closed (the process died first).
+func WaitReady(ctx context.Context, address string, exited <-chan struct{}) error {
+	t := time.NewTicker(readyPoll)
+	defer t.Stop()
+	var last error
+	for {
+		if last = probe(ctx, address); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("containerd at %s not ready (last error: %v): %w", address, last, ctx.Err())
+		case <-exited:
+			return fmt.Errorf("containerd exited before %s was ready (last error: %w)", address, last)
+		case <-t.C:
+		}
+	}
+}
+
+func probe(ctx context.Context, address string) error {
+	if _, err := os.Stat(address); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	c, err := client.New(address, client.WithTimeout(readyTimeout))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Version(ctx)
+	return err
+}
+
+// Run is the containerd runnable. It never signals Done: containerd serves
+// for the life of the appliance, and its exit is a failure.
+func (c Config) Run(ctx context.Context) error {
+	c = c.withDefaults()
+	logger := supervisor.Logger(ctx)
+	for _, d := range []string{c.Root, c.State, filepath.Dir(c.Address)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return fmt.Errorf("failed to create %s: %w", d, err)
+		}
+	}
+	if err := c.WriteConfig(); err != nil {
+		return err
+	}
+	// A socket left by a containerd that died would make WaitReady dial a
+	// dead listener; containerd itself replaces it, but only once it gets there.
+	if err := os.Remove(c.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to remove stale socket %s: %w", c.Address, err)
+	}
+
+	exited := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- supervisor.RunCommand(ctx, c.Command())
+		close(exited)
+	}()
+
+	start := time.Now()
+	if err := WaitReady(ctx, c.Address, exited); err != nil {
+		return fmt.Errorf("failed to start containerd: %w; %w", err, <-done)
+	}
+	logger.Info("containerd ready", zap.String("address", c.Address),
+		zap.String("snapshotter", c.Snapshotter), zap.Duration("startup", time.Since(start)))
+	supervisor.Signal(ctx, supervisor.SignalHealthy)
+	if len(c.Children) > 0 {
+		if err := supervisor.RunGroup(ctx, c.Children); err != nil {
+			return fmt.Errorf("failed to start children of containerd: %w", err)
+		}
+	}
+	err := <-done
+	if err == nil {
+		err = errors.New("exited with status 0")
+	}
+	return fmt.Errorf("containerd died: %w", err)
+}

@@ -1,0 +1,212 @@
+// Package containerdtest starts a real containerd for tests: the Bazel-built
+// static binary, as root, on a temporary root with its own socket, stopped
+// when the test ends.
+//
+// Use it from a go_test with
+//
+//	data = ["//third_party/containerd:containerd"],
+//	env = {"CONTAINERD": "$(rlocationpath //third_party/containerd:containerd)"},
+//
+// then d := containerdtest.Start(t) and d.Client(t). The snapshotter is
+// overlayfs where the kernel can mount it on the test's directory, else
+// native (the choice is logged and in Daemon.Snapshotter).
+//
+// It must not be used outside tests: it calls t.Fatal and kills processes.
+package containerdtest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bazelbuild/rules_go/go/runfiles"
+	"github.com/containerd/containerd/v2/client"
+	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/containerd"
+)
+
+// EnvBinary names the environment variable with the rlocation path of the
+// containerd binary.
+const EnvBinary = "CONTAINERD"
+
+// startTimeout is a guard, not an expectation: containerd starts in well
+// under a second.
+const startTimeout = 60 * time.Second
+
+// Daemon is a running test containerd.
+type Daemon struct {
+	// Config is what it was started with (paths, snapshotter).
+	Config containerd.Config
+	// Address is its socket, Snapshotter the one its CRI plugin uses.
+	Address, Snapshotter string
+	cmd                  *exec.Cmd
+	exited               chan struct{}
+}
+
+// Binary resolves a binary from the runfiles by the rlocation path in the
+// environment variable env.
+func Binary(t testing.TB, env string) string {
+	t.Helper()
+	loc := os.Getenv(env)
+	if loc == "" {
+		t.Fatalf("$%s is not set: run this test with bazel test, with the binary in data and env", env)
+	}
+	p, err := runfiles.Rlocation(loc)
+	if err != nil {
+		t.Fatalf("failed to find %s (%s) in runfiles: %v", env, loc, err)
+	}
+	return p
+}
+
+// ProbeSnapshotter returns "overlayfs" if an overlay mount works in dir (the
+// filesystem containerd's root will be on), else "native".
+func ProbeSnapshotter(t testing.TB, dir string) string {
+	t.Helper()
+	p, err := os.MkdirTemp(dir, "overlay-probe-")
+	if err != nil {
+		t.Fatalf("failed to create probe directory: %v", err)
+	}
+	defer os.RemoveAll(p)
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(p, d), 0o700); err != nil {
+			t.Fatalf("failed to create probe directory: %v", err)
+		}
+	}
+	opts := "lowerdir=" + filepath.Join(p, "lower") + ",upperdir=" + filepath.Join(p, "upper") + ",workdir=" + filepath.Join(p, "work")
+	merged := filepath.Join(p, "merged")
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		t.Logf("overlay mount on %s failed (%v): using the native snapshotter", dir, err)
+		return "native"
+	}
+	_ = unix.Unmount(merged, 0)
+	return "overlayfs"
+}
+
+// NewConfig returns a containerd configuration with every path in a fresh
+// temporary directory. The socket is under /tmp because a Unix socket path
+// must fit in 108 bytes and Bazel's test directories are longer.
+func NewConfig(t testing.TB) containerd.Config {
+	t.Helper()
+	// Bazel's TEST_TMPDIR is on the output base's filesystem: the one the
+	// snapshotter is probed on.
+	dir, err := os.MkdirTemp(os.Getenv("TEST_TMPDIR"), "containerd-")
+	if err != nil {
+		t.Fatalf("failed to create containerd's directory: %v", err)
+	}
+	t.Cleanup(func() { removeAll(t, dir) })
+	sock, err := os.MkdirTemp("/tmp", "ctrd-")
+	if err != nil {
+		t.Fatalf("failed to create socket directory: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sock) })
+	return containerd.Config{
+		Binary:      Binary(t, EnvBinary),
+		Root:        filepath.Join(dir, "root"),
+		State:       filepath.Join(sock, "state"),
+		Address:     filepath.Join(sock, "containerd.sock"),
+		ConfigPath:  filepath.Join(dir, "config.toml"),
+		Snapshotter: ProbeSnapshotter(t, dir),
+	}
+}
+
+// Start starts containerd with NewConfig's configuration and waits for its
+// API. It is stopped (SIGTERM, then SIGKILL) when the test ends; its output
+// is in the test log if the test failed.
+func Start(t testing.TB) *Daemon {
+	t.Helper()
+	return StartConfig(t, NewConfig(t))
+}
+
+// StartConfig is Start with a given configuration.
+func StartConfig(t testing.TB, cfg containerd.Config) *Daemon {
+	t.Helper()
+	for _, d := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			t.Fatalf("failed to create %s: %v", d, err)
+		}
+	}
+	if err := cfg.WriteConfig(); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Config: cfg, Address: cfg.Address, Snapshotter: cfg.Snapshotter, exited: make(chan struct{})}
+	var out bytes.Buffer
+	d.cmd = cfg.Command()
+	d.cmd.Stdout, d.cmd.Stderr = &out, &out
+	// Its own process group, so a stop reaches nothing of the test's.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("failed to start containerd: %v", err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			t.Logf("containerd output:\n%s", tail(out.String(), 80))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := containerd.WaitReady(ctx, cfg.Address, d.exited); err != nil {
+		t.Fatalf("containerd did not start: %v\n%s", err, tail(out.String(), 80))
+	}
+	t.Logf("containerd %d serving at %s, snapshotter %s", d.cmd.Process.Pid, cfg.Address, cfg.Snapshotter)
+	return d
+}
+
+// Stop stops containerd and waits for it to exit. Safe to call twice.
+func (d *Daemon) Stop() {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+// Client returns a client of the daemon, closed when the test ends.
+func (d *Daemon) Client(t testing.TB) *client.Client {
+	t.Helper()
+	c, err := client.New(d.Address)
+	if err != nil {
+		t.Fatalf("failed to connect to containerd at %s: %v", d.Address, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// removeAll removes a containerd root after unmounting whatever containerd
+// left mounted under it (a killed containerd leaves snapshot mounts).
+func removeAll(t testing.TB, dir string) {
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+				_ = unix.Unmount(f[4], unix.MNT_DETACH)
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Logf("failed to remove %s: %v", dir, err)
+	}
+}

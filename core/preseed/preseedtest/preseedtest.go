@@ -1,0 +1,301 @@
+// Package preseedtest makes synthetic preseed bundles for tests and
+// benchmarks, following docs/bundle-format.md: an OCI image layout in one tar
+// (optionally gzip or zstd), regular-file entries only, oci-layout, then
+// index.json, then JSON blobs sorted by path, then layers sorted by path.
+//
+// Entries can be edited before writing so tests can break a bundle in one
+// precise way. It must not be used by the appliance itself.
+package preseedtest
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Annotation keys of index.json descriptors.
+const (
+	AnnotationRefName   = "org.opencontainers.image.ref.name"
+	AnnotationImageName = "io.containerd.image.name"
+)
+
+// Image is one image of a bundle, with its full reference.
+type Image struct {
+	Name  string
+	Image v1.Image
+}
+
+// Entry is one tar entry of a bundle.
+type Entry struct {
+	Header tar.Header
+	Data   []byte
+	// Layer tells a layer blob from a JSON blob or layout file.
+	Layer bool
+}
+
+// layer is an in-memory gzip layer whose digests are known up front.
+type layer struct {
+	compressed     []byte
+	digest, diffID v1.Hash
+}
+
+func (l *layer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *layer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *layer) Size() (int64, error)                { return int64(len(l.compressed)), nil }
+func (l *layer) MediaType() (types.MediaType, error) { return types.OCILayer, nil }
+func (l *layer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.compressed)), nil
+}
+func (l *layer) Uncompressed() (io.ReadCloser, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(l.compressed))
+	if err != nil {
+		return nil, err
+	}
+	return zr, nil
+}
+
+func sha(b []byte) v1.Hash {
+	s := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s[:])}
+}
+
+// RandomLayer returns a gzip layer holding one file of size pseudo-random
+// bytes drawn from seed (the same seed gives the same layer).
+func RandomLayer(seed uint64, size int64) (v1.Layer, error) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("data-%d", seed), Size: size, Mode: 0o644, Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 64*1024)
+	for left := size; left > 0; {
+		n := min(int64(len(buf)), left)
+		for i := 0; i < int(n); i += 8 {
+			v := rng.Uint64()
+			for j := 0; j < 8 && i+j < int(n); j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := tw.Write(buf[:n]); err != nil {
+			return nil, err
+		}
+		left -= n
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(raw.Bytes()); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return &layer{compressed: gz.Bytes(), digest: sha(gz.Bytes()), diffID: sha(raw.Bytes())}, nil
+}
+
+// NewImage returns a single-platform image of the host's platform made of
+// layers, with a config that says which.
+func NewImage(layers ...v1.Layer) (v1.Image, error) {
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	cf.Config.Cmd = []string{"/data"}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.MediaType(mutate.ConfigMediaType(img, types.OCIConfigJSON), types.OCIManifestSchema1), nil
+}
+
+// RandomImage is NewImage of RandomLayers, one per size, seeded seed, seed+1, ...
+func RandomImage(seed uint64, sizes ...int64) (v1.Image, error) {
+	var ls []v1.Layer
+	for i, s := range sizes {
+		l, err := RandomLayer(seed+uint64(i), s)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return NewImage(ls...)
+}
+
+func file(name string, data []byte, layer bool) Entry {
+	return Entry{
+		Header: tar.Header{
+			Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644,
+			ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX,
+		},
+		Data:  data,
+		Layer: layer,
+	}
+}
+
+// Entries returns the entries of a bundle of imgs, in the format's order.
+func Entries(imgs ...Image) ([]Entry, error) {
+	var idx v1.IndexManifest
+	idx.SchemaVersion = 2
+	idx.MediaType = types.OCIImageIndex
+	jsonBlobs := map[string][]byte{}
+	layerBlobs := map[string][]byte{}
+	for _, im := range imgs {
+		m, err := im.Image.Manifest()
+		if err != nil {
+			return nil, err
+		}
+		raw, err := im.Image.RawManifest()
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := im.Image.RawConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		cf, err := im.Image.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		d := sha(raw)
+		jsonBlobs["blobs/sha256/"+d.Hex] = raw
+		jsonBlobs["blobs/sha256/"+m.Config.Digest.Hex] = cfg
+		for _, l := range m.Layers {
+			ly, err := im.Image.LayerByDigest(l.Digest)
+			if err != nil {
+				return nil, err
+			}
+			rc, err := ly.Compressed()
+			if err != nil {
+				return nil, err
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				return nil, err
+			}
+			layerBlobs["blobs/sha256/"+l.Digest.Hex] = b
+		}
+		idx.Manifests = append(idx.Manifests, v1.Descriptor{
+			MediaType:   m.MediaType,
+			Size:        int64(len(raw)),
+			Digest:      d,
+			Annotations: map[string]string{AnnotationRefName: im.Name, AnnotationImageName: im.Name},
+			Platform:    &v1.Platform{OS: cf.OS, Architecture: cf.Architecture},
+		})
+	}
+	ij, err := json.Marshal(idx)
+	if err != nil {
+		return nil, err
+	}
+	entries := []Entry{
+		file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`), false),
+		file("index.json", ij, false),
+	}
+	for _, set := range []struct {
+		m     map[string][]byte
+		layer bool
+	}{{jsonBlobs, false}, {layerBlobs, true}} {
+		names := make([]string, 0, len(set.m))
+		for n := range set.m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			entries = append(entries, file(n, set.m[n], set.layer))
+		}
+	}
+	return entries, nil
+}
+
+// Write writes entries as a bundle at path, compressed by its suffix
+// (.tar.gz: gzip, .tar.zst: zstd, else none). It returns the file's size.
+func Write(path string, entries []Entry) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var w io.Writer = f
+	var closer io.Closer
+	switch {
+	case strings.HasSuffix(path, ".tar.gz"):
+		zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+		if err != nil {
+			return 0, err
+		}
+		w, closer = zw, zw
+	case strings.HasSuffix(path, ".tar.zst"):
+		zw, err := zstd.NewWriter(f, zstd.WithEncoderLevel(zstd.SpeedFastest))
+		if err != nil {
+			return 0, err
+		}
+		w, closer = zw, zw
+	}
+	tw := tar.NewWriter(w)
+	for _, e := range entries {
+		h := e.Header
+		if err := tw.WriteHeader(&h); err != nil {
+			return 0, fmt.Errorf("failed to write header of %s: %w", h.Name, err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(e.Data); err != nil {
+				return 0, fmt.Errorf("failed to write %s: %w", h.Name, err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return 0, err
+	}
+	if closer != nil {
+		if err := closer.Close(); err != nil {
+			return 0, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// WriteBundle writes a well-formed bundle of imgs at path.
+func WriteBundle(path string, imgs ...Image) (int64, error) {
+	entries, err := Entries(imgs...)
+	if err != nil {
+		return 0, err
+	}
+	return Write(path, entries)
+}
