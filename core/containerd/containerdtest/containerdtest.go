@@ -69,24 +69,32 @@ func Binary(t testing.TB, env string) string {
 // filesystem containerd's root will be on), else "native".
 func ProbeSnapshotter(t testing.TB, dir string) string {
 	t.Helper()
+	if err := OverlayWorks(dir); err != nil {
+		t.Logf("overlay mount on %s failed (%v): using the native snapshotter", dir, err)
+		return "native"
+	}
+	return "overlayfs"
+}
+
+// OverlayWorks mounts and unmounts an overlay in a scratch directory under
+// dir; nil means the overlayfs snapshotter can run there.
+func OverlayWorks(dir string) error {
 	p, err := os.MkdirTemp(dir, "overlay-probe-")
 	if err != nil {
-		t.Fatalf("failed to create probe directory: %v", err)
+		return err
 	}
 	defer os.RemoveAll(p)
 	for _, d := range []string{"lower", "upper", "work", "merged"} {
 		if err := os.Mkdir(filepath.Join(p, d), 0o700); err != nil {
-			t.Fatalf("failed to create probe directory: %v", err)
+			return err
 		}
 	}
 	opts := "lowerdir=" + filepath.Join(p, "lower") + ",upperdir=" + filepath.Join(p, "upper") + ",workdir=" + filepath.Join(p, "work")
 	merged := filepath.Join(p, "merged")
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
-		t.Logf("overlay mount on %s failed (%v): using the native snapshotter", dir, err)
-		return "native"
+		return err
 	}
-	_ = unix.Unmount(merged, 0)
-	return "overlayfs"
+	return unix.Unmount(merged, 0)
 }
 
 // NewConfig returns a containerd configuration with every path in a fresh

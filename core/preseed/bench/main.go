@@ -1,0 +1,290 @@
+// Command bench measures the preseed importer against `ctr images import`
+// on the same synthetic bundles, each into a fresh containerd (the
+// Bazel-built static binaries), and the time of a second run where nothing
+// changed. Run it with `tools/bazel run //core/preseed/bench` as root.
+//
+// It is a measuring tool: it must not be a test that fails on timing, and
+// it prints the numbers whether or not targets are met.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bazelbuild/rules_go/go/runfiles"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+)
+
+const ns = "k8s.io"
+
+func main() {
+	images := flag.Int("images", 20, "number of images, one bundle each")
+	totalMiB := flag.Int64("mib", 1024, "total size of the bundle files in MiB")
+	bases := flag.Int("bases", 4, "number of base layers shared between images")
+	concurrency := flag.String("concurrency", "1,2,4", "preseed concurrency values to measure")
+	keep := flag.Bool("keep", false, "keep the work directory")
+	flag.Parse()
+	if err := run(*images, *totalMiB<<20, *bases, *concurrency, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func rlocation(env string) (string, error) {
+	p, err := runfiles.Rlocation(os.Getenv(env))
+	if err != nil || os.Getenv(env) == "" {
+		return "", fmt.Errorf("failed to find $%s in runfiles (run with bazel run): %v", env, err)
+	}
+	return p, nil
+}
+
+func run(n int, total int64, bases int, concurrency string, keep bool) error {
+	ctrdBin, err := rlocation("CONTAINERD")
+	if err != nil {
+		return err
+	}
+	ctrBin, err := rlocation("CTR")
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("/var/tmp", "preseed-bench-")
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer cleanup(work)
+	}
+	snapshotter := "overlayfs"
+	if err := containerdtest.OverlayWorks(work); err != nil {
+		fmt.Printf("overlay mount failed on %s (%v): using native\n", work, err)
+		snapshotter = "native"
+	}
+
+	// Each bundle: one shared base layer plus two layers of its own.
+	per := total / int64(n)
+	base := per / 3
+	own := (per - base) / 2
+	fmt.Printf("generating %d bundles of about %d MiB (base %d MiB shared by %d/%d images, 2 own layers of %d MiB)...\n",
+		n, per>>20, base>>20, n/bases, n, own>>20)
+	genStart := time.Now()
+	root := filepath.Join(work, "preseed")
+	if err := os.MkdirAll(filepath.Join(root, ns), 0o755); err != nil {
+		return err
+	}
+	baseLayers := make([]v1.Layer, bases)
+	for i := range baseLayers {
+		if baseLayers[i], err = preseedtest.RandomLayer(uint64(1+i), base); err != nil {
+			return err
+		}
+	}
+	var files []string
+	var fileBytes int64
+	for i := range n {
+		a, err := preseedtest.RandomLayer(uint64(1000+2*i), own)
+		if err != nil {
+			return err
+		}
+		b, err := preseedtest.RandomLayer(uint64(1001+2*i), own)
+		if err != nil {
+			return err
+		}
+		img, err := preseedtest.NewImage(baseLayers[i%bases], a, b)
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(root, ns, fmt.Sprintf("image-%02d.tar", i))
+		size, err := preseedtest.WriteBundle(p, preseedtest.Image{Name: fmt.Sprintf("preseed.test/bench-%02d:1", i), Image: img})
+		if err != nil {
+			return err
+		}
+		files = append(files, p)
+		fileBytes += size
+	}
+	fmt.Printf("generated %d bundles, %.1f MiB in all, in %v\n\n", n, float64(fileBytes)/(1<<20), time.Since(genStart).Round(time.Millisecond))
+	mbps := func(d time.Duration) float64 { return float64(fileBytes) / (1 << 20) / d.Seconds() }
+
+	// Baseline: ctr images import, one bundle after the other, unpacking
+	// into the same snapshotter.
+	d, err := start(ctrdBin, filepath.Join(work, "ctr"), snapshotter)
+	if err != nil {
+		return err
+	}
+	ctrStart := time.Now()
+	for _, f := range files {
+		out, err := exec.Command(ctrBin, "--address", d.cfg.Address, "--namespace", ns,
+			"images", "import", "--snapshotter", snapshotter, f).CombinedOutput()
+		if err != nil {
+			d.stop()
+			return fmt.Errorf("ctr images import %s: %v\n%s", f, err, out)
+		}
+	}
+	ctrTime := time.Since(ctrStart)
+	if err := checkCount(d.cfg.Address, n); err != nil {
+		d.stop()
+		return fmt.Errorf("after ctr: %w", err)
+	}
+	d.stop()
+	fmt.Printf("ctr images import (sequential): %8.3f s  %7.1f MiB/s\n", ctrTime.Seconds(), mbps(ctrTime))
+
+	var conc []int
+	for _, c := range strings.Split(concurrency, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil {
+			return fmt.Errorf("bad -concurrency %q: %w", concurrency, err)
+		}
+		conc = append(conc, v)
+	}
+	for _, c := range conc {
+		d, err := start(ctrdBin, filepath.Join(work, fmt.Sprintf("preseed-%d", c)), snapshotter)
+		if err != nil {
+			return err
+		}
+		cfg := preseed.Config{
+			Root: root, Address: d.cfg.Address, Snapshotter: snapshotter, Concurrency: c,
+			StatusPath: filepath.Join(work, fmt.Sprintf("status-%d.json", c)),
+		}
+		ctx := context.Background()
+		t0 := time.Now()
+		st, err := cfg.Preseed(ctx, zap.NewNop())
+		first := time.Since(t0)
+		if err == nil && (st.Imported != n || st.Failed != 0) {
+			err = fmt.Errorf("first run: %d imported, %d failed", st.Imported, st.Failed)
+		}
+		if err != nil {
+			d.stop()
+			return err
+		}
+		if err := checkCount(d.cfg.Address, n); err != nil {
+			d.stop()
+			return err
+		}
+		t1 := time.Now()
+		st2, err := cfg.Preseed(ctx, zap.NewNop())
+		second := time.Since(t1)
+		if err == nil && st2.Skipped != n {
+			err = fmt.Errorf("second run: %d skipped of %d", st2.Skipped, n)
+		}
+		d.stop()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("preseed, concurrency %d:        %8.3f s  %7.1f MiB/s  (%.2fx ctr; %.1f MiB read)  second run %6.1f ms (%.1f KiB read)\n",
+			c, first.Seconds(), mbps(first), ctrTime.Seconds()/first.Seconds(), float64(st.Bytes)/(1<<20),
+			float64(second.Microseconds())/1000, float64(st2.Bytes)/1024)
+	}
+	fmt.Printf("\nsnapshotter %s; %d CPUs; bundle files in the page cache for every run (written just before)\n", snapshotter, numCPU())
+	return nil
+}
+
+func numCPU() int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return 0
+	}
+	return set.Count()
+}
+
+func checkCount(address string, n int) error {
+	c, err := client.New(address)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	imgs, err := c.ImageService().List(namespaces.WithNamespace(context.Background(), ns), `name~="^preseed.test/bench-"`)
+	if err != nil {
+		return err
+	}
+	if len(imgs) != n {
+		return fmt.Errorf("%d bench images in containerd, want %d", len(imgs), n)
+	}
+	return nil
+}
+
+type daemon struct {
+	cfg    containerd.Config
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func start(bin, dir, snapshotter string) (*daemon, error) {
+	sock, err := os.MkdirTemp("/tmp", "ctrd-bench-")
+	if err != nil {
+		return nil, err
+	}
+	cfg := containerd.Config{
+		Binary: bin, Root: filepath.Join(dir, "root"), State: filepath.Join(sock, "state"),
+		Address: filepath.Join(sock, "containerd.sock"), ConfigPath: filepath.Join(dir, "config.toml"),
+		Snapshotter: snapshotter,
+	}
+	for _, p := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(p, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.WriteConfig(); err != nil {
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, cmd: cfg.Command(), exited: make(chan struct{})}
+	log, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		return nil, err
+	}
+	d.cmd.Stdout, d.cmd.Stderr = log, log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = d.cmd.Wait(); log.Close(); close(d.exited) }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := containerd.WaitReady(ctx, cfg.Address, d.exited); err != nil {
+		d.stop()
+		return nil, fmt.Errorf("containerd did not start (log in %s): %w", dir, err)
+	}
+	return d, nil
+}
+
+func (d *daemon) stop() {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+	os.RemoveAll(filepath.Dir(d.cfg.Address))
+}
+
+// cleanup unmounts what containerd left mounted, then removes the work
+// directory.
+func cleanup(dir string) {
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+				_ = unix.Unmount(f[4], unix.MNT_DETACH)
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintln(os.Stderr, "bench: failed to clean up:", err)
+	}
+}
