@@ -710,3 +710,38 @@ wait:
 		checkImage(t, cl, ccfg.Snapshotter, name, g.digest, g.file)
 	}
 }
+
+// The bundles the image rules (//images) build import as they are: the
+// format is one contract on both sides.
+func TestImageRuleBundles(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, ns), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for env, file := range map[string]string{"HELLO_BUNDLE": "hello.tar", "PAUSE_BUNDLE": "pause.tar"} {
+		// A symlink to the runfile: bundles may be links to regular files.
+		if err := os.Symlink(containerdtest.Binary(t, env), filepath.Join(root, ns, file)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := containerdtest.Start(t)
+	cl := d.Client(t)
+	cfg := preseed.Config{Root: root, Address: d.Address, Snapshotter: d.Snapshotter, StatusPath: filepath.Join(t.TempDir(), "status.json")}
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	st, err := cfg.Preseed(ctx, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Imported != 2 || st.Failed != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, b := range st.Bundles {
+		if len(b.Images) == 0 {
+			t.Errorf("bundle %s named no image", b.File)
+		}
+		for _, im := range b.Images {
+			checkImage(t, cl, d.Snapshotter, im.Name, im.Digest, b.File)
+		}
+	}
+}
