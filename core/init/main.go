@@ -1,0 +1,56 @@
+// Command init is the appliance's PID 1. It runs in two roles:
+//
+//   - As PID 1 it moves the root filesystem off the initramfs (so runc can
+//     pivot_root), mounts the kernel filesystems, loads kernel modules,
+//     brings the network up, then starts itself again as the supervisor
+//     process and from then on only reaps orphaned processes, restarts the
+//     supervisor process if it dies, and powers the machine off on the ACPI
+//     power button or Ctrl-Alt-Del.
+//   - As the supervisor process ("init supervise") it runs the supervisor
+//     tree: containerd, and preseed under it.
+//
+// Splitting the roles keeps PID 1 free of work that can fail and lets it reap
+// every orphan without stealing exit statuses from the supervisor's own
+// children. Nothing here may exit PID 1: a failure is logged and the machine
+// keeps running (or powers off cleanly).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// superviseArg is the argument that starts init in its supervisor role.
+const superviseArg = "supervise"
+
+// newLogger writes structured JSON lines to the console (stderr).
+func newLogger(name string) *zap.Logger {
+	cfg := zap.NewProductionEncoderConfig()
+	cfg.TimeKey = "ts"
+	cfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(cfg), zapcore.Lock(os.Stderr), zapcore.InfoLevel)
+	return zap.New(core).Named(name)
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == superviseArg {
+		os.Exit(supervise(newLogger("supervisor")))
+	}
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "init: must run as PID 1 (or as 'init supervise')")
+		os.Exit(2)
+	}
+	logger := newLogger("init")
+	defer func() {
+		// A bug in PID 1 must not panic the kernel with the cause scrolled
+		// away: log it where the console shows it, then power off.
+		if r := recover(); r != nil {
+			logger.Error("init panicked; powering off", zap.Any("panic", r), zap.Stack("stack"))
+			powerOff(logger, nil, "init panicked")
+		}
+	}()
+	pid1(logger)
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/kmod"
+	"github.com/appliance-bundler/appliance/core/network"
+)
+
+const (
+	hostname = "appliance"
+	// restartDelay is the pause before a dead supervisor process is started
+	// again; the supervisor does its own backoff for the runnables inside.
+	restartDelay = time.Second
+	// stopGrace is how long the supervisor process gets to stop its tree
+	// on power-off before everything is killed.
+	stopGrace = 20 * time.Second
+)
+
+// mount is one filesystem PID 1 mounts at boot.
+type mount struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+}
+
+// mounts are the kernel filesystems and the writable directories. The root
+// is a tmpfs already, but /run, /tmp and /var get their own so that a
+// runaway writer in one cannot fill the others.
+func mounts() []mount {
+	const nosuid = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	return []mount{
+		{"proc", "/proc", "proc", nosuid, ""},
+		{"sysfs", "/sys", "sysfs", nosuid, ""},
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666"},
+		{"tmpfs", "/dev/shm", "tmpfs", nosuid, "mode=1777"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, "nsdelegate"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", "/var", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+	}
+}
+
+func mountAll(logger *zap.Logger) {
+	for _, m := range mounts() {
+		if err := os.MkdirAll(m.target, 0o755); err != nil {
+			logger.Error("failed to create mount point", zap.String("target", m.target), zap.Error(err))
+			continue
+		}
+		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+			logger.Error("failed to mount", zap.String("target", m.target), zap.String("fstype", m.fstype), zap.Error(err))
+		}
+	}
+}
+
+// pid1 never returns: the machine powers off at its end.
+func pid1(logger *zap.Logger) {
+	if !slices.Contains(os.Environ(), switchedEnv) {
+		if err := switchRoot(); err != nil {
+			// Without the switch containers cannot start, but preseed and
+			// the rest still can: keep booting.
+			logger.Error("failed to move the root off the initramfs", zap.Error(err))
+		}
+	}
+	boot := time.Now()
+	ctx := context.Background()
+	mountAll(logger)
+	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
+		logger.Warn("failed to route Ctrl-Alt-Del to init", zap.Error(err))
+	}
+	if err := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d"); err != nil {
+		logger.Error("failed to load kernel modules", zap.Error(err))
+	}
+	if err := network.Configure(ctx, logger, network.QEMUUser(hostname)); err != nil {
+		logger.Error("failed to configure the network", zap.Error(err))
+	}
+	logger.Info("system up", zap.Duration("since_init_start", time.Since(boot)))
+
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, unix.SIGCHLD, unix.SIGINT, unix.SIGTERM, unix.SIGPWR)
+	power := make(chan string, 1)
+	go watchPowerButton(logger, power)
+
+	restart := make(chan struct{}, 1)
+	later := func() { time.AfterFunc(restartDelay, func() { restart <- struct{}{} }) }
+	child := startSupervisor(logger)
+	if child == nil {
+		later()
+	}
+	for {
+		select {
+		case sig := <-signals:
+			if sig != unix.SIGCHLD {
+				powerOff(logger, child, "signal "+sig.String())
+			}
+			if reap(logger, child) {
+				child = nil
+				later()
+			}
+		case <-restart:
+			if child == nil {
+				if child = startSupervisor(logger); child == nil {
+					later()
+				}
+			}
+		case why := <-power:
+			powerOff(logger, child, why)
+		}
+	}
+}
+
+// startSupervisor starts init's supervisor role as a child process with the
+// console as its output. On failure it returns nil and is retried on the
+// next SIGCHLD tick.
+func startSupervisor(logger *zap.Logger) *os.Process {
+	cmd := exec.Command("/proc/self/exe", superviseArg)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = []string{"PATH=/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/root"}
+	if err := cmd.Start(); err != nil {
+		logger.Error("failed to start the supervisor process", zap.Error(err))
+		return nil
+	}
+	logger.Info("supervisor process started", zap.Int("pid", cmd.Process.Pid))
+	return cmd.Process
+}
+
+// reap collects every exited child and tells whether the supervisor process
+// was among them.
+func reap(logger *zap.Logger, child *os.Process) bool {
+	died := false
+	for {
+		var status unix.WaitStatus
+		pid, err := unix.Wait4(-1, &status, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return died
+		}
+		if child != nil && pid == child.Pid {
+			died = true
+			logger.Error("supervisor process died; restarting it",
+				zap.Int("pid", pid), zap.Int("exit_status", status.ExitStatus()), zap.String("signal", status.Signal().String()))
+		}
+	}
+}
+
+// powerOff stops the supervisor tree, then everything else, and powers off.
+func powerOff(logger *zap.Logger, child *os.Process, why string) {
+	logger.Info("powering off", zap.String("reason", why))
+	if child != nil {
+		_ = child.Signal(unix.SIGTERM)
+		deadline := time.Now().Add(stopGrace)
+		for time.Now().Before(deadline) {
+			var status unix.WaitStatus
+			pid, _ := unix.Wait4(child.Pid, &status, unix.WNOHANG, nil)
+			if pid == child.Pid {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	unix.Sync()
+	logger.Info("power off")
+	_ = logger.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		logger.Error("power off failed", zap.Error(err))
+	}
+	select {} // PID 1 must never exit.
+}
+
+// Linux input event constants (linux/input-event-codes.h).
+const (
+	evKey    = 0x01
+	keyPower = 116
+)
+
+// powerButtonWait bounds how long input devices may take to appear after
+// their modules are loaded.
+const powerButtonWait = 10 * time.Second
+
+// watchPowerButton reads every input device for the ACPI power button's
+// KEY_POWER press (QEMU's system_powerdown) and reports it.
+func watchPowerButton(logger *zap.Logger, power chan<- string) {
+	watched := make(map[string]bool)
+	for deadline := time.Now().Add(powerButtonWait); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		devices, _ := filepath.Glob("/dev/input/event*")
+		for _, dev := range devices {
+			if !watched[dev] {
+				watched[dev] = true
+				go watchInput(logger, dev, power)
+			}
+		}
+	}
+	if len(watched) == 0 {
+		logger.Warn("no input devices: the power button is not watched")
+	}
+}
+
+func watchInput(logger *zap.Logger, dev string, power chan<- string) {
+	f, err := os.Open(dev)
+	if err != nil {
+		logger.Warn("failed to open input device", zap.String("device", dev), zap.Error(err))
+		return
+	}
+	defer f.Close()
+	// struct input_event on 64-bit: timeval (16), type, code, value.
+	var ev [24]byte
+	for {
+		if _, err := io.ReadFull(f, ev[:]); err != nil {
+			return
+		}
+		typ := binary.LittleEndian.Uint16(ev[16:])
+		code := binary.LittleEndian.Uint16(ev[18:])
+		value := int32(binary.LittleEndian.Uint32(ev[20:]))
+		if typ == evKey && code == keyPower && value == 1 {
+			select {
+			case power <- fmt.Sprintf("power button (%s)", dev):
+			default:
+			}
+		}
+	}
+}

@@ -1,0 +1,97 @@
+//go:build appliance_e2e
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/supervisor"
+)
+
+// Ports of the E2E variant's endpoints, forwarded by the test harness with
+// QEMU's hostfwd. Nothing else listens on the network.
+const (
+	criPort    = 7000 // containerd's socket (CRI and containerd API), as TCP
+	statusPort = 7001 // GET /preseed/status: the preseed status file
+)
+
+// variantRunnables of the E2E variant: what the test harness needs to reach
+// the node from outside the VM, and nothing else.
+func variantRunnables() map[string]supervisor.Runnable {
+	return map[string]supervisor.Runnable{
+		"e2e-cri-proxy":     criProxy,
+		"e2e-status-server": statusServer,
+	}
+}
+
+// criProxy forwards TCP connections to containerd's unix socket.
+func criProxy(ctx context.Context) error {
+	l, err := net.Listen("tcp", fmt.Sprintf(":%d", criPort))
+	if err != nil {
+		return fmt.Errorf("failed to listen on port %d: %w", criPort, err)
+	}
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	supervisor.Signal(ctx, supervisor.SignalHealthy)
+	logger := supervisor.Logger(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("failed to accept on port %d: %w", criPort, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			up, err := net.Dial("unix", containerd.DefaultAddress)
+			if err != nil {
+				logger.Warn("failed to reach containerd", zap.Error(err))
+				return
+			}
+			defer up.Close()
+			done := make(chan struct{}, 2)
+			go func() { io.Copy(up, conn); done <- struct{}{} }()
+			go func() { io.Copy(conn, up); done <- struct{}{} }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}()
+	}
+}
+
+// statusServer serves the preseed status file over HTTP.
+func statusServer(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /preseed/status", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, preseed.DefaultStatusPath)
+	})
+	srv := &http.Server{Addr: fmt.Sprintf(":%d", statusPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	supervisor.Signal(ctx, supervisor.SignalHealthy)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("status server on port %d: %w", statusPort, err)
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,9 @@
+//go:build !appliance_e2e
+
+package main
+
+import "github.com/appliance-bundler/appliance/core/supervisor"
+
+// variantRunnables of the production variant: none. It has no debug or test
+// endpoint at all; the E2E variant (variant_e2e.go) adds its own.
+func variantRunnables() map[string]supervisor.Runnable { return nil }
