@@ -1,0 +1,116 @@
+// Package appliance_test boots the production appliance image under QEMU and
+// checks what its serial console says: modules loaded, the network up,
+// containerd ready, preseed's summary (2 imported, 0 failed), and a clean
+// power-off on the ACPI power button. It must not need anything the
+// production image lacks (it has no test endpoint).
+package appliance_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bazelbuild/rules_go/go/runfiles"
+
+	"github.com/appliance-bundler/appliance/tests/launch"
+)
+
+func rlocation(t *testing.T, env string) string {
+	t.Helper()
+	p, err := runfiles.Rlocation(os.Getenv(env))
+	if err != nil || os.Getenv(env) == "" {
+		t.Fatalf("%s not in runfiles (%v): run with bazel test", env, err)
+	}
+	return p
+}
+
+// logLine is one structured log line of init.
+type logLine struct {
+	Logger   string  `json:"logger"`
+	Msg      string  `json:"msg"`
+	Imported int     `json:"imported"`
+	Skipped  int     `json:"skipped"`
+	Failed   int     `json:"failed"`
+	Module   string  `json:"module"`
+	Duration float64 `json:"duration_seconds"`
+}
+
+func msgIs(logger, msg string) func(string) bool {
+	return func(line string) bool {
+		var l logLine
+		return json.Unmarshal([]byte(line), &l) == nil && l.Logger == logger && l.Msg == msg
+	}
+}
+
+func TestProductionImageBootsAndPreseeds(t *testing.T) {
+	outDir := os.Getenv("TEST_UNDECLARED_OUTPUTS_DIR")
+	if outDir == "" {
+		outDir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	vm, err := launch.Start(ctx, launch.Options{
+		Kernel:    rlocation(t, "KERNEL"),
+		Initramfs: rlocation(t, "INITRAMFS"),
+		SerialLog: filepath.Join(outDir, "serial.log"),
+		Timeout:   8 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("failed to start the VM: %v", err)
+	}
+	defer vm.Kill()
+	t.Logf("QEMU started with accel %s; serial log in the test's undeclared outputs", vm.Accel)
+
+	since := func() time.Duration { return time.Since(vm.Started).Round(10 * time.Millisecond) }
+	if _, err := vm.WaitForLine(ctx, "the network up", msgIs("init", "network up")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.WaitForLine(ctx, "containerd ready", msgIs("supervisor.root.containerd", "containerd ready")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("containerd ready %s after QEMU start", since())
+	line, err := vm.WaitForLine(ctx, "preseed's summary", msgIs("supervisor.root.containerd.preseed", "preseed finished"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("preseed done %s after QEMU start: %s", since(), line)
+	var summary logLine
+	json.Unmarshal([]byte(line), &summary)
+	if summary.Imported != 2 || summary.Failed != 0 {
+		t.Errorf("preseed imported %d and failed %d, want 2 imported and 0 failed", summary.Imported, summary.Failed)
+	}
+	loaded := make(map[string]bool)
+	for _, l := range vm.Lines() {
+		var ll logLine
+		if json.Unmarshal([]byte(l), &ll) == nil && ll.Msg == "module loaded" {
+			loaded[ll.Module] = true
+		}
+	}
+	for _, m := range []string{"overlay", "bridge", "br_netfilter", "veth", "virtio_net"} {
+		if !loaded[m] {
+			t.Errorf("module %s was not loaded", m)
+		}
+	}
+	for _, l := range vm.Lines() {
+		if strings.Contains(l, `"level":"error"`) {
+			t.Errorf("error on the console: %s", l)
+		}
+	}
+
+	if err := vm.PowerDown(ctx); err != nil {
+		t.Fatalf("failed to press the power button: %v", err)
+	}
+	if _, err := vm.WaitForLine(ctx, "init powering off", msgIs("init", "power off")); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, waitCancel := context.WithTimeout(ctx, time.Minute)
+	defer waitCancel()
+	if err := vm.Wait(waitCtx); err != nil {
+		t.Fatalf("QEMU did not exit cleanly after power-off: %v", err)
+	}
+	t.Logf("powered off %s after QEMU start", since())
+}

@@ -1,0 +1,341 @@
+// Package launch boots the appliance under QEMU for tests and for
+// `bazel run`: kernel and initramfs from the build, TCG or KVM (KVM only where
+// a probe boot shows it works), the serial console captured to a file and
+// streamed line by line, guest TCP ports forwarded to free ports on
+// 127.0.0.1, user networking with restrict=on (no route out of the VM), a
+// QMP socket for the ACPI power button, a hard timeout, and QEMU killed on
+// every exit path (including the death of the calling process).
+//
+// It must not reach anything outside the machine, nor leave a QEMU running.
+package launch
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options describe one VM.
+type Options struct {
+	// QEMU is the qemu-system-x86_64 binary; default from PATH.
+	QEMU string
+	// Kernel and Initramfs are the appliance's boot files.
+	Kernel, Initramfs string
+	// Append is added to the kernel command line.
+	Append string
+	// MemoryMiB and CPUs size the VM (defaults 2048 and 2).
+	MemoryMiB, CPUs int
+	// Accel is "tcg", "kvm" or "auto" (default: KVM if ProbeKVM says it
+	// works, else TCG).
+	Accel string
+	// Forward lists guest TCP ports to reach from the host; VM.Ports maps
+	// each to a free port on 127.0.0.1 chosen at start.
+	Forward []int
+	// Disks are raw images attached as virtio-blk devices, in order.
+	Disks []string
+	// SerialLog is the file the serial console is written to (required).
+	SerialLog string
+	// Console, if set, also receives every serial line (e.g. os.Stdout or a
+	// test's log).
+	Console io.Writer
+	// Timeout is a hard limit on the VM's life (default 10 minutes).
+	Timeout time.Duration
+	// Interactive connects the terminal's stdin to the serial console.
+	Interactive bool
+}
+
+// VM is a running QEMU.
+type VM struct {
+	// Ports maps each forwarded guest port to its port on 127.0.0.1.
+	Ports map[int]int
+	// Accel is the accelerator in use.
+	Accel string
+	// Started is when QEMU was started.
+	Started time.Time
+
+	cmd     *exec.Cmd
+	qmpPath string
+	dir     string
+	cancel  context.CancelFunc
+	exited  chan struct{}
+	waitErr error
+
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{} // closed and replaced on every new line
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("failed to find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (o *Options) defaults() error {
+	if o.QEMU == "" {
+		p, err := exec.LookPath("qemu-system-x86_64")
+		if err != nil {
+			return fmt.Errorf("qemu-system-x86_64 not found: %w", err)
+		}
+		o.QEMU = p
+	}
+	if o.Kernel == "" || o.Initramfs == "" {
+		return errors.New("launch: Kernel and Initramfs are required")
+	}
+	for _, f := range []string{o.Kernel, o.Initramfs} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("launch: boot file: %w", err)
+		}
+	}
+	if o.SerialLog == "" {
+		return errors.New("launch: SerialLog is required")
+	}
+	if o.MemoryMiB == 0 {
+		o.MemoryMiB = 2048
+	}
+	if o.CPUs == 0 {
+		o.CPUs = 2
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Minute
+	}
+	if o.Accel == "" {
+		o.Accel = "auto"
+	}
+	return nil
+}
+
+// Start boots a VM. The VM is killed when ctx ends, when Timeout passes, or
+// when the calling process dies; call Kill or Wait to release it.
+func Start(ctx context.Context, o Options) (*VM, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	if o.Accel == "auto" {
+		o.Accel = "tcg"
+		if ProbeKVM(ctx, o.QEMU, o.Kernel, o.Initramfs) {
+			o.Accel = "kvm"
+		}
+	}
+	if o.Accel != "tcg" && o.Accel != "kvm" {
+		return nil, fmt.Errorf("launch: accel %q is not tcg, kvm or auto", o.Accel)
+	}
+	dir, err := os.MkdirTemp("", "launch")
+	if err != nil {
+		return nil, fmt.Errorf("failed to create a runtime directory: %w", err)
+	}
+	vm := &VM{Ports: make(map[int]int), Accel: o.Accel, qmpPath: filepath.Join(dir, "qmp.sock"), dir: dir,
+		exited: make(chan struct{}), changed: make(chan struct{})}
+
+	netdev := "user,id=net0,restrict=on"
+	for _, guest := range o.Forward {
+		host, err := freePort()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		vm.Ports[guest] = host
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
+	}
+	args := []string{
+		"-machine", "q35", "-accel", o.Accel,
+		"-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(o.CPUs),
+		"-kernel", o.Kernel, "-initrd", o.Initramfs,
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + o.Append),
+		"-display", "none", "-vga", "none", "-no-reboot",
+		"-serial", "stdio", "-monitor", "none",
+		"-qmp", "unix:" + vm.qmpPath + ",server=on,wait=off",
+		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
+	}
+	if o.Accel == "kvm" {
+		args = append(args, "-cpu", "host")
+	}
+	for i, d := range o.Disks {
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d,cache=unsafe", d, i))
+	}
+
+	serial, err := os.Create(o.SerialLog)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("failed to create serial log %s: %w", o.SerialLog, err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	vm.cancel = cancel
+	cmd := exec.CommandContext(runCtx, o.QEMU, args...)
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	// QEMU dies with the process that started it, whatever ends that.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if o.Interactive {
+		cmd.Stdin = os.Stdin
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		serial.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("failed to pipe QEMU's output: %w", err)
+	}
+	cmd.Stderr = cmd.Stdout
+	vm.cmd = cmd
+	vm.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		cancel()
+		serial.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("failed to start %s: %w", o.QEMU, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(serial, line)
+			if o.Console != nil {
+				fmt.Fprintln(o.Console, line)
+			}
+			vm.mu.Lock()
+			vm.lines = append(vm.lines, line)
+			close(vm.changed)
+			vm.changed = make(chan struct{})
+			vm.mu.Unlock()
+		}
+		vm.waitErr = cmd.Wait()
+		serial.Close()
+		cancel()
+		os.RemoveAll(dir)
+		close(vm.exited)
+	}()
+	return vm, nil
+}
+
+// WaitForLine waits until a serial line satisfies match and returns it,
+// scanning from the first line. It fails when ctx ends or QEMU exits first.
+func (vm *VM) WaitForLine(ctx context.Context, what string, match func(string) bool) (string, error) {
+	seen := 0
+	for {
+		vm.mu.Lock()
+		lines, changed := vm.lines[seen:], vm.changed
+		vm.mu.Unlock()
+		for _, l := range lines {
+			if match(l) {
+				return l, nil
+			}
+		}
+		seen += len(lines)
+		select {
+		case <-changed:
+		case <-vm.exited:
+			// Lines written just before the exit are already in vm.lines.
+			vm.mu.Lock()
+			rest := vm.lines[seen:]
+			vm.mu.Unlock()
+			for _, l := range rest {
+				if match(l) {
+					return l, nil
+				}
+			}
+			return "", fmt.Errorf("QEMU exited (%v) before the serial console showed %s", vm.waitErr, what)
+		case <-ctx.Done():
+			return "", fmt.Errorf("the serial console did not show %s: %w", what, ctx.Err())
+		}
+	}
+}
+
+// PowerDown presses the VM's ACPI power button through QMP.
+func (vm *VM) PowerDown(ctx context.Context) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", vm.qmpPath)
+	if err != nil {
+		return fmt.Errorf("failed to reach QMP: %w", err)
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	dec := json.NewDecoder(conn)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		return fmt.Errorf("failed to read QMP greeting: %w", err)
+	}
+	for _, c := range []string{"qmp_capabilities", "system_powerdown"} {
+		if _, err := fmt.Fprintf(conn, `{"execute":%q}`+"\n", c); err != nil {
+			return fmt.Errorf("failed to send %s: %w", c, err)
+		}
+		for {
+			var resp map[string]any
+			if err := dec.Decode(&resp); err != nil {
+				return fmt.Errorf("failed to read the answer to %s: %w", c, err)
+			}
+			if e, ok := resp["error"]; ok {
+				return fmt.Errorf("QMP %s failed: %v", c, e)
+			}
+			if _, ok := resp["return"]; ok {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// Wait waits for QEMU to exit and returns its exit error.
+func (vm *VM) Wait(ctx context.Context) error {
+	select {
+	case <-vm.exited:
+		return vm.waitErr
+	case <-ctx.Done():
+		return fmt.Errorf("QEMU still running: %w", ctx.Err())
+	}
+}
+
+// Kill stops QEMU at once and waits for it. Safe to call more than once.
+func (vm *VM) Kill() {
+	vm.cancel()
+	<-vm.exited
+}
+
+// Lines returns the serial lines so far.
+func (vm *VM) Lines() []string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return append([]string(nil), vm.lines...)
+}
+
+// probeTimeout bounds the KVM probe boot.
+const probeTimeout = 20 * time.Second
+
+// ProbeKVM tells whether KVM boots this kernel: it boots it under KVM with
+// no init (rdinit pointing nowhere) and waits for the kernel to get as far
+// as looking for init. Nested KVM here has crashed guests early, so the
+// existence of /dev/kvm alone proves nothing.
+func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu, "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512",
+		"-kernel", kernel, "-initrd", initramfs,
+		"-append", "console=ttyS0 panic=-1 rdinit=/kvm-probe-no-such-init",
+		"-display", "none", "-vga", "none", "-no-reboot", "-serial", "stdio", "-monitor", "none", "-nic", "none")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, _ := cmd.CombinedOutput()
+	return strings.Contains(string(out), "Kernel panic") && strings.Contains(string(out), "init")
+}
