@@ -29,6 +29,9 @@ type Config struct {
 	DNS       []string // nameservers for /etc/resolv.conf
 	// ResolvConf is where the nameservers are written.
 	ResolvConf string
+	// LinkWait bounds how long the uplink may take to appear after its
+	// driver module is loaded (default 10 s).
+	LinkWait time.Duration
 }
 
 // QEMUUser is the configuration for QEMU's user-mode network.
@@ -43,9 +46,7 @@ func QEMUUser(hostname string) Config {
 	}
 }
 
-// linkWait bounds how long the uplink may take to appear after its driver
-// module is loaded.
-const linkWait = 10 * time.Second
+const defaultLinkWait = 10 * time.Second
 
 // Configure applies cfg.
 func Configure(ctx context.Context, logger *zap.Logger, cfg Config) error {
@@ -62,7 +63,11 @@ func Configure(ctx context.Context, logger *zap.Logger, cfg Config) error {
 		return fmt.Errorf("failed to bring lo up: %w", err)
 	}
 
-	link, err := waitForLink(ctx, cfg.Interface)
+	wait := cfg.LinkWait
+	if wait == 0 {
+		wait = defaultLinkWait
+	}
+	link, err := waitForLink(ctx, cfg.Interface, wait)
 	if err != nil {
 		return err
 	}
@@ -97,8 +102,8 @@ func Configure(ctx context.Context, logger *zap.Logger, cfg Config) error {
 	return nil
 }
 
-func waitForLink(ctx context.Context, name string) (netlink.Link, error) {
-	ctx, cancel := context.WithTimeout(ctx, linkWait)
+func waitForLink(ctx context.Context, name string, wait time.Duration) (netlink.Link, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
 		link, err := netlink.LinkByName(name)
@@ -107,7 +112,7 @@ func waitForLink(ctx context.Context, name string) (netlink.Link, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("interface %s did not appear within %s: %w", name, linkWait, err)
+			return nil, fmt.Errorf("interface %s did not appear within %s: %w", name, wait, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
@@ -101,6 +102,7 @@ func TestMissingUplinkIsNamed(t *testing.T) {
 	inFreshNamespaces(t, func() {
 		cfg := QEMUUser("")
 		cfg.Interface = "eth9"
+		cfg.LinkWait = 200 * time.Millisecond
 		cfg.ResolvConf = ""
 		err := Configure(context.Background(), zap.NewNop(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "interface eth9 did not appear") {
