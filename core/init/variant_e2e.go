@@ -21,9 +21,12 @@ import (
 
 // Ports of the E2E variant's endpoints, forwarded by the test harness with
 // QEMU's hostfwd. Nothing else listens on the network.
+// podLogDir is where the E2E's pods write their logs (their LogDirectory).
+const podLogDir = "/var/log/pods"
+
 const (
 	criPort    = 7000 // containerd's socket (CRI and containerd API), as TCP
-	statusPort = 7001 // GET /preseed/status: the preseed status file
+	statusPort = 7001 // GET /preseed/status, GET /logs/<pod dir>/...: files the CRI leaves no API for
 )
 
 // variantRunnables of the E2E variant: what the test harness needs to reach
@@ -78,12 +81,14 @@ func criProxy(ctx context.Context) error {
 	}
 }
 
-// statusServer serves the preseed status file over HTTP.
+// statusServer serves the preseed status file and the pods' log files
+// (which kubelet would read from disk) over HTTP, read-only.
 func statusServer(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /preseed/status", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, preseed.DefaultStatusPath)
 	})
+	mux.Handle("GET /logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(podLogDir))))
 	srv := &http.Server{Addr: fmt.Sprintf(":%d", statusPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

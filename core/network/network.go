@@ -29,6 +29,9 @@ type Config struct {
 	DNS       []string // nameservers for /etc/resolv.conf
 	// ResolvConf is where the nameservers are written.
 	ResolvConf string
+	// Hosts is where the hosts file (localhost and the hostname) is written;
+	// the CRI copies it into every pod.
+	Hosts string
 	// LinkWait bounds how long the uplink may take to appear after its
 	// driver module is loaded (default 10 s).
 	LinkWait time.Duration
@@ -43,6 +46,7 @@ func QEMUUser(hostname string) Config {
 		Gateway:    "10.0.2.2",
 		DNS:        []string{"10.0.2.3"},
 		ResolvConf: "/etc/resolv.conf",
+		Hosts:      "/etc/hosts",
 	}
 }
 
@@ -96,6 +100,15 @@ func Configure(ctx context.Context, logger *zap.Logger, cfg Config) error {
 		}
 		if err := os.WriteFile(cfg.ResolvConf, []byte(b.String()), 0o644); err != nil {
 			return fmt.Errorf("failed to write %s: %w", cfg.ResolvConf, err)
+		}
+	}
+	if cfg.Hosts != "" {
+		hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost\n"
+		if cfg.Hostname != "" {
+			hosts += fmt.Sprintf("127.0.1.1\t%s\n", cfg.Hostname)
+		}
+		if err := os.WriteFile(cfg.Hosts, []byte(hosts), 0o644); err != nil {
+			return fmt.Errorf("failed to write %s: %w", cfg.Hosts, err)
 		}
 	}
 	logger.Info("network up", zap.String("interface", cfg.Interface), zap.String("address", cfg.Address), zap.String("gateway", cfg.Gateway))

@@ -53,9 +53,11 @@ func inFreshNamespaces(t *testing.T, fn func()) {
 
 func TestConfigureBringsUplinkUp(t *testing.T) {
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	hosts := filepath.Join(t.TempDir(), "hosts")
 	inFreshNamespaces(t, func() {
 		cfg := QEMUUser("appliance-test")
 		cfg.ResolvConf = resolv
+		cfg.Hosts = hosts
 		if err := Configure(context.Background(), zap.NewNop(), cfg); err != nil {
 			t.Errorf("Configure: %v", err)
 			return
@@ -92,6 +94,9 @@ func TestConfigureBringsUplinkUp(t *testing.T) {
 			t.Errorf("hostname = %q", got)
 		}
 	})
+	if data, err := os.ReadFile(hosts); err != nil || string(data) != "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tappliance-test\n" {
+		t.Errorf("hosts = %q (%v)", data, err)
+	}
 	data, err := os.ReadFile(resolv)
 	if err != nil || string(data) != "nameserver 10.0.2.3\n" {
 		t.Errorf("resolv.conf = %q (%v)", data, err)
@@ -104,6 +109,7 @@ func TestMissingUplinkIsNamed(t *testing.T) {
 		cfg.Interface = "eth9"
 		cfg.LinkWait = 200 * time.Millisecond
 		cfg.ResolvConf = ""
+		cfg.Hosts = ""
 		err := Configure(context.Background(), zap.NewNop(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "interface eth9 did not appear") {
 			t.Errorf("Configure = %v, want an error naming eth9", err)

@@ -1,0 +1,34 @@
+"""appliance_initramfs: the appliance's initramfs with a given init."""
+
+load("//build/rules:initramfs.bzl", "initramfs")
+
+def appliance_initramfs(name, init, extra_tars = [], **kwargs):
+    """The appliance image's initramfs: init, containerd, runc, CNI, kernel modules and the preseeded bundles.
+
+    Args:
+      name: the target's name.
+      init: the init binary (`//core/init` or its E2E variant).
+      extra_tars: more trees to merge in (tests add bundles this way).
+      **kwargs: passed to initramfs (visibility, tags, ...).
+    """
+    initramfs(
+        name = name,
+        dirs = ["/etc", "/proc", "/run", "/sys", "/tmp", "/var"],
+        executables = {
+            Label("//third_party/cni:bridge"): "/opt/cni/bin/bridge",
+            Label("//third_party/cni:host-local"): "/opt/cni/bin/host-local",
+            Label("//third_party/cni:loopback"): "/opt/cni/bin/loopback",
+            Label("//third_party/containerd:containerd"): "/usr/bin/containerd",
+            Label("//third_party/containerd:containerd-shim-runc-v2"): "/usr/bin/containerd-shim-runc-v2",
+            Label("//third_party/runc:runc"): "/usr/bin/runc",
+            init: "/init",
+        },
+        files = {Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist"},
+        tars = [
+            # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
+            Label("//images:preseed_tar"),
+            # /lib/modules/<release>/ and /etc/modules-load.d/.
+            Label("//third_party/linux:modules"),
+        ] + extra_tars,
+        **kwargs
+    )

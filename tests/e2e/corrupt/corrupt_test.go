@@ -1,0 +1,39 @@
+// Package corrupt_test boots the appliance with a corrupt bundle beside the
+// good ones: the node's status reports that bundle failed, by file and
+// reason, and the hello pod still starts from the good ones.
+package corrupt_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/tests/e2e/node"
+)
+
+func TestCorruptBundleIsReportedAndPodStillStarts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n := node.Boot(ctx, t)
+	st := n.PreseedStatus(ctx)
+	t.Logf("preseed done %s after QEMU start: imported %d, failed %d", n.Since(), st.Imported, st.Failed)
+	if st.Imported != 2 || st.Failed != 1 {
+		t.Fatalf("preseed imported %d and failed %d, want 2 and 1: %+v", st.Imported, st.Failed, st.Bundles)
+	}
+	var bad *preseed.BundleStatus
+	for i, b := range st.Bundles {
+		if b.Result == preseed.ResultFailed {
+			bad = &st.Bundles[i]
+		}
+	}
+	if bad == nil || !strings.HasSuffix(bad.File, "corrupt.tar") || bad.Namespace != "k8s.io" || bad.Error == "" {
+		t.Fatalf("failed bundle = %+v, want corrupt.tar in k8s.io with a reason", bad)
+	}
+	t.Logf("the node reports: %s (%s): %s", bad.File, bad.Namespace, bad.Error)
+	n.CheckPreseededImages(ctx, t, node.HelloImage, node.PauseImage)
+	if exit, log := n.RunHello(ctx, t); exit != 0 {
+		t.Errorf("hello exited with %d, want 0; log: %s", exit, log)
+	}
+}

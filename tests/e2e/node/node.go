@@ -1,0 +1,151 @@
+// Package node drives one appliance VM of the E2E variant for the tests in
+// tests/e2e: it boots it with tests/launch, forwards the E2E endpoints of
+// core/init/variant_e2e.go, waits for preseed through the node's status, and
+// gives a CRI client. It must never pull an image: the E2E proves that pods
+// start from preseeded images only.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bazelbuild/rules_go/go/runfiles"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/tests/launch"
+)
+
+// Guest ports of the E2E variant (core/init/variant_e2e.go).
+const (
+	criPort    = 7000
+	statusPort = 7001
+)
+
+// Node is a booted appliance.
+type Node struct {
+	VM      *launch.VM
+	Runtime runtimeapi.RuntimeServiceClient
+	Images  runtimeapi.ImageServiceClient
+	conn    *grpc.ClientConn
+	t       *testing.T
+}
+
+func rlocation(t *testing.T, env string) string {
+	t.Helper()
+	p, err := runfiles.Rlocation(os.Getenv(env))
+	if err != nil || os.Getenv(env) == "" {
+		t.Fatalf("%s not in runfiles (%v): run with bazel test", env, err)
+	}
+	return p
+}
+
+// Boot starts the VM of the kernel in $KERNEL and the initramfs in
+// $INITRAMFS (runfiles paths), with the serial log in the test's undeclared
+// outputs, and stops it when the test ends.
+func Boot(ctx context.Context, t *testing.T, disks ...string) *Node {
+	t.Helper()
+	out := os.Getenv("TEST_UNDECLARED_OUTPUTS_DIR")
+	if out == "" {
+		out = t.TempDir()
+	}
+	vm, err := launch.Start(ctx, launch.Options{
+		Kernel:    rlocation(t, "KERNEL"),
+		Initramfs: rlocation(t, "INITRAMFS"),
+		Forward:   []int{criPort, statusPort},
+		Disks:     disks,
+		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),
+		Timeout:   10 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("failed to boot the appliance: %v", err)
+	}
+	t.Cleanup(vm.Kill)
+	t.Logf("QEMU started (accel %s), ports %v", vm.Accel, vm.Ports)
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", vm.Ports[criPort]),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("failed to create the CRI client: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &Node{VM: vm, Runtime: runtimeapi.NewRuntimeServiceClient(conn), Images: runtimeapi.NewImageServiceClient(conn), conn: conn, t: t}
+}
+
+// Since is the time since QEMU started.
+func (n *Node) Since() time.Duration { return time.Since(n.VM.Started).Round(10 * time.Millisecond) }
+
+// Eventually calls fn every second until it returns nil; it fails the test
+// when ctx ends first, with fn's last error.
+func Eventually(ctx context.Context, t *testing.T, what string, fn func(context.Context) error) {
+	t.Helper()
+	var last error
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		last = fn(callCtx)
+		cancel()
+		if last == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: gave up: %v", what, last)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// get fetches a path of the node's E2E HTTP endpoint.
+func (n *Node) get(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", n.VM.Ports[statusPort], path), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return body, nil
+}
+
+// PreseedStatus waits until the node reports preseed done and returns the
+// status.
+func (n *Node) PreseedStatus(ctx context.Context) *preseed.Status {
+	var st preseed.Status
+	Eventually(ctx, n.t, "preseed status", func(ctx context.Context) error {
+		body, err := n.get(ctx, "/preseed/status")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(body, &st); err != nil {
+			return fmt.Errorf("bad status %q: %w", body, err)
+		}
+		if st.State != "done" {
+			return fmt.Errorf("preseed state %q", st.State)
+		}
+		return nil
+	})
+	return &st
+}
+
+// PodLog reads a container log file below the pods' log directory.
+func (n *Node) PodLog(ctx context.Context, rel string) (string, error) {
+	b, err := n.get(ctx, "/logs/"+rel)
+	return string(b), err
+}

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Image names of the preseeded images (//images/hello, //images/pause).
+const (
+	HelloImage = "docker.io/library/hello:1.0"
+	PauseImage = "localhost/appliance/pause:1.0"
+	// Greeting is what the hello container prints (images/hello).
+	Greeting = "Hello world from preseeded image"
+)
+
+// CheckPreseededImages checks through the CRI that each named image is
+// present and pinned.
+func (n *Node) CheckPreseededImages(ctx context.Context, t *testing.T, names ...string) {
+	t.Helper()
+	resp, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatalf("ListImages: %v", err)
+	}
+	for _, name := range names {
+		found := false
+		for _, img := range resp.Images {
+			for _, tag := range img.RepoTags {
+				if tag == name {
+					found = true
+					if !img.Pinned {
+						t.Errorf("image %s is not pinned", name)
+					}
+				}
+			}
+		}
+		if !found {
+			t.Errorf("image %s is not in the CRI's image list", name)
+		}
+	}
+}
+
+// RunHello runs a pod with one container of the hello image, never calling
+// PullImage, waits for the container to exit and returns its exit code and
+// log.
+func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
+	t.Helper()
+	const podDir = "default_hello_e2e-hello"
+	sandbox := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "hello", Namespace: "default", Uid: "e2e-hello"},
+		Hostname:     "hello",
+		LogDirectory: "/var/log/pods/" + podDir,
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+	}
+	pod, err := n.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	t.Logf("pod sandbox %s running %s after QEMU start", pod.PodSandboxId, n.Since())
+	ctr, err := n.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: pod.PodSandboxId,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "hello"},
+			Image:    &runtimeapi.ImageSpec{Image: HelloImage},
+			LogPath:  "hello/0.log",
+			Linux:    &runtimeapi.LinuxContainerConfig{},
+		},
+		SandboxConfig: sandbox,
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if _, err := n.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	var exit int32
+	Eventually(ctx, t, "hello container to exit", func(ctx context.Context) error {
+		st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr.ContainerId})
+		if err != nil {
+			return err
+		}
+		if st.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+			return fmt.Errorf("container state %s", st.Status.State)
+		}
+		exit = st.Status.ExitCode
+		return nil
+	})
+	t.Logf("hello container exited (code %d) %s after QEMU start", exit, n.Since())
+	var log string
+	Eventually(ctx, t, "hello container's log", func(ctx context.Context) error {
+		l, err := n.PodLog(ctx, podDir+"/hello/0.log")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(l, Greeting) {
+			return fmt.Errorf("log %q lacks the greeting", l)
+		}
+		log = l
+		return nil
+	})
+	return exit, log
+}
