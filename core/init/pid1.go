@@ -86,6 +86,13 @@ func pid1(logger *zap.Logger) {
 	if err := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d"); err != nil {
 		logger.Error("failed to load kernel modules", zap.Error(err))
 	}
+	if dev, err := mountStateDisk(); err != nil {
+		// containerd then keeps its state on tmpfs: the images are preseeded
+		// again, so the node still works.
+		logger.Error("failed to mount the state disk; containerd's state stays in memory", zap.String("device", dev), zap.Error(err))
+	} else if dev != "" {
+		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
+	}
 	if err := network.Configure(ctx, logger, network.QEMUUser(hostname)); err != nil {
 		logger.Error("failed to configure the network", zap.Error(err))
 	}
@@ -174,6 +181,10 @@ func powerOff(logger *zap.Logger, child *os.Process, why string) {
 	}
 	_ = unix.Kill(-1, unix.SIGKILL)
 	unix.Sync()
+	// A clean filesystem on the state disk for the next boot.
+	if err := unix.Unmount(stateDir, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		logger.Warn("failed to unmount the state disk", zap.Error(err))
+	}
 	logger.Info("power off")
 	_ = logger.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {

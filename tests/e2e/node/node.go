@@ -49,10 +49,24 @@ func rlocation(t *testing.T, env string) string {
 	return p
 }
 
+// Extra are boot options some tests need.
+type Extra struct {
+	// Disks are raw images attached as virtio-blk (/dev/vda, ...).
+	Disks []string
+	// Append is added to the kernel command line.
+	Append string
+}
+
 // Boot starts the VM of the kernel in $KERNEL and the initramfs in
 // $INITRAMFS (runfiles paths), with the serial log in the test's undeclared
 // outputs, and stops it when the test ends.
-func Boot(ctx context.Context, t *testing.T, disks ...string) *Node {
+func Boot(ctx context.Context, t *testing.T) *Node {
+	t.Helper()
+	return BootWith(ctx, t, Extra{})
+}
+
+// BootWith is Boot with extra options.
+func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 	t.Helper()
 	out := os.Getenv("TEST_UNDECLARED_OUTPUTS_DIR")
 	if out == "" {
@@ -62,8 +76,10 @@ func Boot(ctx context.Context, t *testing.T, disks ...string) *Node {
 		Kernel:    rlocation(t, "KERNEL"),
 		Initramfs: rlocation(t, "INITRAMFS"),
 		Forward:   []int{criPort, statusPort},
-		Disks:     disks,
+		Disks:     extra.Disks,
+		Append:    extra.Append,
 		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),
+		Console:   prefixWriter{prefix: "serial: ", w: os.Stderr},
 		Timeout:   10 * time.Minute,
 	})
 	if err != nil {
@@ -148,4 +164,17 @@ func (n *Node) PreseedStatus(ctx context.Context) *preseed.Status {
 func (n *Node) PodLog(ctx context.Context, rel string) (string, error) {
 	b, err := n.get(ctx, "/logs/"+rel)
 	return string(b), err
+}
+
+// prefixWriter streams serial lines into the test's log (stderr), marked.
+type prefixWriter struct {
+	prefix string
+	w      io.Writer
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, p.prefix+string(b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
