@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproducibility check: builds the release inputs (kernel, both initramfs
-# variants) in the normal output base and again in a fresh output base with
+# Reproducibility check: builds the release archive and its inputs (kernel,
+# both initramfs variants) in the normal output base and again in a fresh output base with
 # no disk cache, so every action runs again, and compares the outputs byte
 # for byte. Prints the sha256 of each output; fails on any difference.
 set -euo pipefail
@@ -11,6 +11,7 @@ targets=(
   //images/appliance:kernel
   //images/appliance:initramfs
   //images/appliance:initramfs_e2e
+  //images/release
 )
 cache=${APPLIANCE_CACHE:-/var/cache/appliance-build}
 second="$cache/bazel/repro-check-$$"

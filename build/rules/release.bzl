@@ -1,0 +1,60 @@
+"""release_archive: the appliance's release, one deterministic tar."""
+
+def _release_archive_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".tar")
+    args = ctx.actions.args()
+    args.add("-kernel", ctx.file.kernel)
+    args.add("-initramfs", ctx.file.initramfs)
+    args.add("-kernel_lock", ctx.file.kernel_lock)
+    args.add("-preseed_manifest", ctx.file.preseed_manifest)
+    args.add("-default_version", ctx.attr.default_version)
+    args.add("-out", out)
+    inputs = [ctx.file.kernel, ctx.file.initramfs, ctx.file.kernel_lock, ctx.file.preseed_manifest]
+    if ctx.attr.stamp:
+        args.add("-stable_status", ctx.info_file)
+        inputs.append(ctx.info_file)
+    ctx.actions.run(
+        executable = ctx.executable._mkrelease,
+        arguments = [args],
+        inputs = inputs,
+        outputs = [out],
+        mnemonic = "ReleaseArchive",
+        progress_message = "Packing release %{output}",
+    )
+    return [DefaultInfo(files = depset([out]))]
+
+release_archive = rule(
+    implementation = _release_archive_impl,
+    doc = """Packs `appliance-<version>/` into one tar: `vmlinuz`, the initramfs,
+`manifest.json` (version, Go version, kernel packages, every preseeded image
+with namespace, name, index and manifest digests, size and sha256, and the
+sha256 of every artifact) and `SHA256SUMS` for `sha256sum -c`. The archive is
+byte-identical for equal inputs.""",
+    attrs = {
+        "default_version": attr.string(
+            doc = "The version of unstamped builds.",
+            default = "0.0.0-dev",
+        ),
+        "initramfs": attr.label(doc = "The production initramfs.", mandatory = True, allow_single_file = True),
+        "kernel": attr.label(doc = "The kernel image.", mandatory = True, allow_single_file = True),
+        "kernel_lock": attr.label(
+            doc = "The kernel's package lock (its package versions go into the manifest).",
+            mandatory = True,
+            allow_single_file = [".json"],
+        ),
+        "preseed_manifest": attr.label(
+            doc = "The preseed manifest of the image's bundles (preseed_tree's manifest).",
+            mandatory = True,
+            allow_single_file = [".json"],
+        ),
+        "stamp": attr.bool(
+            doc = "Take the version from STABLE_APPLIANCE_VERSION of Bazel's workspace status (use a select on --stamp).",
+            default = False,
+        ),
+        "_mkrelease": attr.label(
+            default = "//build/tools/mkrelease",
+            executable = True,
+            cfg = "exec",
+        ),
+    },
+)

@@ -1,0 +1,259 @@
+// Command mkrelease packs the appliance's release: one tar archive holding
+// the kernel, the production initramfs, a manifest (JSON: version, kernel
+// package, Go version, every preseeded image with its digests, and the
+// sha256 of every artifact) and a SHA256SUMS file that `sha256sum -c` checks.
+// The archive is deterministic: fixed entry order, mtime 0, uid/gid 0.
+// It must not read anything but its inputs, nor put a timestamp or a host
+// path into the release.
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Manifest is manifest.json of a release.
+type Manifest struct {
+	Version   string     `json:"version"`
+	GoVersion string     `json:"go_version"`
+	Kernel    Kernel     `json:"kernel"`
+	Images    []Image    `json:"preseeded_images"`
+	Artifacts []Artifact `json:"artifacts"`
+}
+
+// Kernel names the Debian packages the kernel comes from.
+type Kernel struct {
+	File     string    `json:"file"`
+	Packages []Package `json:"packages"`
+}
+
+// Package is one pinned Debian package.
+type Package struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	SHA256  string `json:"deb_sha256"`
+}
+
+// Image is one preseeded image (from the build's preseed manifest).
+type Image struct {
+	Namespace       string   `json:"namespace"`
+	Name            string   `json:"name"`
+	Reference       string   `json:"reference"`
+	Bundle          string   `json:"bundle"`
+	IndexDigest     string   `json:"index_digest"`
+	ManifestDigests []string `json:"manifest_digests"`
+	Size            int64    `json:"size"`
+	SHA256          string   `json:"sha256"`
+}
+
+// Artifact is one file of the release.
+type Artifact struct {
+	File   string `json:"file"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// preseedManifest is the part of //images:preseed_json read here.
+type preseedManifest struct {
+	Bundles []struct {
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+		Path        string `json:"path"`
+		Size        int64  `json:"size"`
+		SHA256      string `json:"sha256"`
+		Reference   string `json:"reference"`
+		IndexDigest string `json:"index_digest"`
+		Manifests   []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	} `json:"bundles"`
+}
+
+// kernelLock is the part of third_party/linux/kernel.lock.json read here.
+type kernelLock struct {
+	Packages map[string]struct {
+		Package string `json:"package"`
+		Version string `json:"version"`
+		SHA256  string `json:"sha256"`
+	} `json:"packages"`
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s is not valid: %w", path, err)
+	}
+	return nil
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("failed to open %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// version reads STABLE_APPLIANCE_VERSION from Bazel's stable status file.
+func version(statusFile, fallback string) (string, error) {
+	if statusFile == "" {
+		return fallback, nil
+	}
+	f, err := os.Open(statusFile)
+	if err != nil {
+		return "", fmt.Errorf("failed to open %s: %w", statusFile, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "STABLE_APPLIANCE_VERSION "); ok && v != "" {
+			return v, nil
+		}
+	}
+	return fallback, sc.Err()
+}
+
+type input struct{ name, path string }
+
+func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback, out string) error {
+	v, err := version(statusFile, fallback)
+	if err != nil {
+		return err
+	}
+	var lock kernelLock
+	if err := readJSON(lockPath, &lock); err != nil {
+		return err
+	}
+	var pm preseedManifest
+	if err := readJSON(preseedPath, &pm); err != nil {
+		return err
+	}
+	m := Manifest{Version: v, GoVersion: runtime.Version(), Kernel: Kernel{File: "vmlinuz"}}
+	for _, p := range lock.Packages {
+		m.Kernel.Packages = append(m.Kernel.Packages, Package{Name: p.Package, Version: p.Version, SHA256: p.SHA256})
+	}
+	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
+	for _, b := range pm.Bundles {
+		img := Image{Namespace: b.Namespace, Name: b.Name, Reference: b.Reference, Bundle: b.Path,
+			IndexDigest: b.IndexDigest, Size: b.Size, SHA256: b.SHA256}
+		for _, md := range b.Manifests {
+			img.ManifestDigests = append(img.ManifestDigests, md.Digest)
+		}
+		m.Images = append(m.Images, img)
+	}
+	sort.Slice(m.Images, func(i, j int) bool {
+		return m.Images[i].Namespace+"/"+m.Images[i].Name < m.Images[j].Namespace+"/"+m.Images[j].Name
+	})
+
+	files := []input{{"vmlinuz", kernelPath}, {filepath.Base(initramfsPath), initramfsPath}}
+	var sums bytes.Buffer
+	for _, f := range files {
+		sum, size, err := hashFile(f.path)
+		if err != nil {
+			return err
+		}
+		m.Artifacts = append(m.Artifacts, Artifact{File: f.name, Size: size, SHA256: sum})
+		fmt.Fprintf(&sums, "%s  %s\n", sum, f.name)
+	}
+	manifest, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	manifest = append(manifest, '\n')
+	ms := sha256.Sum256(manifest)
+	fmt.Fprintf(&sums, "%s  manifest.json\n", hex.EncodeToString(ms[:]))
+
+	dir := "appliance-" + v + "/"
+	f, err := os.Create(out)
+	if err != nil {
+		return fmt.Errorf("failed to create %s: %w", out, err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	tw := tar.NewWriter(bw)
+	hdr := func(name string, size int64, mode int64, typ byte) *tar.Header {
+		return &tar.Header{Typeflag: typ, Name: name, Size: size, Mode: mode, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+	}
+	err = tw.WriteHeader(hdr(dir, 0, 0o755, tar.TypeDir))
+	for _, f := range files {
+		if err != nil {
+			break
+		}
+		err = copyInto(tw, hdr, dir+f.name, f.path)
+	}
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{{"manifest.json", manifest}, {"SHA256SUMS", sums.Bytes()}} {
+		if err != nil {
+			break
+		}
+		if err = tw.WriteHeader(hdr(dir+e.name, int64(len(e.data)), 0o644, tar.TypeReg)); err == nil {
+			_, err = tw.Write(e.data)
+		}
+	}
+	if err := errors.Join(err, tw.Close(), bw.Flush(), f.Close()); err != nil {
+		return fmt.Errorf("failed to write %s: %w", out, err)
+	}
+	return nil
+}
+
+func copyInto(tw *tar.Writer, hdr func(string, int64, int64, byte) *tar.Header, name, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("failed to stat %s: %w", path, err)
+	}
+	if err := tw.WriteHeader(hdr(name, st.Size(), 0o644, tar.TypeReg)); err != nil {
+		return err
+	}
+	if _, err := io.Copy(tw, f); err != nil {
+		return fmt.Errorf("failed to copy %s: %w", path, err)
+	}
+	return nil
+}
+
+func main() {
+	kernel := flag.String("kernel", "", "the kernel (vmlinuz)")
+	initramfs := flag.String("initramfs", "", "the production initramfs")
+	lock := flag.String("kernel_lock", "", "third_party/linux/kernel.lock.json")
+	preseed := flag.String("preseed_manifest", "", "the preseed manifest (//images:preseed_json)")
+	status := flag.String("stable_status", "", "Bazel's stable status file (stamped builds)")
+	fallback := flag.String("default_version", "0.0.0-dev", "the version when not stamped")
+	out := flag.String("out", "", "the release archive to write")
+	flag.Parse()
+	if *kernel == "" || *initramfs == "" || *lock == "" || *preseed == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: mkrelease -kernel F -initramfs F -kernel_lock F -preseed_manifest F [-stable_status F] -out F")
+		os.Exit(2)
+	}
+	if err := run(*kernel, *initramfs, *lock, *preseed, *status, *fallback, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "mkrelease:", err)
+		os.Exit(1)
+	}
+}

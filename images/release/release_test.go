@@ -1,0 +1,164 @@
+// Package release_test checks the release archive as a user verifies it:
+// unpacked, `sha256sum -c SHA256SUMS` passes, and manifest.json names every
+// preseeded image of the build with its digests and every artifact with its
+// sha256.
+package release_test
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bazelbuild/rules_go/go/runfiles"
+)
+
+func rlocation(t *testing.T, env string) string {
+	t.Helper()
+	p, err := runfiles.Rlocation(os.Getenv(env))
+	if err != nil || os.Getenv(env) == "" {
+		t.Fatalf("%s not in runfiles (%v)", env, err)
+	}
+	return p
+}
+
+func unpack(t *testing.T, archive, dir string) []string {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("bad archive: %v", err)
+		}
+		names = append(names, h.Name)
+		if !h.ModTime.Equal(h.ModTime.Truncate(0)) || h.ModTime.Unix() != 0 || h.Uid != 0 || h.Gid != 0 {
+			t.Errorf("%s: mtime %v uid %d gid %d, want 0", h.Name, h.ModTime, h.Uid, h.Gid)
+		}
+		p := filepath.Join(dir, h.Name)
+		if h.Typeflag == tar.TypeDir {
+			os.MkdirAll(p, 0o755)
+			continue
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
+func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
+	dir := t.TempDir()
+	names := unpack(t, rlocation(t, "RELEASE"), dir)
+	want := []string{"appliance-0.0.0-dev/", "appliance-0.0.0-dev/vmlinuz", "appliance-0.0.0-dev/initramfs.cpio.zst",
+		"appliance-0.0.0-dev/manifest.json", "appliance-0.0.0-dev/SHA256SUMS"}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Fatalf("archive entries %v, want %v", names, want)
+	}
+	rel := filepath.Join(dir, "appliance-0.0.0-dev")
+
+	cmd := exec.Command("sha256sum", "-c", "--strict", "SHA256SUMS")
+	cmd.Dir = rel
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sha256sum -c: %v\n%s", err, out)
+	}
+	// The archive's files are the build's, bit for bit.
+	if got, want := sha(t, filepath.Join(rel, "vmlinuz")), sha(t, rlocation(t, "KERNEL")); got != want {
+		t.Errorf("vmlinuz sha256 %s, the build's %s", got, want)
+	}
+	if got, want := sha(t, filepath.Join(rel, "initramfs.cpio.zst")), sha(t, rlocation(t, "INITRAMFS")); got != want {
+		t.Errorf("initramfs sha256 %s, the build's %s", got, want)
+	}
+
+	var m struct {
+		Version   string `json:"version"`
+		GoVersion string `json:"go_version"`
+		Kernel    struct {
+			Packages []struct{ Name, Version string } `json:"packages"`
+		} `json:"kernel"`
+		Images []struct {
+			Namespace       string   `json:"namespace"`
+			Name            string   `json:"name"`
+			Reference       string   `json:"reference"`
+			IndexDigest     string   `json:"index_digest"`
+			ManifestDigests []string `json:"manifest_digests"`
+			Size            int64    `json:"size"`
+			SHA256          string   `json:"sha256"`
+		} `json:"preseeded_images"`
+		Artifacts []struct {
+			File   string `json:"file"`
+			SHA256 string `json:"sha256"`
+		} `json:"artifacts"`
+	}
+	data, _ := os.ReadFile(filepath.Join(rel, "manifest.json"))
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("manifest.json: %v", err)
+	}
+	if m.Version != "0.0.0-dev" || !strings.HasPrefix(m.GoVersion, "go1.") || len(m.Kernel.Packages) != 2 {
+		t.Errorf("manifest header: version %q, go %q, kernel packages %v", m.Version, m.GoVersion, m.Kernel.Packages)
+	}
+	var preseed struct {
+		Bundles []struct {
+			Namespace   string `json:"namespace"`
+			Name        string `json:"name"`
+			IndexDigest string `json:"index_digest"`
+			SHA256      string `json:"sha256"`
+			Manifests   []struct {
+				Digest string `json:"digest"`
+			} `json:"manifests"`
+		} `json:"bundles"`
+	}
+	pdata, _ := os.ReadFile(rlocation(t, "PRESEED_JSON"))
+	if err := json.Unmarshal(pdata, &preseed); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Images) != len(preseed.Bundles) || len(m.Images) != 2 {
+		t.Fatalf("manifest lists %d images, the build preseeds %d (want 2)", len(m.Images), len(preseed.Bundles))
+	}
+	for _, b := range preseed.Bundles {
+		found := false
+		for _, img := range m.Images {
+			if img.Namespace == b.Namespace && img.Name == b.Name {
+				found = true
+				if img.IndexDigest != b.IndexDigest || img.SHA256 != b.SHA256 || len(img.ManifestDigests) != 1 || img.ManifestDigests[0] != b.Manifests[0].Digest {
+					t.Errorf("image %s/%s in the manifest %+v differs from the build's %+v", b.Namespace, b.Name, img, b)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("image %s/%s is not in the manifest", b.Namespace, b.Name)
+		}
+	}
+	for _, a := range m.Artifacts {
+		if got := sha(t, filepath.Join(rel, a.File)); got != a.SHA256 {
+			t.Errorf("artifact %s: manifest says %s, file is %s", a.File, a.SHA256, got)
+		}
+	}
+}
