@@ -320,9 +320,10 @@ func (vm *VM) Lines() []string {
 const probeTimeout = 20 * time.Second
 
 // ProbeKVM tells whether KVM boots this kernel: it boots it under KVM with
-// no init (rdinit pointing nowhere) and waits for the kernel to get as far
-// as looking for init. Nested KVM here has crashed guests early, so the
-// existence of /dev/kvm alone proves nothing.
+// no init (rdinit pointing nowhere) and watches the console: the kernel's
+// panic for the missing init means KVM works; "KVM internal error" (what
+// nested KVM here shows at once, while QEMU then hangs) or an early exit
+// means it does not. The existence of /dev/kvm alone proves nothing.
 func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
@@ -336,6 +337,26 @@ func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
 		"-append", "console=ttyS0 panic=-1 rdinit=/kvm-probe-no-such-init",
 		"-display", "none", "-vga", "none", "-no-reboot", "-serial", "stdio", "-monitor", "none", "-nic", "none")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, _ := cmd.CombinedOutput()
-	return strings.Contains(string(out), "Kernel panic") && strings.Contains(string(out), "init")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return false
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return false
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		switch line := sc.Text(); {
+		case strings.Contains(line, "KVM internal error"):
+			return false
+		case strings.Contains(line, "Kernel panic"):
+			return true
+		}
+	}
+	return false
 }
