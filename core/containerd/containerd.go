@@ -213,7 +213,11 @@ func (c Config) Run(ctx context.Context) error {
 
 	start := time.Now()
 	if err := WaitReady(ctx, c.Address, exited); err != nil {
-		return fmt.Errorf("failed to start containerd: %w; %w", err, <-done)
+		// The process's own end, if any, says why it never got ready.
+		if runErr := <-done; runErr != nil {
+			err = fmt.Errorf("%w; %w", err, runErr)
+		}
+		return fmt.Errorf("failed to start containerd: %w", err)
 	}
 	logger.Info("containerd ready", zap.String("address", c.Address),
 		zap.String("snapshotter", c.Snapshotter), zap.Duration("startup", time.Since(start)))
