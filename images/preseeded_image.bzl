@@ -1,0 +1,54 @@
+"""preseeded_image: a Go program as a one-layer image and its preseed bundles."""
+
+load("//build/oci:defs.bzl", "go_layer", "oci_image", "preseed_bundle")
+
+def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s.io", user = "65534:65534"):
+    """Declares the image targets of one preseeded Go program in its package.
+
+    Targets: `<name>` (OCI layout, entrypoint `path`), `<name>_layer` (the
+    binary at `path`), `bundle` (for `namespace`, named `reference`) and
+    `bundle_zstd`; and `<name>_again` / `bundle_again`, the same built again
+    in separate actions, which //images:images_test compares for
+    reproducibility.
+
+    Args:
+      name: the image target's name.
+      binary: the static go_binary.
+      path: where the binary lies in the image; the entrypoint.
+      reference: the fully normalised image name in the bundle.
+      bundle_name: the bundle's file name (without .tar).
+      namespace: the containerd namespace the bundle is for.
+      user: the image's user.
+    """
+    go_layer(
+        name = name + "_layer",
+        binary = binary,
+        path = path,
+    )
+    for suffix, visibility in [("", ["//visibility:public"]), ("_again", ["//images:__pkg__"])]:
+        oci_image(
+            name = name + suffix,
+            architecture = "amd64",
+            entrypoint = [path],
+            os = "linux",
+            tars = [":" + name + "_layer"],
+            user = user,
+            visibility = visibility,
+        )
+        preseed_bundle(
+            name = "bundle" + suffix,
+            bundle_name = bundle_name,
+            image = ":" + name + suffix,
+            namespace = namespace,
+            reference = reference,
+            visibility = visibility,
+        )
+    preseed_bundle(
+        name = "bundle_zstd",
+        bundle_name = bundle_name,
+        compression = "zstd",
+        image = ":" + name,
+        namespace = namespace,
+        reference = reference,
+        visibility = ["//visibility:public"],
+    )
