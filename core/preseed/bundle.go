@@ -4,9 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"regexp"
@@ -59,15 +62,20 @@ func OpenBundle(path string) (*os.File, error) {
 	return f, nil
 }
 
-// counter counts the bytes read from a bundle file.
+// counter counts the bytes read from a bundle file and, when hash is set,
+// hashes them as they go by: the whole-file digest costs no second read.
 type counter struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	hash hash.Hash
 }
 
 func (c *counter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.hash != nil {
+		c.hash.Write(p[:n])
+	}
 	return n, err
 }
 
@@ -95,19 +103,27 @@ func (s *stream) Close() {
 	s.file.Close()
 }
 
-func openStream(open func(string) (io.ReadCloser, error), path string, kind compression) (*stream, error) {
+// openStream opens a bundle. With hashed, every byte of the file is read
+// (no seeking over entries) and hashed into s.count.hash; finish then
+// reads what the tar and decompressor left and returns the digest.
+func openStream(open func(string) (io.ReadCloser, error), path string, kind compression, hashed bool) (*stream, error) {
 	f, err := open(path)
 	if err != nil {
 		return nil, err
 	}
 	s := &stream{file: f}
 	var r io.Reader
-	if sk, ok := f.(io.Seeker); ok && kind == compressionNone {
+	if sk, ok := f.(io.Seeker); ok && kind == compressionNone && !hashed {
 		sc := &seekCounter{counter: counter{r: f}, s: sk}
 		s.count, r = &sc.counter, sc
 	} else {
 		s.count = &counter{r: f}
 		r = s.count
+	}
+	if hashed {
+		// Before the decompressor is made: gzip reads its header (and
+		// fills a buffer) at once.
+		s.count.hash = sha256.New()
 	}
 	switch kind {
 	case compressionGzip:
@@ -127,12 +143,43 @@ func openStream(open func(string) (io.ReadCloser, error), path string, kind comp
 		s.closer = zr.Close
 		r = zr
 	}
-	if kind == compressionNone {
-		s.tar = tar.NewReader(r)
-	} else {
-		s.tar = tar.NewReader(r)
-	}
+	s.tar = tar.NewReader(r)
 	return s, nil
+}
+
+// size is the size of the open bundle file, from the file itself when it
+// can say (so it is the file being read, even if the path was replaced
+// since), else from its path.
+func (s *stream) size(path string) (int64, error) {
+	if st, ok := s.file.(interface{ Stat() (os.FileInfo, error) }); ok {
+		fi, err := st.Stat()
+		if err != nil {
+			return 0, fmt.Errorf("failed to stat: %w", err)
+		}
+		return fi.Size(), nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, fmt.Errorf("failed to stat: %w", err)
+	}
+	return fi.Size(), nil
+}
+
+// sum stops the decompressor, reads the rest of the file (the tar's end
+// and any padding, which the tar reader does not read) through the hash
+// and returns the hex sha256 of the whole file. The stream must have been
+// opened hashed.
+func (s *stream) sum() (string, error) {
+	if s.closer != nil {
+		// The decompressor reads no more of the file once closed, so what
+		// follows is the file's remaining bytes, in order.
+		s.closer()
+		s.closer = nil
+	}
+	if _, err := io.Copy(io.Discard, s.count); err != nil {
+		return "", fmt.Errorf("failed to read the end of the file: %w", err)
+	}
+	return hex.EncodeToString(s.count.hash.Sum(nil)), nil
 }
 
 // next returns the next tar entry after checking it against the bundle
@@ -454,7 +501,7 @@ func (m *metadata) finish(platform platforms.MatchComparer) error {
 // ingest reads the whole bundle again and writes the blobs its images need
 // into the content store, verified against their digests by containerd on
 // commit. Blobs the store already has are skipped without being read when
-// the file is seekable.
+// the file is seekable and not being hashed against a preseed manifest.
 //
 // This is a hand-written walk over the tar instead of containerd's
 // archive.ImportIndex (which client.Import calls) because ImportIndex

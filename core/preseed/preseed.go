@@ -12,6 +12,40 @@
 // registered under its name, read a bundle whole into memory, fetch
 // anything from a registry, or delete images (unpinning lets containerd's
 // and the kubelet's garbage collection decide).
+//
+// # Preseed manifest
+//
+// With Config.Manifest set (the appliance sets /etc/appliance/preseed.json,
+// the build's //images:preseed_json, read as ManifestFile), a bundle must
+// be what the build made, or it is refused and the others continue:
+//
+//   - Every bundle file must be listed, by its path or by namespace and
+//     file name; an unlisted one fails with "not in the preseed manifest".
+//   - Before any image is registered or skipped, the file's size, the
+//     digest of its index.json, its one image name, index.json's target
+//     descriptor and its manifest digests must equal the manifest's; a
+//     difference fails the bundle with an error naming the file, the
+//     manifest and each thing that differs. This reads no layer, so a
+//     bundle already imported is still skipped cheaply.
+//   - A bundle that is imported is also hashed whole (sha256 of the file,
+//     as the manifest has it) while it streams, without seeking over blobs
+//     the store already has and without a second read; a different sum
+//     fails it before its names are registered. This catches changed bytes
+//     containerd's own digest checks cannot see (a blob the content store
+//     already has is never read back, tar headers are never hashed).
+//     An import that fails on a blob's digest reads the rest of the file
+//     through the hash too, so its error says the bytes changed since the
+//     build.
+//   - A manifest that cannot be read or is not a valid manifest fails every
+//     bundle with the reason and the manifest's path: never a silent pass.
+//     Images already registered keep their pins (their bundle is unknown,
+//     not gone).
+//
+// Listed bundles that are absent are logged, not failed: the manifest says
+// what a bundle must be, not that each one must be present.
+//
+// An empty Config.Manifest enforces nothing (bundles are still checked
+// against their own digests, as always).
 package preseed
 
 import (
@@ -84,6 +118,9 @@ type Config struct {
 	// Open opens a bundle file; default OpenBundle. Tests wrap it to count
 	// the bytes read.
 	Open func(path string) (io.ReadCloser, error)
+	// Manifest is the path of the preseed manifest every bundle is checked
+	// against (see the package doc); empty checks none.
+	Manifest string
 }
 
 func (c Config) withDefaults() Config {
@@ -174,10 +211,12 @@ type bundle struct {
 	namespace, file, path string
 	kind                  compression
 	meta                  *metadata
-	err                   error
-	result                string
-	bytes                 int64
-	duration              time.Duration
+	// entry is the bundle's preseed manifest entry, when one is enforced.
+	entry    *ManifestEntry
+	err      error
+	result   string
+	bytes    int64
+	duration time.Duration
 }
 
 // scan lists the bundles under root and what is there that is not one.
@@ -263,10 +302,30 @@ func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*Status, error
 		logger.Warn("not a bundle; skipped", zap.String("path", ig.Path), zap.String("reason", ig.Reason))
 	}
 
+	var man *manifest
+	var manErr error
+	if c.Manifest != "" {
+		if man, manErr = loadManifest(c.Manifest); manErr != nil {
+			logger.Error("preseed manifest unusable; every bundle is refused", zap.String("manifest", c.Manifest), zap.Error(manErr))
+		} else {
+			logger.Info("checking bundles against the preseed manifest", zap.String("manifest", c.Manifest), zap.Int("bundles", len(man.byPath)))
+			man.logAbsent(logger, bundles)
+		}
+	}
+
 	// Learn every bundle's images first (cheap: no layer is read), so two
 	// bundles claiming one name are both refused before either is imported.
 	c.parallel(ctx, bundles, func(b *bundle) {
-		s, err := openStream(c.Open, b.path, b.kind)
+		if manErr != nil {
+			b.err = manErr
+			return
+		}
+		if man != nil {
+			if b.entry, b.err = man.entry(b); b.err != nil {
+				return
+			}
+		}
+		s, err := openStream(c.Open, b.path, b.kind, false)
 		if err != nil {
 			b.err = err
 			return
@@ -274,6 +333,15 @@ func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*Status, error
 		defer s.Close()
 		b.meta, b.err = readMetadata(ctx, s, c.Platform)
 		b.bytes += s.count.n
+		if b.err != nil || man == nil {
+			return
+		}
+		size, err := s.size(b.path)
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.err = man.check(b, b.entry, size)
 	})
 	claims := make(map[string][]*bundle) // namespace/name -> bundles
 	for _, b := range bundles {
@@ -465,11 +533,32 @@ func (c Config) importBundle(ctx context.Context, cl *client.Client, b *bundle) 
 	}
 	defer done(context.WithoutCancel(ctx))
 
-	s, err := openStream(c.Open, b.path, b.kind)
+	s, err := openStream(c.Open, b.path, b.kind, b.entry != nil)
 	if err != nil {
 		return err
 	}
 	err = ingest(ctx, s, cl.ContentStore(), b.meta)
+	if b.entry != nil && !unavailable(err) {
+		// Also after a failed ingest (a layer that does not match its
+		// digest): the rest of the file is read through the hash, so the
+		// error says the bytes changed since the build rather than only
+		// which blob broke. This costs a read only on that failure path.
+		sum, serr := s.sum()
+		switch {
+		case serr != nil && err == nil:
+			err = serr
+		case serr == nil && sum != b.entry.SHA256:
+			// Checked before anything is unpacked or named: until
+			// register, the ingested content is reachable only through
+			// the lease.
+			mismatch := fmt.Errorf("bundle %s differs from the preseed manifest %s: sha256 of the file is %s, the manifest says %s (its bytes changed after the build)",
+				b.path, c.Manifest, sum, b.entry.SHA256)
+			if err != nil {
+				mismatch = fmt.Errorf("%v; importing it failed: %w", mismatch, err)
+			}
+			err = mismatch
+		}
+	}
 	b.bytes += s.count.n
 	s.Close()
 	if err != nil {
@@ -529,14 +618,17 @@ func register(ctx context.Context, cl *client.Client, b *bundle, target bool) er
 }
 
 // unpinGone removes our pin from images whose bundle no longer names them.
-// An image whose bundle file is still there but could not be read keeps its
-// pin: its names are unknown, not gone.
+// An image whose bundle file is still there but could not be read, or was
+// refused, keeps its pin: its names are unknown, not gone (a bundle swapped
+// for another at rest must not get the good image collected).
 func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bundle) ([]ImageStatus, error) {
 	claimed := make(map[string]bool)    // namespace/name
 	unreadable := make(map[string]bool) // namespace/file
 	for _, b := range bundles {
-		if b.meta == nil {
+		if b.meta == nil || b.err != nil {
 			unreadable[b.namespace+"/"+b.file] = true
+		}
+		if b.meta == nil {
 			continue
 		}
 		for _, im := range b.meta.images {
