@@ -16,6 +16,12 @@ import (
 // containerd's CRI plugin uses and pins it.
 const sandboxImage = "localhost/appliance/pause:1.0"
 
+// preseedManifest is the build's manifest of the preseeded bundles
+// (//images:preseed_json, placed by appliance_initramfs): preseed refuses a
+// bundle that is not in it or differs from it, so a bundle swapped or
+// changed at rest is not imported.
+const preseedManifest = "/etc/appliance/preseed.json"
+
 // supervise runs the supervisor tree until SIGTERM or SIGINT, then stops it
 // and returns the process exit status.
 func supervise(logger *zap.Logger) int {
@@ -24,7 +30,7 @@ func supervise(logger *zap.Logger) int {
 	cd := containerd.Config{
 		SandboxImage: sandboxImage,
 		// preseed needs containerd: it runs under it and restarts with it.
-		Children: map[string]supervisor.Runnable{"preseed": preseed.Config{}.Run},
+		Children: map[string]supervisor.Runnable{"preseed": preseed.Config{Manifest: preseedManifest}.Run},
 	}
 	root := func(ctx context.Context) error {
 		if err := supervisor.Run(ctx, "containerd", cd.Run); err != nil {

@@ -3,7 +3,7 @@
 load("//build/rules:initramfs.bzl", "initramfs")
 
 def appliance_initramfs(name, init, extra_tars = [], **kwargs):
-    """The appliance image's initramfs: init, containerd, runc, CNI, kernel modules and the preseeded bundles.
+    """The appliance image's initramfs: init, containerd, runc, CNI, kernel modules and the preseeded bundles with their manifest.
 
     Args:
       name: the target's name.
@@ -23,7 +23,12 @@ def appliance_initramfs(name, init, extra_tars = [], **kwargs):
             Label("//third_party/runc:runc"): "/usr/bin/runc",
             init: "/init",
         },
-        files = {Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist"},
+        files = {
+            Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
+            # The manifest of the preseeded bundles, which preseed enforces
+            # (core/init sets preseed.Config.Manifest to this path).
+            Label("//images:preseed_json"): "/etc/appliance/preseed.json",
+        },
         tars = [
             # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
             Label("//images:preseed_tar"),
