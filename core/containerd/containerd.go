@@ -45,11 +45,14 @@ const (
 // DefaultDisabledPlugins are the snapshotters the appliance does not use.
 // A snapshotter that fails to start (btrfs cannot find its mount, say)
 // takes containerd's metadata plugin, and so the CRI, down with it.
-var DefaultDisabledPlugins = []string{
-	"io.containerd.snapshotter.v1.btrfs",
-	"io.containerd.snapshotter.v1.zfs",
-	"io.containerd.snapshotter.v1.devmapper",
-	"io.containerd.snapshotter.v1.blockfile",
+// A function, not a variable: callers get their own slice to extend.
+func DefaultDisabledPlugins() []string {
+	return []string{
+		"io.containerd.snapshotter.v1.btrfs",
+		"io.containerd.snapshotter.v1.zfs",
+		"io.containerd.snapshotter.v1.devmapper",
+		"io.containerd.snapshotter.v1.blockfile",
+	}
 }
 
 // Config says where containerd lives and what it serves. Zero fields take the
@@ -90,7 +93,7 @@ func (c Config) withDefaults() Config {
 	set(&c.ConfigPath, DefaultConfigPath)
 	set(&c.Snapshotter, DefaultSnapshotter)
 	if c.DisabledPlugins == nil {
-		c.DisabledPlugins = DefaultDisabledPlugins
+		c.DisabledPlugins = DefaultDisabledPlugins()
 	}
 	return c
 }

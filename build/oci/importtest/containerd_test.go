@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 )
 
 const (
@@ -26,7 +27,7 @@ const (
 
 func inspect(t *testing.T, env string) (string, *bundle.Info) {
 	t.Helper()
-	p := binary(t, env)
+	p := containerdtest.Binary(t, env)
 	info, err := bundle.Inspect(p)
 	if err != nil {
 		t.Fatal(err)
@@ -35,10 +36,10 @@ func inspect(t *testing.T, env string) (string, *bundle.Info) {
 }
 
 // ctr runs the Bazel-built ctr against the test daemon.
-func ctr(t *testing.T, d *daemon, ns string, args ...string) string {
+func ctr(t *testing.T, d *containerdtest.Daemon, ns string, args ...string) string {
 	t.Helper()
 	full := append([]string{"--address", d.Address, "--namespace", ns}, args...)
-	cmd := exec.Command(binary(t, "CTR"), full...)
+	cmd := exec.Command(containerdtest.Binary(t, "CTR"), full...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -48,7 +49,8 @@ func ctr(t *testing.T, d *daemon, ns string, args ...string) string {
 }
 
 // expectImage checks that ns has exactly the images want (name → target
-// digest).
+// digest), besides the image-ID references ("sha256:<config>") that the
+// CRI plugin adds for every image it sees in k8s.io.
 func expectImage(t *testing.T, c *client.Client, ns string, want map[string]string) {
 	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), ns)
@@ -58,6 +60,9 @@ func expectImage(t *testing.T, c *client.Client, ns string, want map[string]stri
 	}
 	got := map[string]string{}
 	for _, i := range imgs {
+		if strings.HasPrefix(i.Name, "sha256:") && i.Labels["io.cri-containerd.image"] == "managed" {
+			continue
+		}
 		got[i.Name] = i.Target.Digest.String()
 	}
 	if len(got) != len(want) {
@@ -74,7 +79,7 @@ func TestImportIntoContainerd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test starts containerd and needs root; the project's tests run as root")
 	}
-	d := startContainerd(t)
+	d := containerdtest.Start(t)
 	c := d.Client(t)
 	helloTar, hello := inspect(t, "HELLO_BUNDLE")
 	helloZst, helloZ := inspect(t, "HELLO_BUNDLE_ZSTD")

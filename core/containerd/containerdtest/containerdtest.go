@@ -121,6 +121,9 @@ func NewConfig(t testing.TB) containerd.Config {
 		Address:     filepath.Join(sock, "containerd.sock"),
 		ConfigPath:  filepath.Join(dir, "config.toml"),
 		Snapshotter: ProbeSnapshotter(t, dir),
+		// NRI listens on one fixed socket per machine: test containerds
+		// running at once would fight over it.
+		DisabledPlugins: append(containerd.DefaultDisabledPlugins(), "io.containerd.nri.v1.nri"),
 	}
 }
 
