@@ -2,13 +2,19 @@
 
 load("//build/rules:initramfs.bzl", "initramfs")
 
-def appliance_initramfs(name, init, extra_tars = [], **kwargs):
+def appliance_initramfs(
+        name,
+        init,
+        preseed_tar = Label("//images:preseed_tar"),
+        preseed_manifest = Label("//images:preseed_json"),
+        **kwargs):
     """The appliance image's initramfs: init, containerd, runc, CNI, kernel modules and the preseeded bundles with their manifest.
 
     Args:
       name: the target's name.
       init: the init binary (`//core/init` or its E2E variant).
-      extra_tars: more trees to merge in (tests add bundles this way).
+      preseed_tar: the tree of bundles (a preseed_tree's tar); tests swap it.
+      preseed_manifest: that tree's manifest, which preseed enforces.
       **kwargs: passed to initramfs (visibility, tags, ...).
     """
     initramfs(
@@ -27,13 +33,13 @@ def appliance_initramfs(name, init, extra_tars = [], **kwargs):
             Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
             # The manifest of the preseeded bundles, which preseed enforces
             # (core/init sets preseed.Config.Manifest to this path).
-            Label("//images:preseed_json"): "/etc/appliance/preseed.json",
+            preseed_manifest: "/etc/appliance/preseed.json",
         },
         tars = [
             # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
-            Label("//images:preseed_tar"),
+            preseed_tar,
             # /lib/modules/<release>/ and /etc/modules-load.d/.
             Label("//third_party/linux:modules"),
-        ] + extra_tars,
+        ],
         **kwargs
     )

@@ -1,9 +1,8 @@
-// Command corruptbundle makes the E2E's corrupt bundle from a good one: the
-// image is renamed (so it claims no name of the good bundles) and one byte of
-// its config blob is flipped, so the blob no longer matches its digest, as
-// after corruption at rest. It writes the result as a tar holding
-// containerd/preseed/<namespace>/<file>, to merge into an initramfs.
-// It is a test tool: it must never be part of a shipped image.
+// Command corruptbundle corrupts one bundle inside a preseed tree tar "at
+// rest", after the build wrote the tree and its manifest: one byte of the
+// bundle's image config is flipped (same size), so the bundle no longer
+// matches its digests nor the manifest's sha256. Every other entry is copied
+// unchanged. It is a test tool: it must never be part of a shipped image.
 package main
 
 import (
@@ -15,73 +14,61 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-func corrupt(in, name string) ([]byte, error) {
-	f, err := os.Open(in)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open %s: %w", in, err)
-	}
-	defer f.Close()
+// corruptBundle flips one byte of the config blob of the bundle in data.
+func corruptBundle(data []byte) ([]byte, error) {
 	type entry struct {
 		hdr  *tar.Header
 		data []byte
 	}
 	var entries []entry
-	blobs := make(map[string]int)
-	tr := tar.NewReader(f)
+	at := make(map[string]int)
+	tr := tar.NewReader(bytes.NewReader(data))
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("failed to read %s: %w", in, err)
+			return nil, fmt.Errorf("failed to read the bundle: %w", err)
 		}
-		data, err := io.ReadAll(tr)
+		b, err := io.ReadAll(tr)
 		if err != nil {
-			return nil, fmt.Errorf("failed to read %s from %s: %w", h.Name, in, err)
+			return nil, fmt.Errorf("failed to read %s: %w", h.Name, err)
 		}
-		blobs[h.Name] = len(entries)
-		entries = append(entries, entry{h, data})
+		at[h.Name] = len(entries)
+		entries = append(entries, entry{h, b})
 	}
-	// index.json -> manifest -> config.
-	idxAt, ok := blobs["index.json"]
+	i, ok := at["index.json"]
 	if !ok {
-		return nil, fmt.Errorf("%s has no index.json", in)
+		return nil, errors.New("the bundle has no index.json")
 	}
 	var idx v1.IndexManifest
-	if err := json.Unmarshal(entries[idxAt].data, &idx); err != nil || len(idx.Manifests) != 1 {
-		return nil, fmt.Errorf("%s: index.json is not a one-image index (%v)", in, err)
+	if err := json.Unmarshal(entries[i].data, &idx); err != nil || len(idx.Manifests) != 1 {
+		return nil, fmt.Errorf("index.json is not a one-image index (%v)", err)
 	}
-	for _, k := range []string{"org.opencontainers.image.ref.name", "io.containerd.image.name"} {
-		idx.Manifests[0].Annotations[k] = name
-	}
-	if entries[idxAt].data, err = json.Marshal(idx); err != nil {
-		return nil, err
-	}
-	entries[idxAt].hdr.Size = int64(len(entries[idxAt].data))
-	mAt, ok := blobs["blobs/sha256/"+idx.Manifests[0].Digest.Hex]
+	m, ok := at["blobs/sha256/"+idx.Manifests[0].Digest.Hex]
 	if !ok {
-		return nil, fmt.Errorf("%s lacks its manifest blob", in)
+		return nil, errors.New("the bundle lacks its manifest blob")
 	}
-	var m v1.Manifest
-	if err := json.Unmarshal(entries[mAt].data, &m); err != nil {
-		return nil, fmt.Errorf("%s: bad manifest: %w", in, err)
+	var man v1.Manifest
+	if err := json.Unmarshal(entries[m].data, &man); err != nil {
+		return nil, fmt.Errorf("bad manifest: %w", err)
 	}
-	cAt, ok := blobs["blobs/sha256/"+m.Config.Digest.Hex]
+	c, ok := at["blobs/sha256/"+man.Config.Digest.Hex]
 	if !ok {
-		return nil, fmt.Errorf("%s lacks its config blob", in)
+		return nil, errors.New("the bundle lacks its config blob")
 	}
-	cfg := entries[cAt].data
-	i := bytes.LastIndexByte(cfg, '}') // a byte that keeps the size
-	if i < 1 {
+	cfg := entries[c].data
+	// Flip a byte inside the last JSON value: same size, same tar layout.
+	end := bytes.LastIndexByte(cfg, '}')
+	if end < 1 {
 		return nil, errors.New("config blob too small to corrupt")
 	}
-	cfg[i-1] ^= 0x01
+	cfg[end-1] ^= 0x01
 
 	var out bytes.Buffer
 	tw := tar.NewWriter(&out)
@@ -96,31 +83,62 @@ func corrupt(in, name string) ([]byte, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
+	if out.Len() != len(data) {
+		return nil, fmt.Errorf("the corrupted bundle is %d bytes, the original %d", out.Len(), len(data))
+	}
 	return out.Bytes(), nil
 }
 
-func main() {
-	in := flag.String("in", "", "a good bundle (uncompressed tar)")
-	name := flag.String("name", "", "the image name the corrupt bundle claims")
-	path := flag.String("path", "", "its path in the tree, e.g. containerd/preseed/k8s.io/corrupt.tar")
-	out := flag.String("out", "", "the tar to write")
-	flag.Parse()
-	data, err := corrupt(*in, *name)
-	if err == nil {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: *path, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0), Format: tar.FormatPAX})
-		if err == nil {
-			_, err = tw.Write(data)
+func run(in, entry, out string) error {
+	f, err := os.Open(in)
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", in, err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tr := tar.NewReader(f)
+	found := false
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
 		}
-		if err == nil {
-			err = tw.Close()
+		if err != nil {
+			return fmt.Errorf("failed to read %s: %w", in, err)
 		}
-		if err == nil {
-			err = os.WriteFile(*out, buf.Bytes(), 0o644)
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return fmt.Errorf("failed to read %s from %s: %w", h.Name, in, err)
+		}
+		if h.Name == entry {
+			found = true
+			if data, err = corruptBundle(data); err != nil {
+				return fmt.Errorf("%s in %s: %w", entry, in, err)
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return err
 		}
 	}
-	if err != nil {
+	if !found {
+		return fmt.Errorf("%s has no entry %s", in, entry)
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(out, buf.Bytes(), 0o644)
+}
+
+func main() {
+	in := flag.String("in", "", "a preseed tree tar")
+	entry := flag.String("entry", "", "the bundle's entry in it, e.g. containerd/preseed/k8s.io/corrupt.tar")
+	out := flag.String("out", "", "the tree tar to write")
+	flag.Parse()
+	if err := run(*in, *entry, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "corruptbundle:", err)
 		os.Exit(1)
 	}

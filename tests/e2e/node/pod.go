@@ -43,6 +43,22 @@ func (n *Node) CheckPreseededImages(ctx context.Context, t *testing.T, names ...
 	}
 }
 
+// CheckAbsent checks through the CRI that no image has the name.
+func (n *Node) CheckAbsent(ctx context.Context, t *testing.T, name string) {
+	t.Helper()
+	resp, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatalf("ListImages: %v", err)
+	}
+	for _, img := range resp.Images {
+		for _, tag := range img.RepoTags {
+			if tag == name {
+				t.Errorf("image %s is registered, but its bundle was refused", name)
+			}
+		}
+	}
+}
+
 // RunHello runs a pod with one container of the hello image, never calling
 // PullImage, waits for the container to exit and returns its exit code and
 // log.
