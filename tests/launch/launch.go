@@ -179,8 +179,10 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	vm.cancel = cancel
 	cmd := exec.CommandContext(runCtx, o.QEMU, args...)
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
-	// QEMU dies with the process that started it, whatever ends that.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// QEMU dies with the process that started it, whatever ends that; in
+	// its own process group, a Ctrl-C on the terminal reaches only the
+	// caller, which can press the VM's power button instead.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if o.Interactive {
 		cmd.Stdin = os.Stdin
 	}

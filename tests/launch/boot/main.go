@@ -70,8 +70,15 @@ func run(kernel, initramfs, accel string, memory, cpus int, serial string) error
 		if err := vm.PowerDown(pctx); err != nil {
 			fmt.Fprintln(os.Stderr, "boot:", err)
 		}
-		<-sigs
-		vm.Kill()
+		// A signal sent twice at once (to the process and to its group, as
+		// timeout(1) does) is one request; only a later one kills QEMU.
+		pressed := time.Now()
+		for range sigs {
+			if time.Since(pressed) > time.Second {
+				vm.Kill()
+				return
+			}
+		}
 	}()
 	return vm.Wait(ctx)
 }
