@@ -12,7 +12,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -38,8 +37,20 @@ const (
 	maxSpareTotal = 16 << 20
 )
 
-// blobPath is the only form of blob entry the bundle format allows.
-var blobPath = regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`)
+// blobDigest returns the digest a blob entry's name carries, if name has the
+// only form of blob entry the bundle format allows: blobs/sha256/<64 hex>.
+func blobDigest(name string) (digest.Digest, bool) {
+	hex, ok := strings.CutPrefix(name, "blobs/sha256/")
+	if !ok || len(hex) != 64 {
+		return "", false
+	}
+	for _, c := range hex {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return "", false
+		}
+	}
+	return digest.NewDigestFromEncoded(digest.SHA256, hex), true
+}
 
 // OpenBundle opens a bundle file for reading. It refuses anything but a
 // regular file (after following symlinks); O_NONBLOCK keeps a FIFO named
@@ -207,7 +218,8 @@ func next(tr *tar.Reader) (*tar.Header, error) {
 	default:
 		return nil, fmt.Errorf("entry %q has tar type %q: a bundle holds only regular files", name, hdr.Typeflag)
 	}
-	if name != ocispec.ImageLayoutFile && name != ocispec.ImageIndexFile && !blobPath.MatchString(name) {
+	_, blob := blobDigest(name)
+	if name != ocispec.ImageLayoutFile && name != ocispec.ImageIndexFile && !blob {
 		return nil, fmt.Errorf("unexpected entry %q (want oci-layout, index.json or blobs/sha256/<hex>)", name)
 	}
 	return hdr, nil
@@ -425,11 +437,10 @@ func readMetadata(ctx context.Context, s *stream, platform platforms.MatchCompar
 		if err != nil {
 			return nil, err
 		}
-		match := blobPath.FindStringSubmatch(hdr.Name)
-		if match == nil {
+		d, ok := blobDigest(hdr.Name)
+		if !ok {
 			return nil, fmt.Errorf("entry %q after index.json: want blobs/sha256/<hex>", hdr.Name)
 		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, match[1])
 		if _, ok := pending[d]; ok {
 			b, err := readSmall(tr, hdr, maxJSONBlob)
 			if err != nil {
@@ -541,11 +552,10 @@ func ingest(ctx context.Context, s *stream, cs content.Store, m *metadata) error
 			}
 			continue
 		}
-		match := blobPath.FindStringSubmatch(hdr.Name)
-		if match == nil {
+		d, ok := blobDigest(hdr.Name)
+		if !ok {
 			continue
 		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, match[1])
 		desc, ok := m.layers[d]
 		if !ok || have[d] {
 			continue
