@@ -68,10 +68,16 @@ debian_mirror() {
   echo "${m%/}"
 }
 
-# The first proxy of GOPROXY (Go's own default when unset).
+# The Go module proxy: the first of GOPROXY, else the one the host's Go
+# uses; empty when neither says (then Go's default, learnt from the root's Go
+# once it is installed).
 go_proxy() {
-  local p=${GOPROXY:-https://proxy.golang.org}
+  local p=${GOPROXY:-}
+  if [[ -z $p ]] && command -v go >/dev/null; then
+    p=$(go env GOPROXY 2>/dev/null || true)
+  fi
   p=${p%%[,|]*}
+  [[ $p != direct && $p != off ]] || p=""
   echo "${p%/}"
 }
 

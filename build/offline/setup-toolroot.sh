@@ -31,7 +31,9 @@ setup_root() {
   # Both registries are probed before anything is installed, for a clear,
   # early error. apt-helper is on every Debian, so it works on a bare host.
   probe_url "Debian archive" "$mirror/dists/$toolroot_suite/Release"
-  probe_url "Go module proxy" "$proxy/github.com/bazelbuild/rules_go/@v/v$rules_go_version.info"
+  if [[ -n $proxy ]]; then
+    probe_url "Go module proxy" "$proxy/github.com/bazelbuild/rules_go/@v/v$rules_go_version.info"
+  fi
 
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap on the host"
@@ -56,6 +58,13 @@ setup_root() {
     cat /etc/ssl/certs/ca-certificates.crt.host >>/etc/ssl/certs/ca-certificates.crt
   ' apt bazel-bootstrap "golang-$go_minor-go" "${toolroot_packages[@]}" ||
     die "installing packages into the toolchain root failed (see the apt output above)"
+
+  if [[ -z $proxy ]]; then
+    # Neither GOPROXY nor a Go on the host: ask the root's Go for its default.
+    proxy=$(in_root "$partial" / -- go env GOPROXY)
+    proxy=${proxy%%[,|]*}
+    probe_url "Go module proxy" "${proxy%/}/github.com/bazelbuild/rules_go/@v/v$rules_go_version.info"
+  fi
 
   local have
   have=$(in_root "$partial" / -- bazel --version 2>/dev/null | awk '{ print $2 }')
