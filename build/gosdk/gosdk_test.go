@@ -10,15 +10,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
 	"golang.org/x/mod/modfile"
+
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 func TestSDKMatchesGoMod(t *testing.T) {
-	path, err := runfiles.Rlocation(os.Getenv("GO_MOD"))
-	if err != nil {
-		t.Fatalf("failed to find go.mod in runfiles: %v", err)
-	}
+	path := runfile.Path(t, "GO_MOD")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("failed to read go.mod: %v", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // treeEntry describes a bundle file as the build's manifest does, with the
@@ -351,8 +352,8 @@ func TestManifestMatchingSecondRunSkips(t *testing.T) {
 // tree is not at /containerd/preseed), and refuses one swapped for the
 // other.
 func TestManifestFromImageRules(t *testing.T) {
-	manifest := containerdtest.Binary(t, "PRESEED_JSON")
-	hello, pause := containerdtest.Binary(t, "HELLO_BUNDLE"), containerdtest.Binary(t, "PAUSE_BUNDLE")
+	manifest := runfile.Path(t, "PRESEED_JSON")
+	hello, pause := runfile.Path(t, "HELLO_BUNDLE"), runfile.Path(t, "PAUSE_BUNDLE")
 	d := containerdtest.Start(t)
 	cl := d.Client(t)
 	run := func(links map[string]string) *preseed.Status {

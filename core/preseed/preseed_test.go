@@ -27,6 +27,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
 	"github.com/appliance-bundler/appliance/core/supervisor"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 const ns = "k8s.io"
@@ -720,7 +721,7 @@ func TestImageRuleBundles(t *testing.T) {
 	}
 	for env, file := range map[string]string{"HELLO_BUNDLE": "hello.tar", "PAUSE_BUNDLE": "pause.tar"} {
 		// A symlink to the runfile: bundles may be links to regular files.
-		if err := os.Symlink(containerdtest.Binary(t, env), filepath.Join(root, ns, file)); err != nil {
+		if err := os.Symlink(runfile.Path(t, env), filepath.Join(root, ns, file)); err != nil {
 			t.Fatal(err)
 		}
 	}

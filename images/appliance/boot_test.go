@@ -14,19 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
-
 	"github.com/appliance-bundler/appliance/tests/launch"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
-
-func rlocation(t *testing.T, env string) string {
-	t.Helper()
-	p, err := runfiles.Rlocation(os.Getenv(env))
-	if err != nil || os.Getenv(env) == "" {
-		t.Fatalf("%s not in runfiles (%v): run with bazel test", env, err)
-	}
-	return p
-}
 
 // logLine is one structured log line of init.
 type logLine struct {
@@ -54,8 +44,8 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	vm, err := launch.Start(ctx, launch.Options{
-		Kernel:    rlocation(t, "KERNEL"),
-		Initramfs: rlocation(t, "INITRAMFS"),
+		Kernel:    runfile.Path(t, "KERNEL"),
+		Initramfs: runfile.Path(t, "INITRAMFS"),
 		SerialLog: filepath.Join(outDir, "serial.log"),
 		Timeout:   8 * time.Minute,
 	})

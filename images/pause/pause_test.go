@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // Helper modes of this test binary, chosen by environment variable, for the
@@ -43,15 +43,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-func pauseBinary(t *testing.T) string {
-	t.Helper()
-	p, err := runfiles.Rlocation(os.Getenv("PAUSE"))
-	if err != nil || os.Getenv("PAUSE") == "" {
-		t.Fatalf("pause binary not in runfiles (%v): run with bazel test", err)
-	}
-	return p
 }
 
 // procStat returns a process's state letter and parent pid.
@@ -83,7 +74,7 @@ func waitReady(t *testing.T, stderr io.Reader) {
 
 func startPause(t *testing.T, attr *syscall.SysProcAttr) *exec.Cmd {
 	t.Helper()
-	c := exec.Command(pauseBinary(t))
+	c := exec.Command(runfile.Path(t, "PAUSE"))
 	c.SysProcAttr = attr
 	stderr, err := c.StderrPipe()
 	if err != nil {

@@ -16,17 +16,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
-
-func rlocation(t *testing.T, env string) string {
-	t.Helper()
-	p, err := runfiles.Rlocation(os.Getenv(env))
-	if err != nil || os.Getenv(env) == "" {
-		t.Fatalf("%s not in runfiles (%v)", env, err)
-	}
-	return p
-}
 
 func unpack(t *testing.T, archive, dir string) []string {
 	t.Helper()
@@ -76,7 +67,7 @@ func sha(t *testing.T, path string) string {
 
 func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 	dir := t.TempDir()
-	names := unpack(t, rlocation(t, "RELEASE"), dir)
+	names := unpack(t, runfile.Path(t, "RELEASE"), dir)
 	want := []string{"appliance-0.0.0-dev/", "appliance-0.0.0-dev/vmlinuz", "appliance-0.0.0-dev/initramfs.cpio.zst",
 		"appliance-0.0.0-dev/manifest.json", "appliance-0.0.0-dev/SHA256SUMS"}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
@@ -90,10 +81,10 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 		t.Fatalf("sha256sum -c: %v\n%s", err, out)
 	}
 	// The archive's files are the build's, bit for bit.
-	if got, want := sha(t, filepath.Join(rel, "vmlinuz")), sha(t, rlocation(t, "KERNEL")); got != want {
+	if got, want := sha(t, filepath.Join(rel, "vmlinuz")), sha(t, runfile.Path(t, "KERNEL")); got != want {
 		t.Errorf("vmlinuz sha256 %s, the build's %s", got, want)
 	}
-	if got, want := sha(t, filepath.Join(rel, "initramfs.cpio.zst")), sha(t, rlocation(t, "INITRAMFS")); got != want {
+	if got, want := sha(t, filepath.Join(rel, "initramfs.cpio.zst")), sha(t, runfile.Path(t, "INITRAMFS")); got != want {
 		t.Errorf("initramfs sha256 %s, the build's %s", got, want)
 	}
 
@@ -135,7 +126,7 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 			} `json:"manifests"`
 		} `json:"bundles"`
 	}
-	pdata, _ := os.ReadFile(rlocation(t, "PRESEED_JSON"))
+	pdata, _ := os.ReadFile(runfile.Path(t, "PRESEED_JSON"))
 	if err := json.Unmarshal(pdata, &preseed); err != nil {
 		t.Fatal(err)
 	}

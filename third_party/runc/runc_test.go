@@ -11,20 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
-func runcPath(t *testing.T) string {
-	t.Helper()
-	p, err := runfiles.Rlocation(os.Getenv("RUNC"))
-	if err != nil || os.Getenv("RUNC") == "" {
-		t.Fatalf("runc not found in runfiles (%v): run this test with bazel test //third_party/runc:runc_test", err)
-	}
-	return p
-}
-
 func TestStaticallyLinkedWithCgo(t *testing.T) {
-	f, err := elf.Open(runcPath(t))
+	f, err := elf.Open(runfile.Path(t, "RUNC"))
 	if err != nil {
 		t.Fatalf("failed to open runc: %v", err)
 	}
@@ -40,7 +31,7 @@ func TestStaticallyLinkedWithCgo(t *testing.T) {
 		t.Error("runc has no .note.ABI-tag section: it was not linked as a cgo binary")
 	}
 	// libcontainer's nsexec.c names its helper processes "nsexec-N".
-	data, err := os.ReadFile(runcPath(t))
+	data, err := os.ReadFile(runfile.Path(t, "RUNC"))
 	if err != nil {
 		t.Fatalf("failed to read runc: %v", err)
 	}
@@ -50,7 +41,7 @@ func TestStaticallyLinkedWithCgo(t *testing.T) {
 }
 
 func TestRuns(t *testing.T) {
-	out, err := exec.Command(runcPath(t), "--version").CombinedOutput()
+	out, err := exec.Command(runfile.Path(t, "RUNC"), "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("runc --version: %v\n%s", err, out)
 	}

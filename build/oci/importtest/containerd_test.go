@@ -18,6 +18,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 const (
@@ -27,7 +28,7 @@ const (
 
 func inspect(t *testing.T, env string) (string, *bundle.Info) {
 	t.Helper()
-	p := containerdtest.Binary(t, env)
+	p := runfile.Path(t, env)
 	info, err := bundle.Inspect(p)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func inspect(t *testing.T, env string) (string, *bundle.Info) {
 func ctr(t *testing.T, d *containerdtest.Daemon, ns string, args ...string) string {
 	t.Helper()
 	full := append([]string{"--address", d.Address, "--namespace", ns}, args...)
-	cmd := exec.Command(containerdtest.Binary(t, "CTR"), full...)
+	cmd := exec.Command(runfile.Path(t, "CTR"), full...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -9,16 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // modulesTar is //third_party/linux:modules, the appliance's real selection.
 func modulesTar(t *testing.T) map[string][]byte {
 	t.Helper()
-	p, err := runfiles.Rlocation(os.Getenv("MODULES_TAR"))
-	if err != nil {
-		t.Fatalf("modules tar not in runfiles: %v", err)
-	}
+	p := runfile.Path(t, "MODULES_TAR")
 	f, err := os.Open(p)
 	if err != nil {
 		t.Fatalf("failed to open %s: %v", p, err)

@@ -25,11 +25,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
 	"github.com/containerd/containerd/v2/client"
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // EnvBinary names the environment variable with the rlocation path of the
@@ -48,21 +48,6 @@ type Daemon struct {
 	Address, Snapshotter string
 	cmd                  *exec.Cmd
 	exited               chan struct{}
-}
-
-// Binary resolves a binary from the runfiles by the rlocation path in the
-// environment variable env.
-func Binary(t testing.TB, env string) string {
-	t.Helper()
-	loc := os.Getenv(env)
-	if loc == "" {
-		t.Fatalf("$%s is not set: run this test with bazel test, with the binary in data and env", env)
-	}
-	p, err := runfiles.Rlocation(loc)
-	if err != nil {
-		t.Fatalf("failed to find %s (%s) in runfiles: %v", env, loc, err)
-	}
-	return p
 }
 
 // ProbeSnapshotter returns "overlayfs" if an overlay mount works in dir (the
@@ -115,7 +100,7 @@ func NewConfig(t testing.TB) containerd.Config {
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
 	return containerd.Config{
-		Binary:      Binary(t, EnvBinary),
+		Binary:      runfile.Path(t, EnvBinary),
 		Root:        filepath.Join(dir, "root"),
 		State:       filepath.Join(sock, "state"),
 		Address:     filepath.Join(sock, "containerd.sock"),

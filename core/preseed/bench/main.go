@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -33,6 +32,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 const ns = "k8s.io"
@@ -50,20 +50,12 @@ func main() {
 	}
 }
 
-func rlocation(env string) (string, error) {
-	p, err := runfiles.Rlocation(os.Getenv(env))
-	if err != nil || os.Getenv(env) == "" {
-		return "", fmt.Errorf("failed to find $%s in runfiles (run with bazel run): %v", env, err)
-	}
-	return p, nil
-}
-
 func run(n int, total int64, bases int, concurrency string, keep bool) error {
-	ctrdBin, err := rlocation("CONTAINERD")
+	ctrdBin, err := runfile.Lookup("CONTAINERD")
 	if err != nil {
 		return err
 	}
-	ctrBin, err := rlocation("CTR")
+	ctrBin, err := runfile.Lookup("CTR")
 	if err != nil {
 		return err
 	}

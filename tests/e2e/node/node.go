@@ -16,13 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/tests/launch"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // Guest ports of the E2E variant (core/init/variant_e2e.go).
@@ -38,15 +38,6 @@ type Node struct {
 	Images  runtimeapi.ImageServiceClient
 	conn    *grpc.ClientConn
 	t       *testing.T
-}
-
-func rlocation(t *testing.T, env string) string {
-	t.Helper()
-	p, err := runfiles.Rlocation(os.Getenv(env))
-	if err != nil || os.Getenv(env) == "" {
-		t.Fatalf("%s not in runfiles (%v): run with bazel test", env, err)
-	}
-	return p
 }
 
 // Extra are boot options some tests need.
@@ -73,8 +64,8 @@ func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 		out = t.TempDir()
 	}
 	vm, err := launch.Start(ctx, launch.Options{
-		Kernel:    rlocation(t, "KERNEL"),
-		Initramfs: rlocation(t, "INITRAMFS"),
+		Kernel:    runfile.Path(t, "KERNEL"),
+		Initramfs: runfile.Path(t, "INITRAMFS"),
 		Forward:   []int{criPort, statusPort},
 		Disks:     extra.Disks,
 		Append:    extra.Append,
