@@ -29,13 +29,6 @@ type logLine struct {
 	Duration float64 `json:"duration_seconds"`
 }
 
-func msgIs(logger, msg string) func(string) bool {
-	return func(line string) bool {
-		var l logLine
-		return json.Unmarshal([]byte(line), &l) == nil && l.Logger == logger && l.Msg == msg
-	}
-}
-
 func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	outDir := os.Getenv("TEST_UNDECLARED_OUTPUTS_DIR")
 	if outDir == "" {
@@ -56,14 +49,14 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	t.Logf("QEMU started with accel %s; serial log in the test's undeclared outputs", vm.Accel)
 
 	since := func() time.Duration { return time.Since(vm.Started).Round(10 * time.Millisecond) }
-	if _, err := vm.WaitForLine(ctx, "the network up", msgIs("init", "network up")); err != nil {
+	if _, err := vm.WaitForLine(ctx, "the network up", launch.LogMessage("init", "network up")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vm.WaitForLine(ctx, "containerd ready", msgIs("supervisor.root.containerd", "containerd ready")); err != nil {
+	if _, err := vm.WaitForLine(ctx, "containerd ready", launch.LogMessage("supervisor.root.containerd", "containerd ready")); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("containerd ready %s after QEMU start", since())
-	line, err := vm.WaitForLine(ctx, "preseed's summary", msgIs("supervisor.root.containerd.preseed", "preseed finished"))
+	line, err := vm.WaitForLine(ctx, "preseed's summary", launch.LogMessage("supervisor.root.containerd.preseed", "preseed finished"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +87,7 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	if err := vm.PowerDown(ctx); err != nil {
 		t.Fatalf("failed to press the power button: %v", err)
 	}
-	if _, err := vm.WaitForLine(ctx, "init powering off", msgIs("init", "power off")); err != nil {
+	if _, err := vm.WaitForLine(ctx, "init powering off", launch.LogMessage("init", "power off")); err != nil {
 		t.Fatal(err)
 	}
 	waitCtx, waitCancel := context.WithTimeout(ctx, time.Minute)

@@ -77,6 +77,24 @@ type VM struct {
 	changed chan struct{} // closed and replaced on every new line
 }
 
+// machineArgs are the QEMU arguments of a headless appliance VM: the
+// machine, its size, the boot files, the serial console on stdio and no
+// reboot (a kernel panic ends QEMU).
+func machineArgs(accel string, memoryMiB, cpus int, kernel, initramfs, cmdline string) []string {
+	args := []string{
+		"-machine", "q35", "-accel", accel,
+		"-m", strconv.Itoa(memoryMiB), "-smp", strconv.Itoa(cpus),
+		"-kernel", kernel, "-initrd", initramfs,
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + cmdline),
+		"-display", "none", "-vga", "none", "-no-reboot",
+		"-serial", "stdio", "-monitor", "none",
+	}
+	if accel == "kvm" {
+		args = append(args, "-cpu", "host")
+	}
+	return args
+}
+
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -153,19 +171,10 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		vm.Ports[guest] = host
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
 	}
-	args := []string{
-		"-machine", "q35", "-accel", o.Accel,
-		"-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(o.CPUs),
-		"-kernel", o.Kernel, "-initrd", o.Initramfs,
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + o.Append),
-		"-display", "none", "-vga", "none", "-no-reboot",
-		"-serial", "stdio", "-monitor", "none",
-		"-qmp", "unix:" + vm.qmpPath + ",server=on,wait=off",
+	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, o.Kernel, o.Initramfs, o.Append),
+		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
-	}
-	if o.Accel == "kvm" {
-		args = append(args, "-cpu", "host")
-	}
+	)
 	for i, d := range o.Disks {
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d,cache=unsafe", d, i))
 	}
@@ -224,6 +233,15 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		close(vm.exited)
 	}()
 	return vm, nil
+}
+
+// LogMessage matches a serial line that is one of init's structured log
+// lines (JSON) from the named logger with the given message.
+func LogMessage(logger, msg string) func(string) bool {
+	return func(line string) bool {
+		var l struct{ Logger, Msg string }
+		return json.Unmarshal([]byte(line), &l) == nil && l.Logger == logger && l.Msg == msg
+	}
 }
 
 // WaitForLine waits until a serial line satisfies match and returns it,
@@ -334,10 +352,8 @@ func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
 	f.Close()
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu, "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512",
-		"-kernel", kernel, "-initrd", initramfs,
-		"-append", "console=ttyS0 panic=-1 rdinit=/kvm-probe-no-such-init",
-		"-display", "none", "-vga", "none", "-no-reboot", "-serial", "stdio", "-monitor", "none", "-nic", "none")
+	args := append(machineArgs("kvm", 512, 1, kernel, initramfs, "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
+	cmd := exec.CommandContext(ctx, qemu, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -5,21 +5,18 @@ package hello_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
+	"github.com/appliance-bundler/appliance/tests/launch"
 )
 
 func TestHelloPodFromPreseededImagesOnly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	n := node.Boot(ctx, t)
-	if _, err := n.VM.WaitForLine(ctx, "containerd ready", func(l string) bool {
-		var v struct{ Logger, Msg string }
-		return json.Unmarshal([]byte(l), &v) == nil && v.Logger == "supervisor.root.containerd" && v.Msg == "containerd ready"
-	}); err != nil {
+	if _, err := n.VM.WaitForLine(ctx, "containerd ready", launch.LogMessage("supervisor.root.containerd", "containerd ready")); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("containerd up %s after QEMU start", n.Since())
