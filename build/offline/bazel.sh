@@ -99,20 +99,25 @@ in_root() {
   TOOLROOT_PATH=$toolroot_path unshare --mount --propagation private "$offline/enter.sh" "$dir" "$workdir" "$@"
 }
 
+# Stops the Bazel server of an output base, if one runs, and waits for it.
+stop_bazel_server() {
+  local pidfile=$1/server/server.pid.txt pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(<"$pidfile")
+  kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+}
+
 # Each fresh clone gets its own output base (Bazel keys them by workspace
 # path); remove those whose workspace is gone, or CI clones fill the disk.
 remove_vanished_output_bases() {
-  local marker base workspace pid
+  local marker base workspace
   for marker in "$output_user_root"/*/DO_NOT_BUILD_HERE; do
     [[ -f $marker ]] || continue
     base=${marker%/DO_NOT_BUILD_HERE}
     workspace=$(<"$marker")
     [[ -n $workspace && ! -d $workspace ]] || continue
-    if [[ -f $base/server/server.pid.txt ]]; then
-      pid=$(<"$base/server/server.pid.txt")
-      kill "$pid" 2>/dev/null || true
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
-    fi
+    stop_bazel_server "$base"
     log "removing the output base of vanished workspace $workspace ($(du -sh "$base" | cut -f1))"
     rm -rf --one-file-system "$base" 2>/dev/null || true
   done

@@ -6,12 +6,9 @@
 # Stops Bazel servers running from the old root and drops the mount namespace
 # that holds its mounts, before the root is replaced.
 leave_old_root() {
-  local pidfile pid
-  for pidfile in "$output_user_root"/*/server/server.pid.txt; do
-    [[ -f $pidfile ]] || continue
-    pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  local base
+  for base in "$output_user_root"/*/; do
+    stop_bazel_server "${base%/}"
   done
   umount "$ns_file" 2>/dev/null || true
 }
