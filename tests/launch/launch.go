@@ -52,8 +52,6 @@ type Options struct {
 	Console io.Writer
 	// Timeout is a hard limit on the VM's life (default 10 minutes).
 	Timeout time.Duration
-	// Interactive connects the terminal's stdin to the serial console.
-	Interactive bool
 }
 
 // VM is a running QEMU.
@@ -192,9 +190,6 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	// its own process group, a Ctrl-C on the terminal reaches only the
 	// caller, which can press the VM's power button instead.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if o.Interactive {
-		cmd.Stdin = os.Stdin
-	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
