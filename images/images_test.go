@@ -15,21 +15,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bazelbuild/rules_go/go/runfiles"
-
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
-
-func rloc(t *testing.T, env string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	p, err := runfiles.Rlocation(v)
-	if err != nil || v == "" {
-		t.Fatalf("%s not in runfiles (%v): run with bazel test //images:images_test", env, err)
-	}
-	return p
-}
 
 type image struct {
 	name, ref string
@@ -43,11 +32,11 @@ var images = []image{
 func TestLayoutsValidAndReproducible(t *testing.T) {
 	for _, img := range images {
 		t.Run(img.name, func(t *testing.T) {
-			a, err := validate.Layout(rloc(t, img.name+"_IMAGE"))
+			a, err := validate.Layout(runfile.Path(t, img.name+"_IMAGE"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := validate.Layout(rloc(t, img.name+"_IMAGE_AGAIN"))
+			b, err := validate.Layout(runfile.Path(t, img.name+"_IMAGE_AGAIN"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,12 +69,12 @@ func fileSHA(t *testing.T, p string) (string, int64) {
 func TestBundles(t *testing.T) {
 	for _, img := range images {
 		t.Run(img.name, func(t *testing.T) {
-			layout, err := validate.Layout(rloc(t, img.name+"_IMAGE"))
+			layout, err := validate.Layout(runfile.Path(t, img.name+"_IMAGE"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, kind := range []string{"_BUNDLE", "_BUNDLE_AGAIN", "_BUNDLE_ZSTD"} {
-				res, err := validate.Bundle(rloc(t, img.name+kind), t.TempDir())
+				res, err := validate.Bundle(runfile.Path(t, img.name+kind), t.TempDir())
 				if err != nil {
 					t.Fatalf("%s: %v", kind, err)
 				}
@@ -96,8 +85,8 @@ func TestBundles(t *testing.T) {
 					t.Errorf("%s holds %s, the image is %s", kind, res.Index[0].Digest, layout.Manifests[0])
 				}
 			}
-			a, size := fileSHA(t, rloc(t, img.name+"_BUNDLE"))
-			b, _ := fileSHA(t, rloc(t, img.name+"_BUNDLE_AGAIN"))
+			a, size := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE"))
+			b, _ := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE_AGAIN"))
 			if a != b {
 				t.Errorf("bundles of the same image differ: %s and %s", a, b)
 			}
@@ -110,7 +99,7 @@ func TestBundles(t *testing.T) {
 // and the manifest against the bundles it names.
 func TestPreseedTree(t *testing.T) {
 	var m bundle.TreeManifest
-	data, err := os.ReadFile(rloc(t, "PRESEED_JSON"))
+	data, err := os.ReadFile(runfile.Path(t, "PRESEED_JSON"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +109,7 @@ func TestPreseedTree(t *testing.T) {
 	if len(m.Bundles) != 2 {
 		t.Fatalf("want 2 bundles in the manifest, got %d", len(m.Bundles))
 	}
-	f, err := os.Open(rloc(t, "PRESEED_TAR"))
+	f, err := os.Open(runfile.Path(t, "PRESEED_TAR"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +142,11 @@ func TestPreseedTree(t *testing.T) {
 		if e.Path != want || e.Namespace != "k8s.io" || e.Reference != img.ref {
 			t.Errorf("manifest entry %d: %+v, want path %s, namespace k8s.io, reference %s", i, e, want, img.ref)
 		}
-		sum, size := fileSHA(t, rloc(t, img.name+"_BUNDLE"))
+		sum, size := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE"))
 		if e.SHA256 != sum || e.Size != size || files[e.Path] != sum {
 			t.Errorf("%s: manifest says sha256 %s size %d, bundle is %s %d, tree holds %s", e.Path, e.SHA256, e.Size, sum, size, files[e.Path])
 		}
-		layout, err := validate.Layout(rloc(t, img.name+"_IMAGE"))
+		layout, err := validate.Layout(runfile.Path(t, img.name+"_IMAGE"))
 		if err != nil {
 			t.Fatal(err)
 		}
