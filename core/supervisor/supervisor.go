@@ -83,12 +83,30 @@ func WithObserver(fn func(name string, state State)) Option {
 	return func(s *Supervisor) { s.observer = fn }
 }
 
+// hooks let a test stop the tree at the points where goroutines race. Each
+// is called with no lock held; nil means no call.
+type hooks struct {
+	// groupStarting runs in RunGroup once the group is registered with its
+	// parent, before the group's loop starts.
+	groupStarting func(parent string)
+	// subtreesWaiting runs when a group's run has ended, with the number of
+	// child groups it is about to wait for; the group is named by its first
+	// member.
+	subtreesWaiting func(group string, children int)
+}
+
+// withHooks is for tests only.
+func withHooks(h hooks) Option {
+	return func(s *Supervisor) { s.hooks = h }
+}
+
 // Supervisor owns one tree of runnables.
 type Supervisor struct {
 	logger         *zap.Logger
 	backoffInitial time.Duration
 	backoffMax     time.Duration
 	observer       func(name string, state State)
+	hooks          hooks
 
 	mu    sync.Mutex
 	nodes map[string]*node
@@ -110,7 +128,10 @@ func New(ctx context.Context, logger *zap.Logger, root Runnable, opts ...Option)
 	for _, o := range opts {
 		o(s)
 	}
-	s.root = s.startGroup(ctx, nil, map[string]Runnable{rootName: root})
+	s.mu.Lock()
+	s.root = s.newGroupLocked(nil, map[string]Runnable{rootName: root})
+	s.mu.Unlock()
+	s.root.start(ctx)
 	return s
 }
 
@@ -193,30 +214,42 @@ func RunGroup(ctx context.Context, runnables map[string]Runnable) error {
 	}
 	s := parent.sup
 	s.mu.Lock()
-	if parent.runCtx == nil || parent.runCtx.Err() != nil {
+	if err := parent.admitLocked(ctx, runnables); err != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("supervisor: %s is not running: %w", parent.name, context.Canceled)
+		return err
+	}
+	// The liveness check and the registration share one critical section:
+	// the parent's exit path reads its children under the same lock after
+	// cancelling the run, so it either sees this group and waits for it, or
+	// the check above has refused it.
+	g := s.newGroupLocked(parent, runnables)
+	parent.children = append(parent.children, g)
+	runCtx := parent.runCtx
+	s.mu.Unlock()
+	g.start(runCtx)
+	return nil
+}
+
+// admitLocked checks that n's current run, the one ctx belongs to, is alive
+// and can take children with these names, and reserves the names. s.mu must
+// be held.
+func (n *node) admitLocked(ctx context.Context, runnables map[string]Runnable) error {
+	// ctx ends with the run it was made for: a context kept from an ended
+	// run must not start children in the run that replaced it.
+	if n.runCtx == nil || n.runCtx.Err() != nil || ctx.Err() != nil {
+		return fmt.Errorf("supervisor: %s is not running: %w", n.name, context.Canceled)
 	}
 	for name := range runnables {
 		if !validName(name) {
-			s.mu.Unlock()
-			return fmt.Errorf("supervisor: invalid runnable name %q under %s (want lower-case letters, digits, '-', '_')", name, parent.name)
+			return fmt.Errorf("supervisor: invalid runnable name %q under %s (want lower-case letters, digits, '-', '_')", name, n.name)
 		}
-		if parent.names[name] {
-			s.mu.Unlock()
-			return fmt.Errorf("supervisor: %s already has a child named %q", parent.name, name)
+		if n.names[name] {
+			return fmt.Errorf("supervisor: %s already has a child named %q", n.name, name)
 		}
 	}
 	for name := range runnables {
-		parent.names[name] = true
+		n.names[name] = true
 	}
-	runCtx := parent.runCtx
-	s.mu.Unlock()
-
-	g := s.startGroup(runCtx, parent, runnables)
-	s.mu.Lock()
-	parent.children = append(parent.children, g)
-	s.mu.Unlock()
 	return nil
 }
 
@@ -260,14 +293,15 @@ func (n *node) setState(st State) {
 	}
 }
 
-func (s *Supervisor) startGroup(ctx context.Context, parent *node, runnables map[string]Runnable) *group {
+// newGroupLocked makes a group of runnables under parent (nil for the root)
+// and indexes its nodes. s.mu must be held.
+func (s *Supervisor) newGroupLocked(parent *node, runnables map[string]Runnable) *group {
 	g := &group{parent: parent, exited: make(chan struct{})}
 	names := make([]string, 0, len(runnables))
 	for name := range runnables {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	s.mu.Lock()
 	for _, name := range names {
 		full := name
 		if parent != nil {
@@ -277,9 +311,16 @@ func (s *Supervisor) startGroup(ctx context.Context, parent *node, runnables map
 		s.nodes[full] = n
 		g.members = append(g.members, n)
 	}
-	s.mu.Unlock()
-	go g.loop(ctx)
 	return g
+}
+
+// start runs the group's loop under ctx. The group must already be
+// registered with its parent, so that the parent's exit path waits for it.
+func (g *group) start(ctx context.Context) {
+	if h := g.members[0].sup.hooks.groupStarting; h != nil && g.parent != nil {
+		h(g.parent.name)
+	}
+	go g.loop(ctx)
 }
 
 type result struct {
@@ -376,6 +417,9 @@ func (g *group) waitSubtrees() bool {
 		}
 	}
 	s.mu.Unlock()
+	if h := s.hooks.subtreesWaiting; h != nil {
+		h(g.members[0].name, len(children))
+	}
 	for _, c := range children {
 		<-c.exited
 	}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -305,6 +306,104 @@ func TestShutdownCancelsWholeTreeAndWaits(t *testing.T) {
 	}
 }
 
+// A group started from a goroutine while its parent's run ends is either
+// refused or waited for: the hooks end the tree while RunGroup is between
+// accepting the group and starting it, and the parent's exit path must
+// count the group among the children it waits for.
+func TestGroupStartedWhileParentExitsIsWaitedFor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	subtrees := make(chan int, 1)
+	waited := make(chan int, 1)
+	h := hooks{
+		groupStarting: func(parent string) {
+			if parent != "root.p" {
+				return
+			}
+			cancel()
+			// Let root.p's exit path read its children before the group
+			// starts (called off the test goroutine: no t.Fatal).
+			select {
+			case n := <-subtrees:
+				waited <- n
+			case <-time.After(guard):
+				t.Errorf("root.p's exit path never read its children")
+				waited <- -1
+			}
+		},
+		subtreesWaiting: func(group string, children int) {
+			if group == "root.p" {
+				subtrees <- children
+			}
+		},
+	}
+	var childDone atomic.Bool
+	runErr := make(chan error, 1)
+	root := func(ctx context.Context) error {
+		if err := Run(ctx, "p", func(ctx context.Context) error {
+			Signal(ctx, SignalHealthy)
+			// A Done runnable's children keep running, so its context
+			// can still start one, from a goroutine of its own.
+			go func() {
+				runErr <- Run(ctx, "late", func(ctx context.Context) error {
+					<-ctx.Done()
+					childDone.Store(true)
+					return ctx.Err()
+				})
+			}()
+			Signal(ctx, SignalDone)
+			return nil
+		}); err != nil {
+			return err
+		}
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	core, _ := observer.New(zapcore.DebugLevel)
+	s := New(ctx, zap.New(core), root, WithBackoff(time.Millisecond, time.Millisecond), withHooks(h))
+	waitOrFail(t, "Wait", s.Wait)
+	if !childDone.Load() {
+		t.Errorf("Wait returned before root.p.late had returned")
+	}
+	if n := recv(t, "root.p's children", waited); n != 1 {
+		t.Errorf("root.p's exit path waited for %d child groups, want 1 (the one being started)", n)
+	}
+	if err := recv(t, "Run", runErr); err != nil {
+		t.Errorf("Run(late) = %v, want nil", err)
+	}
+	if st := s.States(); len(st) != 0 {
+		t.Errorf("runnables left after shutdown: %v", st)
+	}
+}
+
+// A context kept from a run that failed cannot start children in the run
+// that replaced it.
+func TestRunWithContextOfEndedRunIsRefused(t *testing.T) {
+	var runs atomic.Int32
+	oldCtx := make(chan context.Context, 1)
+	second := make(chan struct{})
+	start(t, func(ctx context.Context) error {
+		Signal(ctx, SignalHealthy)
+		if runs.Add(1) == 1 {
+			oldCtx <- ctx
+			return errors.New("fail")
+		}
+		close(second)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	ctx := recv(t, "first run", oldCtx)
+	recv(t, "second run", second)
+	err := Run(ctx, "stale", func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run with the failed run's context = %v, want context.Canceled", err)
+	}
+}
+
 func TestRunRejectsBadNames(t *testing.T) {
 	errs := make(chan []error, 1)
 	start(t, func(ctx context.Context) error {
@@ -333,31 +432,50 @@ func TestRunRejectsBadNames(t *testing.T) {
 	}
 }
 
+// The delay before a restart doubles with each failure and is back to the
+// first one after a run that became healthy before it failed.
 func TestBackoffGrowsAndResetsOnHealthy(t *testing.T) {
+	const initial = 10 * time.Millisecond
 	var runs atomic.Int32
 	times := make(chan time.Time, 20)
 	done := make(chan struct{})
-	start(t, func(ctx context.Context) error {
+	_, logs, _ := start(t, func(ctx context.Context) error {
 		times <- time.Now()
-		n := runs.Add(1)
-		if n == 6 {
+		switch runs.Add(1) {
+		case 6:
+			// Healthy, then failing: the next delay starts over.
+			Signal(ctx, SignalHealthy)
+			return errors.New("fail after healthy")
+		case 7:
 			close(done)
 			Signal(ctx, SignalHealthy)
 			<-ctx.Done()
 			return ctx.Err()
 		}
 		return errors.New("fail")
-	}, WithBackoff(20*time.Millisecond, 80*time.Millisecond))
-	recv(t, "sixth run", done)
+	}, WithBackoff(initial, time.Minute))
+	recv(t, "seventh run", done)
 	var ts []time.Time
-	for range 6 {
+	for range 7 {
 		ts = append(ts, <-times)
 	}
-	// Delays are 20, 40, 80, 80, 80 ms: each gap is at least its delay.
-	for i, min := range []time.Duration{20, 40, 80, 80, 80} {
-		if gap := ts[i+1].Sub(ts[i]); gap < min*time.Millisecond {
-			t.Errorf("gap %d = %v, want >= %v", i, gap, min*time.Millisecond)
+	want := []time.Duration{initial, 2 * initial, 4 * initial, 8 * initial, 16 * initial, initial}
+	var got []time.Duration
+	for _, e := range logs.FilterMessage("runnable failed; restarting its group").All() {
+		got = append(got, e.ContextMap()["backoff"].(time.Duration))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("logged backoffs = %v, want %v", got, want)
+	}
+	// Each gap is at least its delay; the one after the healthy run is
+	// shorter than the 32x delay it would have been without the reset.
+	for i, d := range want {
+		if gap := ts[i+1].Sub(ts[i]); gap < d {
+			t.Errorf("gap %d = %v, want >= %v", i, gap, d)
 		}
+	}
+	if gap := ts[6].Sub(ts[5]); gap >= 32*initial {
+		t.Errorf("gap after the healthy run = %v, want < %v (backoff not reset)", gap, 32*initial)
 	}
 }
 
