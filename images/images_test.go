@@ -8,15 +8,14 @@ import (
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
@@ -98,12 +97,12 @@ func TestBundles(t *testing.T) {
 // TestPreseedTree checks the tree tar's entries against its JSON manifest
 // and the manifest against the bundles it names.
 func TestPreseedTree(t *testing.T) {
-	var m bundle.TreeManifest
 	data, err := os.ReadFile(runfile.Path(t, "PRESEED_JSON"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
+	m, err := bundleformat.ParseManifest(data)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(m.Bundles) != 2 {
@@ -150,10 +149,10 @@ func TestPreseedTree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(e.Manifests) != 1 || e.Manifests[0].Digest != layout.Manifests[0] || e.Target.Digest.String() != layout.Manifests[0] {
+		if len(e.Manifests) != 1 || e.Manifests[0].Digest.String() != layout.Manifests[0] || e.Target.Digest.String() != layout.Manifests[0] {
 			t.Errorf("%s: manifest digests %+v, target %s, image is %s", e.Path, e.Manifests, e.Target.Digest, layout.Manifests[0])
 		}
-		if !strings.HasPrefix(e.IndexDigest, "sha256:") {
+		if !strings.HasPrefix(e.IndexDigest.String(), "sha256:") {
 			t.Errorf("%s: no index digest", e.Path)
 		}
 	}

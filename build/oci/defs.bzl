@@ -6,6 +6,8 @@ these rules and rules_oci. The work is done by //build/oci/cmd/ocitool; the
 rules only pass paths and a JSON spec.
 """
 
+load(":bundle_format.bzl", "BUNDLE_EXTENSIONS", "PRESEED_ROOT")
+
 _TOOL = Label("//build/oci/cmd/ocitool")
 
 PreseedBundleInfo = provider(
@@ -185,7 +187,7 @@ written to `<name>.digest` (output group `digest`).""",
 
 def _preseed_bundle_impl(ctx):
     name = ctx.attr.bundle_name or ctx.label.name
-    ext = {"": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}[ctx.attr.compression]
+    ext = BUNDLE_EXTENSIONS[ctx.attr.compression]
     out = ctx.actions.declare_file(ctx.label.name + ext)
     layout = _layout_dir(ctx.attr.image, "image")
     ctx.actions.run(
@@ -244,7 +246,7 @@ or after decompression).""",
         "compression": attr.string(
             doc = "Compression of the bundle file: \"\" (none), \"gzip\" or \"zstd\".",
             default = "",
-            values = ["", "gzip", "zstd"],
+            values = BUNDLE_EXTENSIONS.keys(),
         ),
         "_tool": _tool_attr(),
     },
@@ -257,8 +259,8 @@ def _preseed_tree_impl(ctx):
     files = {}
     for b in ctx.attr.bundles:
         info = b[PreseedBundleInfo]
-        ext = {"": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}[info.compression]
-        path = "/containerd/preseed/%s/%s%s" % (info.namespace, info.bundle_name, ext)
+        ext = BUNDLE_EXTENSIONS[info.compression]
+        path = "%s/%s/%s%s" % (PRESEED_ROOT, info.namespace, info.bundle_name, ext)
         if path in files:
             fail("bundles %s and %s both go to %s" % (files[path].owner, b.label, path))
         files[path] = info.file

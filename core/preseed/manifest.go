@@ -1,14 +1,10 @@
 package preseed
 
 import (
-	"bytes"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"sort"
 	"strings"
 
@@ -16,50 +12,17 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
-// maxManifestFile bounds the preseed manifest read into memory: it holds a
-// few hundred bytes per bundle.
-const maxManifestFile = 16 << 20
-
 // ManifestFile is the preseed manifest the build writes next to the bundles
-// (//images:preseed_json, written by build/oci/bundle.WriteTree as its
-// TreeManifest). This is a reader of the same JSON rather than that type
-// because build/oci/bundle is build code (the bundle writer, on
-// go-containerregistry): importing it would link it into the appliance's
-// init. TestManifestFromImageRules reads the real file the build writes
-// with this type, so the two cannot drift apart unnoticed.
-type ManifestFile struct {
-	// Bundles is required: a file without it is not a manifest.
-	Bundles []ManifestEntry `json:"bundles"`
-}
-
-// ManifestEntry is one bundle of the manifest.
-type ManifestEntry struct {
-	Namespace string `json:"namespace"`
-	// Name is the file name without its extension.
-	Name string `json:"name"`
-	// Path is the bundle's absolute path in the appliance.
-	Path        string `json:"path"`
-	Compression string `json:"compression"`
-	Size        int64  `json:"size"`
-	// SHA256 is the hex sha256 of the whole bundle file.
-	SHA256 string `json:"sha256"`
-	// Reference is the one image name the bundle's index.json carries.
-	Reference string `json:"reference"`
-	// IndexDigest is the digest of the bundle's index.json.
-	IndexDigest digest.Digest `json:"index_digest"`
-	// Target is index.json's descriptor: what the image record points to.
-	Target ocispec.Descriptor `json:"target"`
-	// Manifests are every image manifest reachable from Target.
-	Manifests []ManifestImage `json:"manifests"`
-}
-
-// ManifestImage is one image manifest of a bundle.
-type ManifestImage struct {
-	Digest   digest.Digest     `json:"digest"`
-	Platform *ocispec.Platform `json:"platform,omitempty"`
-}
+// (//images:preseed_json); ManifestEntry is one bundle of it. Both are the
+// format's own types (core/bundleformat), which the build writes with.
+type (
+	ManifestFile  = bundleformat.Manifest
+	ManifestEntry = bundleformat.Entry
+)
 
 // manifest is a loaded, checked preseed manifest.
 type manifest struct {
@@ -69,77 +32,29 @@ type manifest struct {
 	byNSDir map[string]*ManifestEntry // namespace/file name
 }
 
-// loadManifest reads and checks the manifest at file. Every entry must be
-// complete: a manifest that could not say what a bundle should be would
-// let that bundle through unchecked.
+// loadManifest reads the manifest at file and checks it with the format's
+// strict parser: every entry complete, none twice.
 func loadManifest(file string) (*manifest, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the preseed manifest %s: %w", file, err)
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxManifestFile+1))
+	raw, err := io.ReadAll(io.LimitReader(f, bundleformat.MaxManifestSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the preseed manifest %s: %w", file, err)
 	}
-	if len(raw) > maxManifestFile {
-		return nil, fmt.Errorf("the preseed manifest %s is larger than %d bytes", file, maxManifestFile)
-	}
-	var mf ManifestFile
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if err := dec.Decode(&mf); err != nil {
-		return nil, fmt.Errorf("the preseed manifest %s is not valid JSON: %w", file, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("the preseed manifest %s has data after its JSON object", file)
-	}
-	if mf.Bundles == nil {
-		return nil, fmt.Errorf("the preseed manifest %s has no \"bundles\" list", file)
+	mf, err := bundleformat.ParseManifest(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the preseed manifest %s: %w", file, err)
 	}
 	m := &manifest{file: file, byPath: make(map[string]*ManifestEntry), byNSDir: make(map[string]*ManifestEntry)}
 	for i := range mf.Bundles {
 		e := &mf.Bundles[i]
-		if err := e.validate(); err != nil {
-			return nil, fmt.Errorf("the preseed manifest %s: bundle %d (%s): %w", file, i, e.Path, err)
-		}
-		k := e.Namespace + "/" + path.Base(e.Path)
-		if m.byPath[e.Path] != nil || m.byNSDir[k] != nil {
-			return nil, fmt.Errorf("the preseed manifest %s lists %s twice", file, k)
-		}
 		m.byPath[e.Path] = e
-		m.byNSDir[k] = e
+		m.byNSDir[e.Key()] = e
 	}
 	return m, nil
-}
-
-func (e *ManifestEntry) validate() error {
-	switch {
-	case e.Namespace == "":
-		return errors.New("no namespace")
-	case !path.IsAbs(e.Path) || path.Clean(e.Path) != e.Path:
-		return fmt.Errorf("path %q is not a clean absolute path", e.Path)
-	case e.Size <= 0:
-		return fmt.Errorf("size %d", e.Size)
-	case e.Reference == "":
-		return errors.New("no reference")
-	case len(e.Manifests) == 0:
-		return errors.New("no manifests")
-	}
-	if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != 32 || strings.ToLower(e.SHA256) != e.SHA256 {
-		return fmt.Errorf("sha256 %q is not 64 lowercase hex digits", e.SHA256)
-	}
-	if err := e.IndexDigest.Validate(); err != nil {
-		return fmt.Errorf("index_digest: %w", err)
-	}
-	if err := e.Target.Digest.Validate(); err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	for _, im := range e.Manifests {
-		if err := im.Digest.Validate(); err != nil {
-			return fmt.Errorf("manifests: %w", err)
-		}
-	}
-	return nil
 }
 
 // entry finds the manifest's entry for a bundle file: by its path (in the

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
@@ -25,9 +26,9 @@ import (
 // treeEntry describes a bundle file as the build's manifest does, with the
 // build's own code (build/oci/bundle), so these tests check the importer
 // against what the build writes, not against a copy of it.
-func treeEntry(t *testing.T, file, namespace string) bundle.TreeEntry {
+func treeEntry(t *testing.T, file, namespace string) bundleformat.Entry {
 	t.Helper()
-	info, err := bundle.Inspect(file)
+	e, err := bundle.Inspect(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,34 +38,28 @@ func treeEntry(t *testing.T, file, namespace string) bundle.TreeEntry {
 	}
 	defer f.Close()
 	h := sha256.New()
-	size, err := io.Copy(h, f)
-	if err != nil {
+	if e.Size, err = io.Copy(h, f); err != nil {
 		t.Fatal(err)
 	}
 	base := filepath.Base(file)
-	comp, name := bundle.None, strings.TrimSuffix(base, ".tar")
-	switch {
-	case strings.HasSuffix(base, ".tar.zst"):
-		comp, name = bundle.Zstd, strings.TrimSuffix(base, ".tar.zst")
-	case strings.HasSuffix(base, ".tar.gz"):
-		comp, name = bundle.Gzip, strings.TrimSuffix(base, ".tar.gz")
+	comp, ok := bundleformat.FromFileName(base)
+	if !ok {
+		t.Fatalf("%s is not named like a bundle", file)
 	}
-	return bundle.TreeEntry{
-		Namespace: namespace, Name: name, Path: path.Join(bundle.PreseedDir, namespace, base),
-		Compression: comp, Size: size, SHA256: hex.EncodeToString(h.Sum(nil)), Info: *info,
-	}
+	e.Namespace, e.Name, e.Compression = namespace, strings.TrimSuffix(base, comp.Ext()), comp
+	e.Path, e.SHA256 = path.Join(bundleformat.PreseedRoot, namespace, base), hex.EncodeToString(h.Sum(nil))
+	return *e
 }
 
 // writeManifest writes the manifest of the named bundles of the fixture's
 // namespace directory, as they are now, and returns its path.
 func (f *fixture) writeManifest(files ...string) string {
 	f.t.Helper()
-	var m bundle.TreeManifest
-	m.Bundles = []bundle.TreeEntry{}
+	m := bundleformat.Manifest{Bundles: []bundleformat.Entry{}}
 	for _, file := range files {
 		m.Bundles = append(m.Bundles, treeEntry(f.t, filepath.Join(f.root, ns, file), ns))
 	}
-	b, err := json.MarshalIndent(m, "", "  ")
+	b, err := m.Encode()
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -268,7 +263,9 @@ func TestManifestInvalid(t *testing.T) {
 	}{
 		{"missing", "", "no such file"},
 		{"not JSON", `{"bundles": [`, "not valid JSON"},
-		{"no bundles", `{"images": []}`, `no "bundles" list`},
+		{"no bundles", `{}`, `no "bundles" list`},
+		{"unknown field", `{"bundles": [], "images": []}`, `unknown field "images"`},
+		{"data after the object", `{"bundles": []} {}`, "data after the JSON value"},
 		{"entry without sha256", string(noSumJSON), "is not 64 lowercase hex digits"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,8 +1,10 @@
-// Package bundle writes and reads preseed bundles (docs/bundle-format.md):
-// one image of an OCI image layout in a single deterministic tar, optionally
-// compressed, named for containerd by its full reference. It also lays out a
-// set of bundles under /containerd/preseed/<namespace>/ with a JSON manifest.
-// It must not talk to containerd or to a registry.
+// Package bundle writes preseed bundles (docs/bundle-format.md, declared in
+// core/bundleformat): one image of an OCI image layout in a single
+// deterministic tar, optionally compressed, named for containerd by its full
+// reference. It also lays out a set of bundles under /containerd/preseed/
+// <namespace>/ with the preseed manifest, and inspects bundles for it.
+// It must not talk to containerd or to a registry, nor declare any part of
+// the format itself.
 package bundle
 
 import (
@@ -15,53 +17,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
-
-const (
-	// LayoutFile is the exact content of a bundle's oci-layout entry.
-	LayoutFile = `{"imageLayoutVersion":"1.0.0"}`
-	// AnnotationRefName and AnnotationImageName both carry the image's
-	// fully normalised reference in index.json.
-	AnnotationRefName   = "org.opencontainers.image.ref.name"
-	AnnotationImageName = "io.containerd.image.name"
-)
-
-// Compression of a bundle file.
-type Compression string
-
-const (
-	None Compression = ""
-	Gzip Compression = "gzip"
-	Zstd Compression = "zstd"
-)
-
-// Ext is the file name extension of a bundle compressed this way.
-func (c Compression) Ext() string {
-	switch c {
-	case Gzip:
-		return ".tar.gz"
-	case Zstd:
-		return ".tar.zst"
-	}
-	return ".tar"
-}
-
-// ParseCompression accepts "", "gzip" and "zstd".
-func ParseCompression(s string) (Compression, error) {
-	switch c := Compression(s); c {
-	case None, Gzip, Zstd:
-		return c, nil
-	}
-	return None, fmt.Errorf("unknown bundle compression %q: want \"\", \"gzip\" or \"zstd\"", s)
-}
-
-// mtime is the fixed modification time of every bundle entry.
-func mtime() time.Time { return time.Unix(0, 0).UTC() }
 
 // NormalizeReference turns "hello:1.0" into "docker.io/library/hello:1.0", as
 // containerd and the CRI name images. A reference without tag or digest is
@@ -85,7 +47,7 @@ type blob struct {
 
 // Write reads the OCI image layout at layoutDir, which must hold exactly one
 // image (a manifest or an index), and writes it to w as a bundle named ref.
-func Write(w io.Writer, layoutDir, ref string, comp Compression) error {
+func Write(w io.Writer, layoutDir, ref string, comp bundleformat.Compression) error {
 	name, err := NormalizeReference(ref)
 	if err != nil {
 		return err
@@ -114,13 +76,13 @@ func Write(w io.Writer, layoutDir, ref string, comp Compression) error {
 		// would be wrong.
 		top.Platform = nil
 	}
-	top.Annotations = map[string]string{AnnotationRefName: name, AnnotationImageName: name}
+	top.Annotations = map[string]string{bundleformat.AnnotationRefName: name, bundleformat.AnnotationImageName: name}
 	// go-containerregistry sets artifactType on image descriptors; it is
 	// meant for artifacts, and containerd does not need it.
 	top.ArtifactType = ""
 	// The layout's own index.json may carry other annotations (e.g. a base
 	// name): only ours are written.
-	outIdx := v1.IndexManifest{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: []v1.Descriptor{top}}
+	outIdx := v1.IndexManifest{SchemaVersion: 2, MediaType: bundleformat.MediaTypeOCIIndex, Manifests: []v1.Descriptor{top}}
 	indexJSON, err := json.Marshal(outIdx)
 	if err != nil {
 		return fmt.Errorf("failed to encode index.json for %s: %w", layoutDir, err)
@@ -142,10 +104,10 @@ func Write(w io.Writer, layoutDir, ref string, comp Compression) error {
 		return err
 	}
 	tw := tar.NewWriter(cw)
-	if err := writeBytes(tw, "oci-layout", []byte(LayoutFile)); err != nil {
+	if err := writeBytes(tw, bundleformat.LayoutEntry, []byte(bundleformat.LayoutContent)); err != nil {
 		return err
 	}
-	if err := writeBytes(tw, "index.json", indexJSON); err != nil {
+	if err := writeBytes(tw, bundleformat.IndexEntry, indexJSON); err != nil {
 		return err
 	}
 	for _, p := range append(jsonPaths, layerPaths...) {
@@ -159,16 +121,16 @@ func Write(w io.Writer, layoutDir, ref string, comp Compression) error {
 	return finish()
 }
 
-func compressor(w io.Writer, comp Compression) (io.Writer, func() error, error) {
+func compressor(w io.Writer, comp bundleformat.Compression) (io.Writer, func() error, error) {
 	switch comp {
-	case Gzip:
+	case bundleformat.Gzip:
 		// No name and a zero mtime in the gzip header: same bytes always.
 		gw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 		if err != nil {
 			return nil, nil, fmt.Errorf("failed to start gzip: %w", err)
 		}
 		return gw, gw.Close, nil
-	case Zstd:
+	case bundleformat.Zstd:
 		// One encoder goroutine: the output then does not depend on the
 		// number of CPUs.
 		zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
@@ -180,19 +142,8 @@ func compressor(w io.Writer, comp Compression) (io.Writer, func() error, error) 
 	return w, func() error { return nil }, nil
 }
 
-func header(name string, size int64) *tar.Header {
-	return &tar.Header{
-		Typeflag: tar.TypeReg,
-		Name:     name,
-		Size:     size,
-		Mode:     0o644,
-		ModTime:  mtime(),
-		Format:   tar.FormatPAX,
-	}
-}
-
 func writeBytes(tw *tar.Writer, name string, data []byte) error {
-	if err := tw.WriteHeader(header(name, int64(len(data)))); err != nil {
+	if err := tw.WriteHeader(bundleformat.Header(name, int64(len(data)))); err != nil {
 		return fmt.Errorf("failed to write bundle entry %s: %w", name, err)
 	}
 	if _, err := tw.Write(data); err != nil {
@@ -208,7 +159,7 @@ func writeBlob(tw *tar.Writer, layoutDir, p string, d v1.Descriptor) error {
 		return fmt.Errorf("failed to open blob %s of layout %s: %w", d.Digest, layoutDir, err)
 	}
 	defer f.Close()
-	if err := tw.WriteHeader(header(p, d.Size)); err != nil {
+	if err := tw.WriteHeader(bundleformat.Header(p, d.Size)); err != nil {
 		return fmt.Errorf("failed to write bundle entry %s: %w", p, err)
 	}
 	// Copy exactly the descriptor's size: a blob of another size makes the
@@ -223,7 +174,7 @@ func writeBlob(tw *tar.Writer, layoutDir, p string, d v1.Descriptor) error {
 }
 
 func readIndex(layoutDir string) (*v1.IndexManifest, error) {
-	f, err := os.Open(filepath.Join(layoutDir, "index.json"))
+	f, err := os.Open(filepath.Join(layoutDir, bundleformat.IndexEntry))
 	if err != nil {
 		return nil, fmt.Errorf("failed to read OCI layout %s: %w", layoutDir, err)
 	}
@@ -236,7 +187,7 @@ func readIndex(layoutDir string) (*v1.IndexManifest, error) {
 }
 
 func blobPath(d v1.Descriptor) string {
-	return "blobs/" + d.Digest.Algorithm + "/" + d.Digest.Hex
+	return bundleformat.BlobPrefix + d.Digest.Hex
 }
 
 func readBlob(layoutDir string, d v1.Descriptor) ([]byte, error) {

@@ -9,10 +9,9 @@ import (
 	"os"
 	"path"
 	"sort"
-)
 
-// PreseedDir is where bundles live in the appliance's root filesystem.
-const PreseedDir = "/containerd/preseed"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
+)
 
 // validName restricts namespaces and bundle names to what containerd
 // accepts as a namespace and to safe file names: [A-Za-z0-9][A-Za-z0-9._-]*.
@@ -31,35 +30,18 @@ type TreeInput struct {
 	Namespace string `json:"namespace"`
 	// Name is the file name without extension; Compression picks the
 	// extension.
-	Name        string      `json:"name"`
-	Compression Compression `json:"compression"`
+	Name        string                   `json:"name"`
+	Compression bundleformat.Compression `json:"compression"`
 	// File is the bundle on the build machine.
 	File string `json:"file"`
-}
-
-// TreeEntry describes one placed bundle in the tree's manifest.
-type TreeEntry struct {
-	Namespace string `json:"namespace"`
-	Name      string `json:"name"`
-	// Path is the bundle's absolute path in the appliance.
-	Path        string      `json:"path"`
-	Compression Compression `json:"compression"`
-	Size        int64       `json:"size"`
-	SHA256      string      `json:"sha256"`
-	Info
-}
-
-// TreeManifest lists every bundle of a tree, sorted by path.
-type TreeManifest struct {
-	Bundles []TreeEntry `json:"bundles"`
 }
 
 // WriteTree writes a tar holding every input at
 // containerd/preseed/<namespace>/<name><ext> (with its parent directories,
 // mode 0755; files 0644; owner 0:0; fixed mtime; sorted) and returns the
-// manifest of what it placed, encoded as JSON.
+// preseed manifest of what it placed, encoded (bundleformat.Manifest).
 func WriteTree(w io.Writer, inputs []TreeInput) ([]byte, error) {
-	entries := make([]TreeEntry, 0, len(inputs))
+	entries := make([]bundleformat.Entry, 0, len(inputs))
 	seen := map[string]string{}
 	for _, in := range inputs {
 		if !validName(in.Namespace) {
@@ -68,23 +50,23 @@ func WriteTree(w io.Writer, inputs []TreeInput) ([]byte, error) {
 		if !validName(in.Name) {
 			return nil, fmt.Errorf("bundle %s: invalid bundle name %q", in.File, in.Name)
 		}
-		p := path.Join(PreseedDir, in.Namespace, in.Name+in.Compression.Ext())
+		if _, err := bundleformat.ParseCompression(string(in.Compression)); err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", in.File, err)
+		}
+		p := path.Join(bundleformat.PreseedRoot, in.Namespace, in.Name+in.Compression.Ext())
 		if other, dup := seen[p]; dup {
 			return nil, fmt.Errorf("bundles %s and %s both go to %s", other, in.File, p)
 		}
 		seen[p] = in.File
-		info, err := Inspect(in.File)
+		e, err := Inspect(in.File)
 		if err != nil {
 			return nil, err
 		}
-		size, sum, err := fileSum(in.File)
-		if err != nil {
+		if e.Size, e.SHA256, err = fileSum(in.File); err != nil {
 			return nil, err
 		}
-		entries = append(entries, TreeEntry{
-			Namespace: in.Namespace, Name: in.Name, Path: p, Compression: in.Compression,
-			Size: size, SHA256: sum, Info: *info,
-		})
+		e.Namespace, e.Name, e.Path, e.Compression = in.Namespace, in.Name, p, in.Compression
+		entries = append(entries, *e)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
 
@@ -100,7 +82,7 @@ func WriteTree(w io.Writer, inputs []TreeInput) ([]byte, error) {
 				continue
 			}
 			dirs[d] = true
-			hdr := &tar.Header{Typeflag: tar.TypeDir, Name: d[1:] + "/", Mode: 0o755, ModTime: mtime(), Format: tar.FormatPAX}
+			hdr := &tar.Header{Typeflag: tar.TypeDir, Name: d[1:] + "/", Mode: 0o755, ModTime: bundleformat.ModTime(), Format: tar.FormatPAX}
 			if err := tw.WriteHeader(hdr); err != nil {
 				return nil, fmt.Errorf("failed to write directory %s: %w", d, err)
 			}
@@ -112,7 +94,8 @@ func WriteTree(w io.Writer, inputs []TreeInput) ([]byte, error) {
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("failed to finish preseed tree: %w", err)
 	}
-	return marshalSorted(TreeManifest{Bundles: entries})
+	m := bundleformat.Manifest{Bundles: entries}
+	return m.Encode()
 }
 
 func copyInto(tw *tar.Writer, name, file string, size int64) error {
@@ -121,7 +104,7 @@ func copyInto(tw *tar.Writer, name, file string, size int64) error {
 		return fmt.Errorf("failed to open bundle %s: %w", file, err)
 	}
 	defer f.Close()
-	if err := tw.WriteHeader(header(name, size)); err != nil {
+	if err := tw.WriteHeader(bundleformat.Header(name, size)); err != nil {
 		return fmt.Errorf("failed to write %s: %w", name, err)
 	}
 	if _, err := io.CopyN(tw, f, size); err != nil {

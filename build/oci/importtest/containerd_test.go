@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -26,7 +27,7 @@ const (
 	pauseRef = "localhost/appliance/pause:1.0"
 )
 
-func inspect(t *testing.T, env string) (string, *bundle.Info) {
+func inspect(t *testing.T, env string) (string, *bundleformat.Entry) {
 	t.Helper()
 	p := runfile.Path(t, env)
 	info, err := bundle.Inspect(p)
@@ -105,7 +106,9 @@ func TestImportIntoContainerd(t *testing.T) {
 		t.Errorf("ctr images ls does not list %s:\n%s", helloRef, ls)
 	}
 
-	// client.Import, as core/preseed does, of the unchanged file.
+	// client.Import of the unchanged file: a bundle stays importable by
+	// containerd's own importer (core/preseed walks the tar itself instead;
+	// see ingest in core/preseed/bundle.go).
 	f, err := os.Open(pauseTar)
 	if err != nil {
 		t.Fatal(err)

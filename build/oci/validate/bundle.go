@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // BundleResult is what a valid bundle holds.
@@ -71,11 +71,11 @@ func Bundle(path, scratch string) (*BundleResult, error) {
 			return nil, fmt.Errorf("failed to extract %s of bundle %s: %w", hdr.Name, path, err)
 		}
 	}
-	if len(names) < 2 || names[0] != "oci-layout" || names[1] != "index.json" {
+	if len(names) < 2 || names[0] != bundleformat.LayoutEntry || names[1] != bundleformat.IndexEntry {
 		return nil, fmt.Errorf("bundle %s: must start with oci-layout then index.json, has %v", path, head(names))
 	}
-	if data, _ := os.ReadFile(filepath.Join(scratch, "oci-layout")); string(data) != bundle.LayoutFile {
-		return nil, fmt.Errorf("bundle %s: oci-layout is %q, want %q", path, data, bundle.LayoutFile)
+	if data, _ := os.ReadFile(filepath.Join(scratch, bundleformat.LayoutEntry)); string(data) != bundleformat.LayoutContent {
+		return nil, fmt.Errorf("bundle %s: oci-layout is %q, want %q", path, data, bundleformat.LayoutContent)
 	}
 	res, err := Layout(scratch)
 	if err != nil {
@@ -98,22 +98,20 @@ func head(s []string) []string {
 	return s
 }
 
+// checkHeader adds the writers' duties (mode, owner, mtime) to the entry
+// rules every reader applies.
 func checkHeader(hdr *tar.Header) error {
-	//nolint:staticcheck // TypeRegA is how old writers mark regular files.
-	if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
-		return fmt.Errorf("type %q is not a regular file", hdr.Typeflag)
+	if err := bundleformat.CheckEntry(hdr); err != nil {
+		return err
 	}
-	if hdr.Mode != 0o644 {
-		return fmt.Errorf("mode %o, want 644", hdr.Mode)
+	if hdr.Mode != bundleformat.EntryMode {
+		return fmt.Errorf("mode %o, want %o", hdr.Mode, bundleformat.EntryMode)
 	}
 	if hdr.Uid != 0 || hdr.Gid != 0 || hdr.Uname != "" || hdr.Gname != "" {
 		return fmt.Errorf("owner %d:%d (%q:%q), want 0:0 without names", hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname)
 	}
-	if !hdr.ModTime.Equal(time.Unix(0, 0)) {
-		return fmt.Errorf("mtime %s, want the fixed epoch", hdr.ModTime)
-	}
-	if strings.Contains(hdr.Name, "..") || strings.HasPrefix(hdr.Name, "/") {
-		return fmt.Errorf("unsafe name")
+	if !hdr.ModTime.Equal(bundleformat.ModTime()) {
+		return fmt.Errorf("mtime %s, want %s", hdr.ModTime, bundleformat.ModTime())
 	}
 	return nil
 }
@@ -123,15 +121,15 @@ func checkIndex(res *Result) (string, error) {
 		return "", fmt.Errorf("index.json names %d images, want 1", len(res.Index))
 	}
 	d := res.Index[0]
-	ref := d.Annotations[bundle.AnnotationImageName]
-	if ref == "" || d.Annotations[bundle.AnnotationRefName] != ref {
+	ref := d.Annotations[bundleformat.AnnotationImageName]
+	if ref == "" || d.Annotations[bundleformat.AnnotationRefName] != ref {
 		return "", fmt.Errorf("index.json descriptor must carry the same reference in %s and %s, has %q and %q",
-			bundle.AnnotationImageName, bundle.AnnotationRefName, ref, d.Annotations[bundle.AnnotationRefName])
+			bundleformat.AnnotationImageName, bundleformat.AnnotationRefName, ref, d.Annotations[bundleformat.AnnotationRefName])
 	}
 	if norm, err := bundle.NormalizeReference(ref); err != nil || norm != ref {
 		return "", fmt.Errorf("index.json names %q, which is not a fully normalised reference (%q, %v)", ref, norm, err)
 	}
-	if (d.MediaType == ociManifest || d.MediaType == dockerManifest) && d.Platform == nil {
+	if bundleformat.IsManifest(d.MediaType) && d.Platform == nil {
 		return "", fmt.Errorf("index.json descriptor of manifest %s has no platform", d.Digest)
 	}
 	return ref, nil
@@ -142,8 +140,8 @@ func checkIndex(res *Result) (string, error) {
 func checkOrder(blobNames []string, res *Result) error {
 	var want, meta, layers []string
 	for dg, mt := range res.Blobs {
-		p := "blobs/sha256/" + strings.TrimPrefix(dg, "sha256:")
-		if isMeta(mt) {
+		p := bundleformat.BlobPrefix + strings.TrimPrefix(dg, "sha256:")
+		if bundleformat.IsJSON(mt) {
 			meta = append(meta, p)
 		} else {
 			layers = append(layers, p)
@@ -158,12 +156,4 @@ func checkOrder(blobNames []string, res *Result) error {
 		return fmt.Errorf("blob entries are %s, want exactly the reachable blobs, metadata then layers, each sorted: %s", got, exp)
 	}
 	return nil
-}
-
-func isMeta(mediaType string) bool {
-	switch mediaType {
-	case ociIndex, ociManifest, ociConfig, dockerList, dockerManifest, dockerConfig:
-		return true
-	}
-	return false
 }

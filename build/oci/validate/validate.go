@@ -14,44 +14,65 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // Media types a layout may use: OCI's and, in pulled images, Docker's.
 const (
-	ociIndex       = "application/vnd.oci.image.index.v1+json"
-	ociManifest    = "application/vnd.oci.image.manifest.v1+json"
-	ociConfig      = "application/vnd.oci.image.config.v1+json"
-	dockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
-	dockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	dockerConfig   = "application/vnd.docker.container.image.v1+json"
+	ociIndex       = bundleformat.MediaTypeOCIIndex
+	ociManifest    = bundleformat.MediaTypeOCIManifest
+	ociConfig      = bundleformat.MediaTypeOCIConfig
+	dockerList     = bundleformat.MediaTypeDockerList
+	dockerManifest = bundleformat.MediaTypeDockerManifest
+	dockerConfig   = bundleformat.MediaTypeDockerConfig
 )
 
 // Descriptor is an OCI content descriptor, decoded strictly here rather
-// than with go-containerregistry's types so that a malformed digest or a
-// missing field is reported instead of defaulted.
+// than with go-containerregistry's types so that a malformed digest, a
+// missing field or an unknown one is reported instead of defaulted or
+// dropped. It declares every field the image-spec allows.
 type Descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    *struct {
-		OS           string `json:"os"`
-		Architecture string `json:"architecture"`
-		Variant      string `json:"variant,omitempty"`
-	} `json:"platform,omitempty"`
+	MediaType    string            `json:"mediaType"`
+	Digest       string            `json:"digest"`
+	Size         int64             `json:"size"`
+	URLs         []string          `json:"urls,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	Data         []byte            `json:"data,omitempty"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Platform     *Platform         `json:"platform,omitempty"`
 }
 
+// Platform is a descriptor's platform, with every field the image-spec
+// allows (features is reserved there, and go-containerregistry writes it).
+type Platform struct {
+	Architecture string   `json:"architecture"`
+	OS           string   `json:"os"`
+	OSVersion    string   `json:"os.version,omitempty"`
+	OSFeatures   []string `json:"os.features,omitempty"`
+	Variant      string   `json:"variant,omitempty"`
+	Features     []string `json:"features,omitempty"`
+}
+
+// index is an image index (or Docker manifest list), as the spec allows it.
 type index struct {
-	SchemaVersion *int         `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Manifests     []Descriptor `json:"manifests"`
+	SchemaVersion *int              `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Manifests     []Descriptor      `json:"manifests"`
+	Subject       *Descriptor       `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
 }
 
+// manifest is an image manifest, as the spec allows it.
 type manifest struct {
-	SchemaVersion *int         `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Config        *Descriptor  `json:"config"`
-	Layers        []Descriptor `json:"layers"`
+	SchemaVersion *int              `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Config        *Descriptor       `json:"config"`
+	Layers        []Descriptor      `json:"layers"`
+	Subject       *Descriptor       `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
 }
 
 // Result lists what a valid layout holds.
@@ -77,7 +98,7 @@ func digestOK(d string) bool {
 // index.json schema and media types, and that every blob reachable from
 // index.json is present with the digest and size its descriptor names.
 func Layout(dir string) (*Result, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "oci-layout"))
+	data, err := os.ReadFile(filepath.Join(dir, bundleformat.LayoutEntry))
 	if err != nil {
 		return nil, fmt.Errorf("layout %s: failed to read oci-layout: %w", dir, err)
 	}
@@ -90,12 +111,12 @@ func Layout(dir string) (*Result, error) {
 	if ol.ImageLayoutVersion != "1.0.0" {
 		return nil, fmt.Errorf("layout %s: oci-layout has imageLayoutVersion %q, want \"1.0.0\"", dir, ol.ImageLayoutVersion)
 	}
-	data, err = os.ReadFile(filepath.Join(dir, "index.json"))
+	data, err = os.ReadFile(filepath.Join(dir, bundleformat.IndexEntry))
 	if err != nil {
 		return nil, fmt.Errorf("layout %s: failed to read index.json: %w", dir, err)
 	}
 	v := &validator{dir: dir, res: &Result{Blobs: map[string]string{}}}
-	idx, err := v.parseIndex("index.json", data)
+	idx, err := v.parseIndex(bundleformat.IndexEntry, data)
 	if err != nil {
 		return nil, err
 	}
@@ -116,14 +137,9 @@ type validator struct {
 	res *Result
 }
 
-func strictUnmarshal(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	return dec.Decode(v)
-}
-
 func (v *validator) parseIndex(what string, data []byte) (*index, error) {
 	var idx index
-	if err := strictUnmarshal(data, &idx); err != nil {
+	if err := bundleformat.DecodeStrict(data, &idx); err != nil {
 		return nil, fmt.Errorf("layout %s: %s is not a valid image index: %w", v.dir, what, err)
 	}
 	if idx.SchemaVersion == nil || *idx.SchemaVersion != 2 {
@@ -224,7 +240,7 @@ func (v *validator) walk(d Descriptor) error {
 
 func (v *validator) manifest(d Descriptor, data []byte) error {
 	var m manifest
-	if err := strictUnmarshal(data, &m); err != nil {
+	if err := bundleformat.DecodeStrict(data, &m); err != nil {
 		return fmt.Errorf("layout %s: manifest %s is not valid JSON: %w", v.dir, d.Digest, err)
 	}
 	if m.SchemaVersion == nil || *m.SchemaVersion != 2 {

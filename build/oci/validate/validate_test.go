@@ -2,6 +2,7 @@ package validate_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // newLayout builds a one-layer image with imagebuild and returns its layout.
@@ -95,7 +97,7 @@ func TestLayoutRejects(t *testing.T) {
 
 func TestBundleRoundTrip(t *testing.T) {
 	dir, res := newLayout(t)
-	for _, comp := range []bundle.Compression{bundle.None, bundle.Gzip, bundle.Zstd} {
+	for _, comp := range bundleformat.Compressions() {
 		var a, b bytes.Buffer
 		if err := bundle.Write(&a, dir, "hello:1.0", comp); err != nil {
 			t.Fatal(err)
@@ -123,7 +125,80 @@ func TestBundleRoundTrip(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	if err := bundle.Write(&buf, dir, "hello", bundle.None); err == nil {
+	if err := bundle.Write(&buf, dir, "hello", bundleformat.None); err == nil {
 		t.Error("a reference without tag was accepted")
+	}
+}
+
+// editJSON rewrites the JSON file at p through edit.
+func editJSON(t *testing.T, p string, edit func(m map[string]any)) {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	if data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLayoutStrictJSON: an index or manifest with a field the image-spec
+// does not define, or with data after its JSON value, is refused, naming
+// the layout and the field; every field the spec does define is accepted.
+func TestLayoutStrictJSON(t *testing.T) {
+	for name, c := range map[string]struct {
+		breakIt func(t *testing.T, dir string, res *validate.Result)
+		want    string
+	}{
+		"unknown field in index.json": {func(t *testing.T, dir string, _ *validate.Result) {
+			editJSON(t, filepath.Join(dir, "index.json"), func(m map[string]any) { m["manifestz"] = []any{} })
+		}, `unknown field "manifestz"`},
+		"unknown descriptor field": {func(t *testing.T, dir string, _ *validate.Result) {
+			editJSON(t, filepath.Join(dir, "index.json"), func(m map[string]any) {
+				m["manifests"].([]any)[0].(map[string]any)["sise"] = 1
+			})
+		}, `unknown field "sise"`},
+		"trailing data after index.json": {func(t *testing.T, dir string, _ *validate.Result) {
+			f, err := os.OpenFile(filepath.Join(dir, "index.json"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString(`{"schemaVersion":2}`); err != nil {
+				t.Fatal(err)
+			}
+		}, "data after the JSON value"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir, res := newLayout(t)
+			c.breakIt(t, dir, res)
+			_, err := validate.Layout(dir)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), dir) {
+				t.Fatalf("want an error naming %s and %q, got %v", dir, c.want, err)
+			}
+		})
+	}
+	// Every optional field of the spec's index, descriptor and platform.
+	dir, res := newLayout(t)
+	editJSON(t, filepath.Join(dir, "index.json"), func(m map[string]any) {
+		m["artifactType"] = "application/vnd.example+type"
+		m["annotations"] = map[string]any{"a": "b"}
+		m["subject"] = map[string]any{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": res.Manifests[0], "size": 1}
+		d := m["manifests"].([]any)[0].(map[string]any)
+		d["urls"] = []any{"https://example.invalid/blob"}
+		d["data"] = ""
+		d["artifactType"] = "application/vnd.example+type"
+		d["platform"] = map[string]any{"architecture": "amd64", "os": "linux", "os.version": "1", "os.features": []any{"f"}, "variant": "v1", "features": []any{"g"}}
+	})
+	if _, err := validate.Layout(dir); err != nil {
+		t.Errorf("a layout using the spec's optional fields is refused: %v", err)
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // Manifest is manifest.json of a release.
@@ -67,20 +69,19 @@ type Artifact struct {
 	SHA256 string `json:"sha256"`
 }
 
-// preseedManifest is the part of //images:preseed_json read here.
-type preseedManifest struct {
-	Bundles []struct {
-		Namespace   string `json:"namespace"`
-		Name        string `json:"name"`
-		Path        string `json:"path"`
-		Size        int64  `json:"size"`
-		SHA256      string `json:"sha256"`
-		Reference   string `json:"reference"`
-		IndexDigest string `json:"index_digest"`
-		Manifests   []struct {
-			Digest string `json:"digest"`
-		} `json:"manifests"`
-	} `json:"bundles"`
+// readPreseed reads the build's preseed manifest (//images:preseed_json)
+// with the format's strict parser: the release describes exactly what the
+// appliance enforces.
+func readPreseed(path string) (*bundleformat.Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	pm, err := bundleformat.ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("the preseed manifest %s: %w", path, err)
+	}
+	return pm, nil
 }
 
 // kernelLock is the part of third_party/linux/kernel.lock.json read here.
@@ -147,8 +148,8 @@ func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback,
 	if err := readJSON(lockPath, &lock); err != nil {
 		return err
 	}
-	var pm preseedManifest
-	if err := readJSON(preseedPath, &pm); err != nil {
+	pm, err := readPreseed(preseedPath)
+	if err != nil {
 		return err
 	}
 	m := Manifest{Version: v, GoVersion: runtime.Version(), Kernel: Kernel{File: "vmlinuz"}}
@@ -158,9 +159,9 @@ func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback,
 	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
 	for _, b := range pm.Bundles {
 		img := Image{Namespace: b.Namespace, Name: b.Name, Reference: b.Reference, Bundle: b.Path,
-			IndexDigest: b.IndexDigest, Size: b.Size, SHA256: b.SHA256}
+			IndexDigest: b.IndexDigest.String(), Size: b.Size, SHA256: b.SHA256}
 		for _, md := range b.Manifests {
-			img.ManifestDigests = append(img.ManifestDigests, md.Digest)
+			img.ManifestDigests = append(img.ManifestDigests, md.Digest.String())
 		}
 		m.Images = append(m.Images, img)
 	}

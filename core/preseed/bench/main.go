@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
@@ -185,7 +186,7 @@ func writeManifest(work string, files []string) (string, error) {
 	inputs := make([]bundle.TreeInput, 0, len(files))
 	for _, f := range files {
 		inputs = append(inputs, bundle.TreeInput{
-			Namespace: ns, Name: strings.TrimSuffix(filepath.Base(f), ".tar"), Compression: bundle.None, File: f,
+			Namespace: ns, Name: strings.TrimSuffix(filepath.Base(f), ".tar"), Compression: bundleformat.None, File: f,
 		})
 	}
 	b, err := bundle.WriteTree(io.Discard, inputs)

@@ -19,7 +19,6 @@ import (
 	"os"
 	"runtime"
 	"sort"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -28,12 +27,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-)
 
-// Annotation keys of index.json descriptors.
-const (
-	AnnotationRefName   = "org.opencontainers.image.ref.name"
-	AnnotationImageName = "io.containerd.image.name"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // Image is one image of a bundle, with its full reference.
@@ -152,14 +147,7 @@ func RandomImage(seed uint64, sizes ...int64) (v1.Image, error) {
 }
 
 func file(name string, data []byte, layer bool) Entry {
-	return Entry{
-		Header: tar.Header{
-			Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644,
-			ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX,
-		},
-		Data:  data,
-		Layer: layer,
-	}
+	return Entry{Header: *bundleformat.Header(name, int64(len(data))), Data: data, Layer: layer}
 }
 
 // Entries returns the entries of a bundle of imgs, in the format's order.
@@ -187,8 +175,8 @@ func Entries(imgs ...Image) ([]Entry, error) {
 			return nil, err
 		}
 		d := sha(raw)
-		jsonBlobs["blobs/sha256/"+d.Hex] = raw
-		jsonBlobs["blobs/sha256/"+m.Config.Digest.Hex] = cfg
+		jsonBlobs[bundleformat.BlobPrefix+d.Hex] = raw
+		jsonBlobs[bundleformat.BlobPrefix+m.Config.Digest.Hex] = cfg
 		for _, l := range m.Layers {
 			ly, err := im.Image.LayerByDigest(l.Digest)
 			if err != nil {
@@ -203,13 +191,13 @@ func Entries(imgs ...Image) ([]Entry, error) {
 			if err != nil {
 				return nil, err
 			}
-			layerBlobs["blobs/sha256/"+l.Digest.Hex] = b
+			layerBlobs[bundleformat.BlobPrefix+l.Digest.Hex] = b
 		}
 		idx.Manifests = append(idx.Manifests, v1.Descriptor{
 			MediaType:   m.MediaType,
 			Size:        int64(len(raw)),
 			Digest:      d,
-			Annotations: map[string]string{AnnotationRefName: im.Name, AnnotationImageName: im.Name},
+			Annotations: map[string]string{bundleformat.AnnotationRefName: im.Name, bundleformat.AnnotationImageName: im.Name},
 			Platform:    &v1.Platform{OS: cf.OS, Architecture: cf.Architecture},
 		})
 	}
@@ -218,8 +206,8 @@ func Entries(imgs ...Image) ([]Entry, error) {
 		return nil, err
 	}
 	entries := []Entry{
-		file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`), false),
-		file("index.json", ij, false),
+		file(bundleformat.LayoutEntry, []byte(bundleformat.LayoutContent), false),
+		file(bundleformat.IndexEntry, ij, false),
 	}
 	for _, set := range []struct {
 		m     map[string][]byte
@@ -237,8 +225,9 @@ func Entries(imgs ...Image) ([]Entry, error) {
 	return entries, nil
 }
 
-// Write writes entries as a bundle at path, compressed by its suffix
-// (.tar.gz: gzip, .tar.zst: zstd, else none). It returns the file's size.
+// Write writes entries as a bundle at path, compressed as its name says
+// (bundleformat.FromFileName; none for another name). It returns the
+// file's size.
 func Write(path string, entries []Entry) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
@@ -247,14 +236,14 @@ func Write(path string, entries []Entry) (int64, error) {
 	defer f.Close()
 	var w io.Writer = f
 	var closer io.Closer
-	switch {
-	case strings.HasSuffix(path, ".tar.gz"):
+	switch comp, _ := bundleformat.FromFileName(path); comp {
+	case bundleformat.Gzip:
 		zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
 		if err != nil {
 			return 0, err
 		}
 		w, closer = zw, zw
-	case strings.HasSuffix(path, ".tar.zst"):
+	case bundleformat.Zstd:
 		zw, err := zstd.NewWriter(f, zstd.WithEncoderLevel(zstd.SpeedFastest))
 		if err != nil {
 			return 0, err

@@ -23,6 +23,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/build/oci/pull"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 const usage = `usage: ocitool <command> [flags]
@@ -97,7 +98,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		c, err := bundle.ParseCompression(*comp)
+		c, err := bundleformat.ParseCompression(*comp)
 		if err != nil {
 			return err
 		}
