@@ -19,11 +19,11 @@ import (
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
-// Ports of the E2E variant's endpoints, forwarded by the test harness with
-// QEMU's hostfwd. Nothing else listens on the network.
 // podLogDir is where the E2E's pods write their logs (their LogDirectory).
 const podLogDir = "/var/log/pods"
 
+// Ports of the E2E variant's endpoints, forwarded by the test harness with
+// QEMU's hostfwd. Nothing else listens on the network.
 const (
 	criPort    = 7000 // containerd's socket (CRI and containerd API), as TCP
 	statusPort = 7001 // GET /preseed/status, GET /logs/<pod dir>/...: files the CRI leaves no API for
