@@ -12,3 +12,6 @@ BUNDLE_EXTENSIONS = {
 
 # Where bundles live in the appliance: PRESEED_ROOT/<namespace>/<name><ext>.
 PRESEED_ROOT = "/containerd/preseed"
+
+# Where the appliance carries the preseed manifest.
+PRESEED_MANIFEST_PATH = "/etc/appliance/preseed.json"

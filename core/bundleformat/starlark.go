@@ -26,6 +26,8 @@ Regenerate with ` + "`" + StarlarkCommand + "`" + `.
 	}
 	b.WriteString("}\n\n")
 	b.WriteString("# Where bundles live in the appliance: PRESEED_ROOT/<namespace>/<name><ext>.\n")
-	fmt.Fprintf(&b, "PRESEED_ROOT = %q\n", PreseedRoot)
+	fmt.Fprintf(&b, "PRESEED_ROOT = %q\n\n", PreseedRoot)
+	b.WriteString("# Where the appliance carries the preseed manifest.\n")
+	fmt.Fprintf(&b, "PRESEED_MANIFEST_PATH = %q\n", ManifestPath)
 	return []byte(b.String())
 }

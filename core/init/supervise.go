@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
@@ -20,7 +21,7 @@ const sandboxImage = "localhost/appliance/pause:1.0"
 // (//images:preseed_json, placed by appliance_initramfs): preseed refuses a
 // bundle that is not in it or differs from it, so a bundle swapped or
 // changed at rest is not imported.
-const preseedManifest = "/etc/appliance/preseed.json"
+const preseedManifest = bundleformat.ManifestPath
 
 // supervise runs the supervisor tree until SIGTERM or SIGINT, then stops it
 // and returns the process exit status.

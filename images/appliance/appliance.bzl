@@ -1,5 +1,6 @@
 """appliance_initramfs: the appliance's initramfs with a given init."""
 
+load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/rules:initramfs.bzl", "initramfs")
 
 def appliance_initramfs(
@@ -33,7 +34,7 @@ def appliance_initramfs(
             Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
             # The manifest of the preseeded bundles, which preseed enforces
             # (core/init sets preseed.Config.Manifest to this path).
-            preseed_manifest: "/etc/appliance/preseed.json",
+            preseed_manifest: PRESEED_MANIFEST_PATH,
         },
         tars = [
             # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.

@@ -1,0 +1,183 @@
+package bundleformat_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/appliance-bundler/appliance/core/bundleformat"
+)
+
+// FuzzReadMetadata feeds tar streams to the metadata reader, seeded with
+// real bundles the project's writer makes (a single image and a
+// two-platform index) and pieces of them. The reader must never panic, and
+// whatever it accepts must hold up against an independent check.
+func FuzzReadMetadata(f *testing.F) {
+	for _, b := range [][]byte{realBundle(f, singleLayout(f), "hello:1.0"), realBundle(f, indexLayout(f), "localhost/multi:2")} {
+		f.Add(b)
+		es := entries(f, b)
+		f.Add(pack(f, es[:3]))
+		f.Add(pack(f, append([]entry{es[0], es[1]}, es[len(es)-1])))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// Also with the header checksums made right, so that a mutated
+		// header (name, type, size) reaches the reader's own checks
+		// instead of stopping at archive/tar's checksum.
+		for _, in := range [][]byte{data, fixChecksums(data)} {
+			for _, p := range []bundleformat.Policy{{}, {Platform: platform{"linux", "amd64"}}} {
+				m, err := bundleformat.ReadMetadata(t.Context(), tar.NewReader(bytes.NewReader(in)), p)
+				if err == nil {
+					checkAccepted(t, in, m)
+				}
+			}
+		}
+	})
+}
+
+// fixChecksums returns a copy of a tar with the checksum of every header
+// it can find (following the octal size fields) recomputed.
+func fixChecksums(data []byte) []byte {
+	b := append([]byte{}, data...)
+	for pos := 0; pos+512 <= len(b); {
+		h := b[pos : pos+512]
+		if bytes.Equal(h, make([]byte, 512)) {
+			break
+		}
+		copy(h[148:156], "        ")
+		var sum int64
+		for _, c := range h {
+			sum += int64(c)
+		}
+		copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+		size, err := strconv.ParseInt(strings.TrimRight(strings.TrimLeft(string(h[124:136]), " 0"), " \x00"), 8, 64)
+		if strings.Trim(string(h[124:136]), " 0\x00") == "" {
+			size, err = 0, nil
+		}
+		if err != nil || size < 0 || size > int64(len(b)) {
+			break
+		}
+		pos += 512 + int((size+511)/512*512)
+	}
+	return b
+}
+
+// allowedName is the format's entry naming rule, restated independently
+// of the package under test.
+func allowedName(name string) bool {
+	ok, _ := regexp.MatchString(`^(oci-layout|index\.json|blobs/sha256/[0-9a-f]{64})$`, name)
+	return ok
+}
+
+// checkAccepted checks an accepted bundle without the package's own code:
+// every JSON blob returned has its digest; every entry up to the last one
+// those blobs needed is a regular file with an allowed name; the first two
+// are oci-layout and the index.json returned.
+func checkAccepted(t *testing.T, data []byte, m *bundleformat.Metadata) {
+	need := map[string]bool{}
+	for d, b := range m.JSON {
+		if sum := sha256.Sum256(b); d.String() != "sha256:"+hex.EncodeToString(sum[:]) {
+			t.Fatalf("blob %s returned with content of another digest", d)
+		}
+		need[d.Encoded()] = true
+	}
+	if len(m.Images) == 0 {
+		t.Fatal("accepted a bundle naming no image")
+	}
+	tr := tar.NewReader(bytes.NewReader(data))
+	for i := 0; i < 2 || len(need) > 0; i++ {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatalf("accepted, but entry %d cannot be read (%v) with blobs %v not seen", i, err, need)
+		}
+		if !allowedName(hdr.Name) || (hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA) { //nolint:staticcheck // TypeRegA is a regular file
+			t.Fatalf("accepted a bundle whose entry %d is %q of type %q", i, hdr.Name, hdr.Typeflag)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatalf("accepted, but entry %q cannot be read: %v", hdr.Name, err)
+		}
+		checkPlace(t, i, hdr.Name, b, m)
+		sum := sha256.Sum256(b)
+		if h := hex.EncodeToString(sum[:]); hdr.Name == bundleformat.BlobPrefix+h {
+			delete(need, h)
+		}
+	}
+}
+
+// checkPlace checks that the first two entries are the layout and index.
+func checkPlace(t *testing.T, i int, name string, b []byte, m *bundleformat.Metadata) {
+	switch i {
+	case 0:
+		var l struct {
+			Version string `json:"imageLayoutVersion"`
+		}
+		if name != "oci-layout" || json.Unmarshal(b, &l) != nil || l.Version != "1.0.0" {
+			t.Fatalf("accepted a bundle whose first entry is %q: %q", name, b)
+		}
+	case 1:
+		if name != "index.json" || !bytes.Equal(b, m.Index) {
+			t.Fatalf("accepted a bundle whose second entry is %q, returning another index.json", name)
+		}
+	}
+}
+
+// FuzzParseManifest feeds JSON to the preseed manifest parser, seeded with
+// a real manifest the project's writer makes. What it accepts must be
+// complete and encode to a manifest it accepts again, unchanged.
+func FuzzParseManifest(f *testing.F) {
+	f.Add(realManifest(f))
+	f.Add([]byte(`{"bundles": []}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := bundleformat.ParseManifest(data)
+		if err != nil {
+			return
+		}
+		keys := map[string]bool{}
+		for i := range m.Bundles {
+			e := &m.Bundles[i]
+			if err := e.Validate(); err != nil {
+				t.Fatalf("accepted an invalid entry: %v", err)
+			}
+			if keys[e.Key()] || keys[e.Path] {
+				t.Fatalf("accepted %s twice", e.Key())
+			}
+			keys[e.Key()], keys[e.Path] = true, true
+		}
+		enc, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := bundleformat.ParseManifest(enc)
+		if err != nil {
+			t.Fatalf("its own encoding is refused: %v\n%s", err, enc)
+		}
+		if enc2, _ := again.Encode(); !bytes.Equal(enc, enc2) {
+			t.Fatalf("encoding is not stable:\n%s\n%s", enc, enc2)
+		}
+	})
+}
+
+// fixChecksums keeps a real bundle readable, and makes a header changed in
+// place readable again: the fuzz target's second input is worth having.
+func TestFixChecksums(t *testing.T) {
+	b := realBundle(t, singleLayout(t), "hello:1.0")
+	if _, err := read(t, fixChecksums(b), bundleformat.Policy{}); err != nil {
+		t.Fatalf("a real bundle with its checksums recomputed: %v", err)
+	}
+	broken := append([]byte{}, b...)
+	copy(broken[0:10], "oci-layoux") // the first header's name
+	if _, err := read(t, broken, bundleformat.Policy{}); err == nil || !strings.Contains(err.Error(), "broken tar") {
+		t.Fatalf("a changed header without its checksum: want broken tar, got %v", err)
+	}
+	if _, err := read(t, fixChecksums(broken), bundleformat.Policy{}); err == nil || !strings.Contains(err.Error(), "unexpected entry") {
+		t.Fatalf("a changed header with its checksum: want the reader's own error, got %v", err)
+	}
+}
