@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
 )
 
 // Lock is the lock file of pulled images.
@@ -34,11 +37,23 @@ type LockEntry struct {
 	Manifests map[string]string `json:"manifests,omitempty"`
 }
 
+// maxLockDepth bounds the nesting of a lock file (it has four levels), so a
+// hostile file cannot make the syntax check recurse without end.
+const maxLockDepth = 8
+
 // ReadLock reads and checks a lock file.
 func ReadLock(path string) (*Lock, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read lock file %s: %w", path, err)
+	}
+	return parseLock(path, data)
+}
+
+// parseLock checks and decodes the contents of the lock file at path.
+func parseLock(path string, data []byte) (*Lock, error) {
+	if err := checkLockSyntax(data); err != nil {
+		return nil, fmt.Errorf("failed to parse lock file %s: %w", path, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -55,11 +70,126 @@ func ReadLock(path string) (*Lock, error) {
 			return nil, fmt.Errorf("lock file %s: name %q is used twice", path, e.Name)
 		}
 		seen[e.Name] = true
-		if _, err := name.NewRepository(e.Image); err != nil {
-			return nil, fmt.Errorf("lock file %s: image %q of %s is not a repository name (no tag or digest here): %w", path, e.Image, e.Name, err)
+		if err := checkLockEntry(e); err != nil {
+			return nil, fmt.Errorf("lock file %s: images[%d] (%s): %w", path, i, e.Name, err)
 		}
 	}
 	return &l, nil
+}
+
+// checkLockSyntax refuses what encoding/json would let through but the
+// Starlark extension reads differently or not at all (json.decode, exact
+// keys): anything but one object, data after it, a key given twice in one
+// object, and keys that match a field only when case is ignored.
+func checkLockSyntax(data []byte) error {
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := walkLockJSON(dec, 0); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// walkLockJSON reads one JSON value; depth counts the objects and arrays
+// around it (the entries of images are at 2).
+func walkLockJSON(dec *json.Decoder, depth int) error {
+	if depth > maxLockDepth {
+		return fmt.Errorf("nested deeper than %d levels", maxLockDepth)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			key, _ := tok.(string)
+			if seen[key] {
+				return fmt.Errorf("key %q is given twice in one object", key)
+			}
+			seen[key] = true
+			if !lockKeyAllowed(depth, key) {
+				return fmt.Errorf("unknown key %q (keys are case-sensitive)", key)
+			}
+			if err := walkLockJSON(dec, depth+1); err != nil {
+				return err
+			}
+		}
+	case json.Delim('['):
+		for dec.More() {
+			if err := walkLockJSON(dec, depth+1); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil
+	}
+	_, err = dec.Token() // the closing } or ]
+	return err
+}
+
+// lockKeyAllowed: the keys of the top level and of an entry are the json
+// tags of Lock and LockEntry; the keys of manifests are platforms.
+func lockKeyAllowed(depth int, key string) bool {
+	switch depth {
+	case 0:
+		return key == "images"
+	case 2:
+		switch key {
+		case "name", "image", "tag", "digest", "platforms", "manifests":
+			return true
+		}
+		return false
+	}
+	return true
+}
+
+// checkLockEntry checks the fields of an entry that name an image: the
+// repository, the digests and the platforms.
+func checkLockEntry(e LockEntry) error {
+	if _, err := name.NewRepository(e.Image); err != nil {
+		return fmt.Errorf("image %q is not a repository name (no tag or digest here): %w", e.Image, err)
+	}
+	if e.Digest != "" {
+		if err := checkSHA256(e.Digest); err != nil {
+			return err
+		}
+	}
+	if _, err := parsePlatforms(e.Platforms); err != nil {
+		return err
+	}
+	plats := make([]string, 0, len(e.Manifests))
+	for p := range e.Manifests {
+		plats = append(plats, p)
+	}
+	sort.Strings(plats)
+	for _, p := range plats {
+		if _, err := parsePlatforms([]string{p}); err != nil {
+			return fmt.Errorf("manifests: %w", err)
+		}
+		if err := checkSHA256(e.Manifests[p]); err != nil {
+			return fmt.Errorf("manifests[%s]: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func checkSHA256(s string) error {
+	d, err := digest.Parse(s)
+	if err != nil || d.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("digest %q is not sha256:<64 hex digits>", s)
+	}
+	return nil
 }
 
 // Encode returns the lock file's canonical bytes: entries sorted by name,
