@@ -237,7 +237,6 @@ func checkName(name string) error {
 // the client a second time. Image records, GC labels and unpacking still go
 // through containerd's images, content and client packages.
 func ingest(ctx context.Context, s *stream, cs content.Store, m *metadata) error {
-	tr := s.tar
 	// The JSON blobs are already in memory.
 	for d, b := range m.json {
 		desc := ocispec.Descriptor{Digest: d, Size: int64(len(b))}
@@ -250,48 +249,63 @@ func ingest(ctx context.Context, s *stream, cs content.Store, m *metadata) error
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		hdr, err := bundleformat.Next(tr)
+		hdr, err := bundleformat.Next(s.tar)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return err
 		}
-		if hdr.Name == bundleformat.IndexEntry {
-			b, err := bundleformat.ReadSmall(tr, hdr, bundleformat.MaxJSONBlob)
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(b, m.index) {
-				return errors.New("index.json changed while the bundle was being imported")
-			}
-			continue
+		if err := ingestEntry(ctx, s.tar, hdr, cs, m, have); err != nil {
+			return err
 		}
-		d, ok := bundleformat.BlobDigest(hdr.Name)
-		if !ok {
-			continue
-		}
-		desc, ok := m.layers[d]
-		if !ok || have[d] {
-			continue
-		}
-		if hdr.Size != desc.Size {
-			return fmt.Errorf("blob %s (%s) is %d bytes, its descriptor says %d", d, m.owner[d], hdr.Size, desc.Size)
-		}
-		ref := "preseed-" + d.String()
-		if err := content.WriteBlob(ctx, cs, ref, tr, desc); err != nil {
-			// A failed ingest must not be resumed from its bad bytes later.
-			if aerr := cs.Abort(context.WithoutCancel(ctx), ref); aerr != nil && !errdefs.IsNotFound(aerr) {
-				err = fmt.Errorf("%w (and failed to abort the ingest: %v)", err, aerr)
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("broken tar: blob %s (%s) is truncated: %w", d, m.owner[d], err)
-			}
-			return fmt.Errorf("failed to write blob %s (%s): %w", d, m.owner[d], err)
-		}
-		have[d] = true
 	}
-	// Layers this bundle lacks are fine if the store already has them.
+	return checkStored(ctx, cs, m, have)
+}
+
+// ingestEntry handles one entry of the second pass: index.json must not
+// have changed since the first; a layer the images need and not yet
+// written goes to the store (and into have); anything else is skipped.
+func ingestEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header, cs content.Store, m *metadata, have map[digest.Digest]bool) error {
+	if hdr.Name == bundleformat.IndexEntry {
+		b, err := bundleformat.ReadSmall(tr, hdr, bundleformat.MaxJSONBlob)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, m.index) {
+			return errors.New("index.json changed while the bundle was being imported")
+		}
+		return nil
+	}
+	d, ok := bundleformat.BlobDigest(hdr.Name)
+	if !ok {
+		return nil
+	}
+	desc, ok := m.layers[d]
+	if !ok || have[d] {
+		return nil
+	}
+	if hdr.Size != desc.Size {
+		return fmt.Errorf("blob %s (%s) is %d bytes, its descriptor says %d", d, m.owner[d], hdr.Size, desc.Size)
+	}
+	ref := "preseed-" + d.String()
+	if err := content.WriteBlob(ctx, cs, ref, tr, desc); err != nil {
+		// A failed ingest must not be resumed from its bad bytes later.
+		if aerr := cs.Abort(context.WithoutCancel(ctx), ref); aerr != nil && !errdefs.IsNotFound(aerr) {
+			err = fmt.Errorf("%w (and failed to abort the ingest: %v)", err, aerr)
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("broken tar: blob %s (%s) is truncated: %w", d, m.owner[d], err)
+		}
+		return fmt.Errorf("failed to write blob %s (%s): %w", d, m.owner[d], err)
+	}
+	have[d] = true
+	return nil
+}
+
+// checkStored checks the layers the bundle did not hold: fine if the store
+// already has them, at the size their descriptor says.
+func checkStored(ctx context.Context, cs content.Store, m *metadata, have map[digest.Digest]bool) error {
 	var missing []string
 	for d, desc := range m.layers {
 		if have[d] {
