@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/bazelbuild/rules_go v0.59.0
+	github.com/cavaliergopher/cpio v1.0.1
 	github.com/containerd/containerd/v2 v2.2.1
 	github.com/containerd/errdefs v1.0.0
 	github.com/containerd/platforms v1.0.0-rc.2

@@ -67,6 +67,10 @@ const (
 	modeBlock   = 0o060000
 )
 
+// isDir compares the whole type field: a block device (060000) has the
+// directory bit (040000) set too.
+func isDir(mode uint32) bool { return mode&0o170000 == modeDir }
+
 // entry is one archive member.
 type entry struct {
 	mode         uint32 // type and permission bits
@@ -78,17 +82,55 @@ type entry struct {
 	isDefaultDir bool
 }
 
+// Limits of the kernel's unpacker (init/initramfs.c) and of newc: a name,
+// with its NUL, and a symlink target, with the NUL symlink(2) adds, fit in
+// PATH_MAX; a name's components in NAME_MAX; sizes are 8 hex digits.
+const (
+	maxNameLen    = 4095
+	maxSegmentLen = 255
+	maxTargetLen  = 4095
+	maxSize       = 0xFFFFFFFF
+)
+
+// symlinkEntry is a symlink to target, or an error if the kernel could not
+// create it: an empty target, a NUL (the kernel reads C strings), or one
+// longer than PATH_MAX.
+func symlinkEntry(target, origin string) (*entry, error) {
+	switch {
+	case target == "":
+		return nil, fmt.Errorf("%s: the symlink target is empty", origin)
+	case strings.IndexByte(target, 0) >= 0:
+		return nil, fmt.Errorf("%s: the symlink target %q holds a NUL byte", origin, target)
+	case len(target) > maxTargetLen:
+		return nil, fmt.Errorf("%s: the symlink target is %d bytes long, more than %d", origin, len(target), maxTargetLen)
+	}
+	return &entry{mode: modeSymlink | 0o777, data: []byte(target), size: int64(len(target)), origin: origin}, nil
+}
+
 type archive struct {
 	entries map[string]*entry
 }
 
+// clean returns p's archive name (no leading slash), or an error if p is
+// not written in its clean form or the kernel could not unpack the name.
 func clean(p string) (string, error) {
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", fmt.Errorf("path %q holds a NUL byte, where the kernel would end it", p)
+	}
 	c := strings.TrimPrefix(path.Clean("/"+p), "/")
 	if c == "" || c == "." {
 		return "", fmt.Errorf("path %q names the archive root", p)
 	}
 	if c != strings.TrimPrefix(p, "/") && c+"/" != strings.TrimPrefix(p, "/") {
 		return "", fmt.Errorf("path %q is not clean (want %q)", p, "/"+c)
+	}
+	if len(c) > maxNameLen {
+		return "", fmt.Errorf("path %.40q... is %d bytes long, more than %d", p, len(c), maxNameLen)
+	}
+	for _, seg := range strings.Split(c, "/") {
+		if len(seg) > maxSegmentLen {
+			return "", fmt.Errorf("path %.40q... has a component of %d bytes, more than %d", p, len(seg), maxSegmentLen)
+		}
 	}
 	return c, nil
 }
@@ -102,7 +144,7 @@ func (a *archive) add(p string, e *entry) error {
 		return err
 	}
 	if prev, ok := a.entries[c]; ok {
-		if prev.mode&modeDir != 0 && e.mode&modeDir != 0 {
+		if isDir(prev.mode) && isDir(e.mode) {
 			if !e.isDefaultDir {
 				prev.mode, prev.isDefaultDir = e.mode, false
 			}
@@ -121,7 +163,7 @@ func (a *archive) parents(c, origin string) error {
 			a.entries[d] = &entry{mode: modeDir | 0o755, origin: origin, isDefaultDir: true}
 			continue
 		}
-		if prev.mode&modeDir == 0 {
+		if !isDir(prev.mode) {
 			return fmt.Errorf("%s puts a file below /%s, which %s made a non-directory", origin, d, prev.origin)
 		}
 	}
@@ -143,20 +185,25 @@ func (a *archive) addTar(file string) error {
 		if err != nil {
 			return fmt.Errorf("failed to read tar %s: %w", file, err)
 		}
-		origin := fmt.Sprintf("tar %s (entry %s)", file, h.Name)
+		origin := fmt.Sprintf("tar %s (entry %q)", file, h.Name)
 		perm := uint32(h.Mode) & 0o7777
 		var e *entry
 		switch h.Typeflag {
 		case tar.TypeDir:
 			e = &entry{mode: modeDir | perm, origin: origin}
 		case tar.TypeReg:
+			if h.Size > maxSize {
+				return fmt.Errorf("%s: %d bytes, more than newc's %d", origin, h.Size, int64(maxSize))
+			}
 			data, err := io.ReadAll(tr)
 			if err != nil {
 				return fmt.Errorf("failed to read %s: %w", origin, err)
 			}
 			e = &entry{mode: modeFile | perm, data: data, size: int64(len(data)), origin: origin}
 		case tar.TypeSymlink:
-			e = &entry{mode: modeSymlink | 0o777, data: []byte(h.Linkname), size: int64(len(h.Linkname)), origin: origin}
+			if e, err = symlinkEntry(h.Linkname, origin); err != nil {
+				return err
+			}
 		default:
 			return fmt.Errorf("%s: unsupported tar entry type %q", origin, h.Typeflag)
 		}
@@ -169,7 +216,7 @@ func (a *archive) addTar(file string) error {
 func load(spec *Spec) (*archive, error) {
 	a := &archive{entries: make(map[string]*entry)}
 	for _, d := range spec.Dirs {
-		if err := a.add(d, &entry{mode: modeDir | 0o755, origin: "dirs", isDefaultDir: true}); err != nil {
+		if err := a.add(d, &entry{mode: modeDir | 0o755, origin: fmt.Sprintf("dirs entry %q", d), isDefaultDir: true}); err != nil {
 			return nil, err
 		}
 	}
@@ -181,7 +228,10 @@ func load(spec *Spec) (*archive, error) {
 		if !st.Mode().IsRegular() {
 			return nil, fmt.Errorf("%s (for %s) is not a regular file", f.Src, f.Path)
 		}
-		e := &entry{mode: modeFile | f.Mode&0o7777, src: f.Src, size: st.Size(), origin: "file " + f.Src}
+		if st.Size() > maxSize {
+			return nil, fmt.Errorf("%s (for %s) has %d bytes, more than newc's %d", f.Src, f.Path, st.Size(), int64(maxSize))
+		}
+		e := &entry{mode: modeFile | f.Mode&0o7777, src: f.Src, size: st.Size(), origin: fmt.Sprintf("file %q (from %s)", f.Path, f.Src)}
 		if err := a.add(f.Path, e); err != nil {
 			return nil, err
 		}
@@ -197,8 +247,10 @@ func load(spec *Spec) (*archive, error) {
 	}
 	sort.Strings(links)
 	for _, p := range links {
-		target := spec.Symlinks[p]
-		e := &entry{mode: modeSymlink | 0o777, data: []byte(target), size: int64(len(target)), origin: "symlink " + p}
+		e, err := symlinkEntry(spec.Symlinks[p], fmt.Sprintf("symlink %q", p))
+		if err != nil {
+			return nil, err
+		}
 		if err := a.add(p, e); err != nil {
 			return nil, err
 		}
@@ -211,9 +263,9 @@ func load(spec *Spec) (*archive, error) {
 		case "b":
 			typ = modeBlock
 		default:
-			return nil, fmt.Errorf("device %s: type %q is neither c nor b", d.Path, d.Type)
+			return nil, fmt.Errorf("device %q: type %q is neither c nor b", d.Path, d.Type)
 		}
-		e := &entry{mode: typ | d.Mode&0o7777, rmaj: d.Major, rmin: d.Minor, origin: "device " + d.Path}
+		e := &entry{mode: typ | d.Mode&0o7777, rmaj: d.Major, rmin: d.Minor, origin: fmt.Sprintf("device %q", d.Path)}
 		if err := a.add(d.Path, e); err != nil {
 			return nil, err
 		}
@@ -256,7 +308,7 @@ func (w *newcWriter) header(name string, mode uint32, nlink uint32, size int64, 
 
 func (w *newcWriter) entry(name string, e *entry) error {
 	nlink := uint32(1)
-	if e.mode&modeDir != 0 {
+	if isDir(e.mode) {
 		nlink = 2
 	}
 	if err := w.header(name, e.mode, nlink, e.size, e.rmaj, e.rmin); err != nil {
