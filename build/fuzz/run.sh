@@ -30,7 +30,8 @@ run_targets() {
     for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
       count=$((count + 1))
       echo "--- $name ($dir), ${seconds}s"
-      if out=$(go test "$dir" -run='^$' -fuzz="^$name\$" -fuzztime="${seconds}s" 2>&1); then
+      # Minimizing a new input may take 60 s by default: the whole budget.
+      if out=$(go test "$dir" -run='^$' -fuzz="^$name\$" -fuzztime="${seconds}s" -fuzzminimizetime=5s 2>&1); then
         execs=$(grep -oE 'execs: [0-9]+' <<<"$out" | tail -1 | cut -d' ' -f2 || true)
         echo "$name: ${execs:-?} execs, passed"
       else
