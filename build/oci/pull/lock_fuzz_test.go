@@ -244,3 +244,25 @@ func lockSeeds() []string {
 		`{"images": [{"name": "x", "image": "a/b"}, {"name": "x", "image": "a/c"}]}`,
 	}
 }
+
+// What the updater would only trip over later, or Bazel's fetch refuse
+// without naming the lock file, is refused when the lock file is read.
+func TestReadLockRefusesBadPins(t *testing.T) {
+	const good = "sha256:e8a4044e0b4ae4257efa45fc026c0bc30ad320d43bd4c1a7d5271bd241e386d0"
+	for name, c := range map[string]struct{ entry, reason string }{
+		"short digest":      {`"digest": "sha256:e8a4"`, `digest "sha256:e8a4" is not sha256`},
+		"sha512 digest":     {`"digest": "sha512:` + strings.Repeat("ab", 64) + `"`, "is not sha256"},
+		"platform":          {`"platforms": ["linux"]`, `invalid platform "linux"`},
+		"manifest platform": {`"digest": "` + good + `", "manifests": {"/amd64": "` + good + `"}`, `invalid platform "/amd64"`},
+		"manifest digest":   {`"digest": "` + good + `", "manifests": {"linux/amd64": "latest"}`, `manifests[linux/amd64]: digest "latest"`},
+		"uppercase digest":  {`"digest": "` + strings.ToUpper(good) + `"`, "is not sha256"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			data := `{"images": [{"name": "x", "image": "a/b", ` + c.entry + `}]}`
+			_, err := parseLock("images/oci.lock.json", []byte(data))
+			if err == nil || !strings.Contains(err.Error(), "lock file images/oci.lock.json: images[0] (x)") || !strings.Contains(err.Error(), c.reason) {
+				t.Fatalf("parseLock(%s) = %v, want an error naming the file, the entry and %q", data, err, c.reason)
+			}
+		})
+	}
+}
