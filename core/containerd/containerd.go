@@ -147,10 +147,11 @@ func (c Config) WriteConfig() error {
 }
 
 // Command returns the command that runs containerd with the written
-// configuration.
-func (c Config) Command() *exec.Cmd {
+// configuration until ctx ends (how it is stopped then is the caller's
+// choice: supervisor.RunCommand sends SIGTERM, then SIGKILL).
+func (c Config) Command(ctx context.Context) *exec.Cmd {
 	c = c.withDefaults()
-	return exec.Command(c.Binary, "--config", c.ConfigPath)
+	return exec.CommandContext(ctx, c.Binary, "--config", c.ConfigPath)
 }
 
 // WaitReady polls the socket until containerd's API answers, ctx ends, or
@@ -210,7 +211,7 @@ func (c Config) Run(ctx context.Context) error {
 	exited := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- supervisor.RunCommand(ctx, c.Command())
+		done <- supervisor.RunCommand(ctx, c.Command(ctx))
 		close(exited)
 	}()
 

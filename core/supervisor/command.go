@@ -1,74 +1,66 @@
 package supervisor
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
+	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// stopGrace is how long a child process gets between SIGTERM and SIGKILL.
-const stopGrace = 10 * time.Second
+const (
+	// stopGrace is how long a child process gets between SIGTERM and
+	// SIGKILL, unless its cmd.WaitDelay says otherwise.
+	stopGrace = 10 * time.Second
+	// maxLine is the longest output line logged as one entry; a longer one
+	// is logged in pieces of this size.
+	maxLine = 1 << 20
+)
 
-// RunCommand runs cmd as a child process of the runnable that owns ctx: its
-// output goes line by line to the runnable's logger (field "stream"), and
-// when ctx is cancelled it gets SIGTERM, then SIGKILL after a grace period.
-// It returns when the process has exited and its output is drained: nil for
-// exit status 0, else an error (a runnable that must not end treats nil as a
-// failure anyway, since it has not signalled Done).
+// RunCommand runs cmd as a child process of the runnable that owns ctx. cmd
+// must be made with exec.CommandContext with ctx or a context derived from
+// it, and have no Stdout or Stderr: RunCommand sets cmd.Cancel to send
+// SIGTERM and, unless it is set, cmd.WaitDelay to a grace period after which
+// exec sends SIGKILL and closes the output pipes (which a grandchild may
+// still hold). The output goes line by line to the runnable's logger (field
+// "stream"). It returns when the process has exited and its output is
+// drained: nil for exit status 0, else an error, wrapping ctx's error if
+// ctx ended (a runnable that must not end treats nil as a failure anyway,
+// since it has not signalled Done).
 func RunCommand(ctx context.Context, cmd *exec.Cmd) error {
 	logger := Logger(ctx).With(zap.String("command", cmd.Path))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return fmt.Errorf("failed to pipe stdout of %s: %w", cmd.Path, err)
+	if cmd.Cancel == nil {
+		// exec.CommandContext sets Cancel; without it ctx cannot stop the
+		// process.
+		return fmt.Errorf("supervisor: %s was not made with exec.CommandContext", cmd.Path)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return fmt.Errorf("failed to pipe stderr of %s: %w", cmd.Path, err)
+	if cmd.Stdout != nil || cmd.Stderr != nil {
+		return fmt.Errorf("supervisor: %s already has Stdout or Stderr set; RunCommand logs them", cmd.Path)
 	}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = stopGrace
+	}
+	// exec copies each stream to its writer in a goroutine of its own, and
+	// Wait returns only once both are done: no lock needed.
+	stdout := &lineLogger{logger: logger, stream: "stdout"}
+	stderr := &lineLogger{logger: logger, stream: "stderr"}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("failed to start %s: %w", cmd.Path, err)
 	}
 	logger.Info("started", zap.Int("pid", cmd.Process.Pid))
-
-	var drained sync.WaitGroup
-	drained.Add(2)
-	go logLines(&drained, logger, "stdout", stdout)
-	go logLines(&drained, logger, "stderr", stderr)
-
-	exited := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		select {
-		case <-exited:
-			return
-		case <-ctx.Done():
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		t := time.NewTimer(stopGrace)
-		defer t.Stop()
-		select {
-		case <-exited:
-		case <-t.C:
-			logger.Warn("did not stop after SIGTERM; killing", zap.Duration("grace", stopGrace))
-			_ = cmd.Process.Kill()
-		}
-	}()
-
-	// Wait closes the pipes, so drain them first.
-	drained.Wait()
-	err = cmd.Wait()
-	close(exited)
-	<-stopped
+	err := cmd.Wait()
+	stdout.flush()
+	stderr.flush()
 	if ctx.Err() != nil {
+		if killed(cmd.ProcessState) {
+			logger.Warn("did not stop after SIGTERM; killed", zap.Duration("grace", cmd.WaitDelay))
+		}
 		return fmt.Errorf("%s stopped: %w", cmd.Path, ctx.Err())
 	}
 	if err != nil {
@@ -78,14 +70,50 @@ func RunCommand(ctx context.Context, cmd *exec.Cmd) error {
 	return nil
 }
 
-func logLines(wg *sync.WaitGroup, logger *zap.Logger, stream string, r io.Reader) {
-	defer wg.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		logger.Info("output", zap.String("stream", stream), zap.String("line", sc.Text()))
+// killed tells whether the process died of SIGKILL.
+func killed(st *os.ProcessState) bool {
+	if st == nil {
+		return false
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
-		logger.Warn("reading output failed", zap.String("stream", stream), zap.Error(err))
+	ws, ok := st.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// lineLogger logs what is written to it, one entry per line.
+type lineLogger struct {
+	logger *zap.Logger
+	stream string
+	buf    []byte // the start of a line not yet ended
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	rest := l.buf
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			break
+		}
+		l.log(rest[:i])
+		rest = rest[i+1:]
 	}
+	for len(rest) >= maxLine {
+		l.log(rest[:maxLine])
+		rest = rest[maxLine:]
+	}
+	l.buf = append(l.buf[:0], rest...)
+	return len(p), nil
+}
+
+// flush logs a last line that did not end in a newline.
+func (l *lineLogger) flush() {
+	if len(l.buf) > 0 {
+		l.log(l.buf)
+		l.buf = l.buf[:0]
+	}
+}
+
+func (l *lineLogger) log(line []byte) {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	l.logger.Info("output", zap.String("stream", l.stream), zap.String("line", string(line)))
 }

@@ -11,12 +11,15 @@
 // overlayfs where the kernel can mount it on the test's directory, else
 // native (the choice is logged and in Daemon.Snapshotter).
 //
-// It must not be used outside tests: it calls t.Fatal and kills processes.
+// It must not be used outside tests and test tools (Launch serves the preseed
+// bench): it calls t.Fatal and kills processes.
 package containerdtest
 
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,9 +39,13 @@ import (
 // containerd binary.
 const EnvBinary = "CONTAINERD"
 
-// startTimeout is a guard, not an expectation: containerd starts in well
-// under a second.
-const startTimeout = 60 * time.Second
+const (
+	// startTimeout is a guard, not an expectation: containerd starts in well
+	// under a second.
+	startTimeout = 60 * time.Second
+	// stopGrace is how long containerd gets between SIGTERM and SIGKILL.
+	stopGrace = 10 * time.Second
+)
 
 // Daemon is a running test containerd.
 type Daemon struct {
@@ -47,7 +54,8 @@ type Daemon struct {
 	// Address is its socket, Snapshotter the one its CRI plugin uses.
 	Address, Snapshotter string
 	cmd                  *exec.Cmd
-	exited               chan struct{}
+	stop                 context.CancelFunc // ends cmd's context
+	exited               chan struct{}      // closed when cmd.Wait has returned
 }
 
 // ProbeSnapshotter returns "overlayfs" if an overlay mount works in dir (the
@@ -123,53 +131,63 @@ func Start(t testing.TB) *Daemon {
 // StartConfig is Start with a given configuration.
 func StartConfig(t testing.TB, cfg containerd.Config) *Daemon {
 	t.Helper()
-	for _, d := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			t.Fatalf("failed to create %s: %v", d, err)
-		}
-	}
-	if err := cfg.WriteConfig(); err != nil {
-		t.Fatal(err)
-	}
-	d := &Daemon{Config: cfg, Address: cfg.Address, Snapshotter: cfg.Snapshotter, exited: make(chan struct{})}
+	// exec writes to out from a goroutine of its own until containerd has
+	// exited: read it only after Stop.
 	var out bytes.Buffer
-	d.cmd = cfg.Command()
-	d.cmd.Stdout, d.cmd.Stderr = &out, &out
-	// Its own process group, so a stop reaches nothing of the test's.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("failed to start containerd: %v", err)
+	d, err := Launch(cfg, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, tail(out.String(), 80))
 	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
 		d.Stop()
 		if t.Failed() {
 			t.Logf("containerd output:\n%s", tail(out.String(), 80))
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	if err := containerd.WaitReady(ctx, cfg.Address, d.exited); err != nil {
-		t.Fatalf("containerd did not start: %v\n%s", err, tail(out.String(), 80))
-	}
 	t.Logf("containerd %d serving at %s, snapshotter %s", d.cmd.Process.Pid, cfg.Address, cfg.Snapshotter)
 	return d
 }
 
-// Stop stops containerd and waits for it to exit. Safe to call twice.
+// Launch is StartConfig for a program that is not a test (the preseed
+// bench): it creates containerd's directories, writes its configuration,
+// starts it with its output to out, and waits for its API. The caller must
+// Stop it; on an error it is already stopped.
+func Launch(cfg containerd.Config, out io.Writer) (*Daemon, error) {
+	for _, d := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("failed to create %s: %w", d, err)
+		}
+	}
+	if err := cfg.WriteConfig(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{Config: cfg, Address: cfg.Address, Snapshotter: cfg.Snapshotter, stop: cancel, exited: make(chan struct{})}
+	d.cmd = cfg.Command(ctx)
+	d.cmd.Cancel = func() error { return d.cmd.Process.Signal(syscall.SIGTERM) }
+	d.cmd.WaitDelay = stopGrace
+	d.cmd.Stdout, d.cmd.Stderr = out, out
+	// Its own process group, so a stop reaches nothing of the caller's.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("failed to start containerd: %w", err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), startTimeout)
+	defer wcancel()
+	if err := containerd.WaitReady(wctx, cfg.Address, d.exited); err != nil {
+		d.Stop()
+		return nil, fmt.Errorf("containerd did not start: %w", err)
+	}
+	return d, nil
+}
+
+// Stop stops containerd (SIGTERM, then SIGKILL after a grace period) and
+// waits for it to exit and its output to be written. Safe to call twice.
 func (d *Daemon) Stop() {
-	select {
-	case <-d.exited:
-		return
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(10 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-	}
+	d.stop()
+	<-d.exited
 }
 
 // Client returns a client of the daemon, closed when the test ends.

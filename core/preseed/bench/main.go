@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -275,10 +274,12 @@ func checkCount(address string, n int) error {
 	return nil
 }
 
+// daemon is one fresh containerd of the bench, started and stopped by
+// containerdtest, with its output in dir/containerd.log.
 type daemon struct {
-	cfg    containerd.Config
-	cmd    *exec.Cmd
-	exited chan struct{}
+	cfg containerd.Config
+	d   *containerdtest.Daemon
+	log *os.File
 }
 
 func start(bin, dir, snapshotter string) (*daemon, error) {
@@ -291,42 +292,25 @@ func start(bin, dir, snapshotter string) (*daemon, error) {
 		Address: filepath.Join(sock, "containerd.sock"), ConfigPath: filepath.Join(dir, "config.toml"),
 		Snapshotter: snapshotter,
 	}
-	for _, p := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(p, 0o711); err != nil {
-			return nil, err
-		}
-	}
-	if err := cfg.WriteConfig(); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
 	}
-	d := &daemon{cfg: cfg, cmd: cfg.Command(), exited: make(chan struct{})}
 	log, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
 		return nil, err
 	}
-	d.cmd.Stdout, d.cmd.Stderr = log, log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		return nil, err
+	d, err := containerdtest.Launch(cfg, log)
+	if err != nil {
+		log.Close()
+		os.RemoveAll(sock)
+		return nil, fmt.Errorf("log in %s: %w", dir, err)
 	}
-	go func() { _ = d.cmd.Wait(); log.Close(); close(d.exited) }()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := containerd.WaitReady(ctx, cfg.Address, d.exited); err != nil {
-		d.stop()
-		return nil, fmt.Errorf("containerd did not start (log in %s): %w", dir, err)
-	}
-	return d, nil
+	return &daemon{cfg: cfg, d: d, log: log}, nil
 }
 
 func (d *daemon) stop() {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(10 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-	}
+	d.d.Stop()
+	d.log.Close()
 	os.RemoveAll(filepath.Dir(d.cfg.Address))
 }
 
