@@ -93,14 +93,28 @@ func machineArgs(accel string, memoryMiB, cpus int, kernel, initramfs, cmdline s
 	return args
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("failed to find a free port: %w", err)
+// holdPorts binds n free TCP ports on 127.0.0.1 and keeps them bound until
+// release: a port closed before the next is picked may be handed out again,
+// and two forwards on one port make QEMU fail. release is safe to call more
+// than once.
+func holdPorts(n int) (ports []int, release func(), err error) {
+	var held []net.Listener
+	release = func() {
+		for _, l := range held {
+			l.Close()
+		}
+		held = nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			release()
+			return nil, nil, fmt.Errorf("failed to find a free port: %w", err)
+		}
+		held = append(held, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, release, nil
 }
 
 func (o *Options) defaults() error {
@@ -159,15 +173,17 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	vm := &VM{Ports: make(map[int]int), Accel: o.Accel, qmpPath: filepath.Join(dir, "qmp.sock"), dir: dir,
 		exited: make(chan struct{}), changed: make(chan struct{})}
 
+	hosts, releasePorts, err := holdPorts(len(o.Forward))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	// Released just before QEMU binds them, or on any failure before.
+	defer releasePorts()
 	netdev := "user,id=net0,restrict=on"
-	for _, guest := range o.Forward {
-		host, err := freePort()
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		vm.Ports[guest] = host
-		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
+	for i, guest := range o.Forward {
+		vm.Ports[guest] = hosts[i]
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hosts[i], guest)
 	}
 	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, o.Kernel, o.Initramfs, o.Append),
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
@@ -199,6 +215,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}
 	cmd.Stderr = cmd.Stdout
 	vm.cmd = cmd
+	releasePorts()
 	vm.Started = time.Now()
 	if err := cmd.Start(); err != nil {
 		cancel()
