@@ -1,0 +1,349 @@
+// Package powercut_test cuts the power (SIGKILL to QEMU) at one point of the
+// first boot's import of the preseeded bundles, over a persistent state
+// disk, then boots again over that disk: preseed must finish with nothing
+// failed, every image of the tree must be there, pinned and whole (no
+// half-registered image), and pods of the big image and of hello must run,
+// without any pull. Each kill point is its own test target (KILL_POINT), so
+// they run in parallel; the serial console and where the kill landed are in
+// the test log.
+package powercut_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/appliance-bundler/appliance/tests/e2e/node"
+	"github.com/appliance-bundler/appliance/tests/e2e/powercut/bigdata"
+)
+
+// What the tree holds (BUILD.bazel).
+const (
+	bigImage  = "docker.io/library/powercut-big:1.0"
+	bigBundle = "/big.tar"
+	bundles   = 3
+	// preseedLogger names preseed's log lines (and prefixes its children's).
+	preseedLogger = "supervisor.root.containerd.preseed"
+	// stateDisk is the kernel argument that puts containerd's state on the disk.
+	stateDisk = "appliance.state_disk=/dev/vda"
+)
+
+// event is one of preseed's import-progress log lines (/work/notes/events.md
+// has the contract; core/preseed logs them).
+type event struct {
+	Logger, Msg   string
+	File, Image   string
+	Digest, Ref   string
+	Size          int64
+	Offset, Total int64
+}
+
+// parseEvent parses a serial line as one of preseed's log lines.
+func parseEvent(line string) (event, bool) {
+	var e event
+	if json.Unmarshal([]byte(line), &e) != nil || !strings.HasPrefix(e.Logger, preseedLogger) {
+		return event{}, false
+	}
+	return e, true
+}
+
+// String is the event's message and its non-empty fields.
+func (e event) String() string {
+	s := e.Msg
+	for _, f := range []struct{ k, v string }{{"file", e.File}, {"image", e.Image}, {"digest", e.Digest}, {"ref", e.Ref}} {
+		if f.v != "" {
+			s += fmt.Sprintf(" %s=%s", f.k, f.v)
+		}
+	}
+	if e.Size != 0 {
+		s += fmt.Sprintf(" size=%d", e.Size)
+	}
+	if e.Total != 0 {
+		s += fmt.Sprintf(" offset=%d total=%d", e.Offset, e.Total)
+	}
+	return s
+}
+
+// isBigLayer tells whether e is about the big file's layer: a layer of the
+// big bundle of at least the file's size (its gzip of random data is not
+// smaller).
+func (e event) isBigLayer() bool {
+	return strings.HasSuffix(e.File, bigBundle) && e.Size >= bigdata.Size
+}
+
+// killPoint is where in the first boot's import the power is cut.
+type killPoint struct {
+	// on is the event the kill is aimed after; delay is how long after.
+	on    func(event) bool
+	delay time.Duration
+	// notYet is an event that must not have been printed when the power
+	// went: it would mean the kill landed after the point.
+	notYet func(event) bool
+	what   string
+}
+
+func killPoints() map[string]killPoint {
+	return map[string]killPoint{
+		"before-layer": {
+			on:     func(e event) bool { return e.Msg == "bundle import started" && strings.HasSuffix(e.File, bigBundle) },
+			notYet: func(e event) bool { return e.Msg == "layer ingest started" && e.isBigLayer() },
+			what:   "on the big bundle's import start, before its big layer",
+		},
+		"mid-layer": {
+			on:     func(e event) bool { return e.Msg == "layer ingest started" && e.isBigLayer() },
+			delay:  midLayerDelay,
+			notYet: func(e event) bool { return e.Msg == "layer ingested" && e.isBigLayer() },
+			what:   "in the middle of the big layer's ingest",
+		},
+		"mid-unpack": {
+			on:     func(e event) bool { return e.Msg == "unpack started" && e.Image == bigImage },
+			delay:  midUnpackDelay,
+			notYet: func(e event) bool { return e.Msg == "unpack finished" && e.Image == bigImage },
+			what:   "in the middle of the big image's unpack",
+		},
+		"after-register": {
+			on:     func(e event) bool { return e.Msg == "image registered" && e.Image == bigImage },
+			notYet: func(e event) bool { return e.Msg == "preseed finished" },
+			what:   "right after the big image's name was registered",
+		},
+	}
+}
+
+// Delays into the big layer's ingest and the big image's unpack, each a
+// fraction of what they take under TCG here (measured: see the report), so
+// that a slower, busier host only moves the kill earlier into them.
+const (
+	midLayerDelay  = 1500 * time.Millisecond
+	midUnpackDelay = 1500 * time.Millisecond
+)
+
+func TestPowerCut(t *testing.T) {
+	name := os.Getenv("KILL_POINT")
+	kp, ok := killPoints()[name]
+	if !ok {
+		t.Fatalf("KILL_POINT=%q is not one of before-layer, mid-layer, mid-unpack, after-register", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
+	defer cancel()
+	start := time.Now()
+	disk := newStateDisk(t)
+
+	cutBoot(ctx, t, name, kp, disk)
+	cut := time.Since(start)
+	t.Logf("kill point %q: first boot cut %s after the test started", name, cut.Round(10*time.Millisecond))
+
+	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: stateDisk})
+	checkRecovered(ctx, t, name, n)
+	t.Logf("kill point %q: wall time %s (first boot to the cut %s, second boot %s)",
+		name, time.Since(start).Round(time.Second), cut.Round(time.Second), n.Since().Round(time.Second))
+}
+
+// newStateDisk makes an empty ext4 image for containerd's state.
+func newStateDisk(t *testing.T) string {
+	t.Helper()
+	disk := filepath.Join(t.TempDir(), "state.img")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 2<<30); err != nil {
+		t.Fatal(err)
+	}
+	// Bazel's action PATH has no sbin directory.
+	mkfs := "/usr/sbin/mkfs.ext4"
+	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
+		mkfs = p
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", "-L", "containerd", disk).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	return disk
+}
+
+// cutBoot boots over the disk, kills QEMU at the kill point and logs the
+// import events printed before the kill.
+func cutBoot(ctx context.Context, t *testing.T, name string, kp killPoint, disk string) {
+	t.Helper()
+	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: stateDisk})
+	line, err := n.VM.WaitForLine(ctx, name, func(line string) bool {
+		e, ok := parseEvent(line)
+		return ok && kp.on(e)
+	})
+	if err != nil {
+		t.Fatalf("kill point %q: %v", name, err)
+	}
+	seen := n.Since()
+	time.Sleep(kp.delay)
+	n.VM.Kill()
+	t.Logf("kill point %q (%s): SIGKILL %s after the event (QEMU start + %s): %s",
+		name, kp.what, kp.delay, seen, line)
+	var printed []string
+	for _, l := range n.VM.Lines() {
+		e, ok := parseEvent(l)
+		if !ok {
+			continue
+		}
+		printed = append(printed, e.String())
+		if kp.notYet(e) {
+			t.Errorf("kill point %q: the kill landed too late: %q was printed first", name, l)
+		}
+	}
+	t.Logf("kill point %q: preseed events before the kill:\n  %s", name, strings.Join(printed, "\n  "))
+}
+
+// checkRecovered checks the boot after the power cut: preseed done with
+// nothing failed, the interrupted work of the first boot cleaned up, every
+// image of the tree there, pinned and whole, nothing else registered, the
+// big image's and hello's pods running, and no pull.
+func checkRecovered(ctx context.Context, t *testing.T, name string, n *node.Node) {
+	t.Helper()
+	st := n.PreseedStatus(ctx)
+	t.Logf("kill point %q: second boot: preseed done %s after QEMU start: imported %d, skipped %d, failed %d, preseed took %.3f s",
+		name, n.Since(), st.Imported, st.Skipped, st.Failed, st.Duration)
+	for _, b := range st.Bundles {
+		t.Logf("kill point %q: second boot: bundle %s: %s %s", name, b.File, b.Result, b.Error)
+	}
+	if st.State != "done" || st.Failed != 0 || st.Imported+st.Skipped != bundles {
+		t.Errorf("second boot: preseed %s, imported %d, skipped %d, failed %d; want done, %d imported or skipped, 0 failed",
+			st.State, st.Imported, st.Skipped, st.Failed, bundles)
+	}
+	checkCleanup(t, name, n.VM.Lines())
+	checkImages(ctx, t, n)
+	if exit, log := n.RunHello(ctx, t); exit != 0 {
+		t.Errorf("hello exited with %d; log: %s", exit, log)
+	}
+	runBig(ctx, t, n)
+	for _, l := range n.VM.Lines() {
+		if strings.Contains(l, "PullImage") {
+			t.Errorf("the node pulled an image: %s", l)
+		}
+	}
+}
+
+// checkCleanup logs what the second boot found left by the first and
+// checks that an interrupted ingest was not complete; after the mid-layer
+// cut it must have had some of the big layer.
+func checkCleanup(t *testing.T, name string, lines []string) {
+	t.Helper()
+	for _, l := range lines {
+		e, ok := parseEvent(l)
+		if !ok || (e.Msg != "interrupted ingest discarded" && e.Msg != "interrupted import lease removed") {
+			continue
+		}
+		t.Logf("kill point %q: second boot: %s", name, e)
+		if e.Msg != "interrupted ingest discarded" {
+			continue
+		}
+		if e.Offset >= e.Total {
+			t.Errorf("interrupted ingest %s: offset %d of %d: it was complete", e.Ref, e.Offset, e.Total)
+		}
+		if name == "mid-layer" && e.Total >= bigdata.Size && e.Offset <= 0 {
+			t.Errorf("interrupted ingest %s of the big layer: offset %d of %d: nothing of it reached the disk", e.Ref, e.Offset, e.Total)
+		}
+	}
+}
+
+// checkImages checks through the CRI that the tree's images are there and
+// pinned, that no other image is registered, and that the big image has
+// its full size.
+func checkImages(ctx context.Context, t *testing.T, n *node.Node) {
+	t.Helper()
+	n.CheckPreseededImages(ctx, t, node.HelloImage, node.PauseImage, bigImage)
+	tree := map[string]bool{node.HelloImage: true, node.PauseImage: true, bigImage: true}
+	repos := make(map[string]bool)
+	for name := range tree {
+		repos[name[:strings.LastIndex(name, ":")]] = true
+	}
+	resp, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatalf("ListImages: %v", err)
+	}
+	for _, img := range resp.Images {
+		t.Logf("CRI image %s: tags %v, digests %v, size %d, pinned %t", img.Id, img.RepoTags, img.RepoDigests, img.Size, img.Pinned)
+		if len(img.RepoTags) == 0 {
+			t.Errorf("image %s has no name of the tree's (digests %v)", img.Id, img.RepoDigests)
+		}
+		for _, tag := range img.RepoTags {
+			if !tree[tag] {
+				t.Errorf("image %s is named %s, not one of the tree's", img.Id, tag)
+			}
+		}
+		for _, d := range img.RepoDigests {
+			if repo, _, _ := strings.Cut(d, "@"); !repos[repo] {
+				t.Errorf("image %s is named %s, not one of the tree's", img.Id, d)
+			}
+		}
+	}
+	st, err := n.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: bigImage}})
+	if err != nil || st.Image == nil {
+		t.Fatalf("ImageStatus %s: %v (image %v)", bigImage, err, st.GetImage())
+	}
+	if st.Image.Size < bigdata.Size {
+		t.Errorf("image %s has size %d, less than its big file's %d", bigImage, st.Image.Size, bigdata.Size)
+	}
+}
+
+// runBig runs a pod with one container of the big image, whose entrypoint
+// hashes the big file, and checks the file is whole: the size and sha256
+// the generator gives.
+func runBig(ctx context.Context, t *testing.T, n *node.Node) {
+	t.Helper()
+	want, err := bigdata.SHA256(bigdata.Seed, bigdata.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const podDir = "default_big_e2e-big"
+	sandbox := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "big", Namespace: "default", Uid: "e2e-big"},
+		Hostname:     "big",
+		LogDirectory: "/var/log/pods/" + podDir,
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+	}
+	pod, err := n.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	ctr, err := n.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: pod.PodSandboxId,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "big"},
+			Image:    &runtimeapi.ImageSpec{Image: bigImage},
+			LogPath:  "big/0.log",
+			Linux:    &runtimeapi.LinuxContainerConfig{},
+		},
+		SandboxConfig: sandbox,
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer %s: %v", bigImage, err)
+	}
+	if _, err := n.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+		t.Fatalf("StartContainer %s: %v", bigImage, err)
+	}
+	var exit int32
+	node.Eventually(ctx, t, "big container to exit", func(ctx context.Context) error {
+		st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr.ContainerId})
+		if err != nil {
+			return err
+		}
+		if st.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+			return fmt.Errorf("container state %s", st.Status.State)
+		}
+		exit = st.Status.ExitCode
+		return nil
+	})
+	log, err := n.PodLog(ctx, podDir+"/big/0.log")
+	if err != nil {
+		t.Fatalf("big container's log: %v", err)
+	}
+	t.Logf("big container exited (code %d) %s after QEMU start; log: %s", exit, n.Since(), strings.TrimSpace(log))
+	if line := fmt.Sprintf("%s: %d bytes, sha256 %s", bigdata.Path, bigdata.Size, want); exit != 0 || !strings.Contains(log, line) {
+		t.Errorf("big container exited with %d and logged %q; want 0 and %q", exit, log, line)
+	}
+}
