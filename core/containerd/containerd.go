@@ -17,11 +17,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/supervisor"
@@ -98,36 +98,104 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// quote writes s as a TOML basic string.
-func quote(s string) string {
-	return strconv.Quote(s)
+// RequiredPlugins are the plugins containerd must load or refuse to start:
+// the CRI's gRPC service and the image and runtime services it is built on.
+// Without them the node serves no pods, and a containerd that runs on
+// without them only hides why.
+func RequiredPlugins() []string {
+	return []string{
+		"io.containerd.grpc.v1.cri",
+		"io.containerd.cri.v1.images",
+		"io.containerd.cri.v1.runtime",
+	}
 }
 
-// ConfigTOML renders containerd's configuration (format version 3, the one
-// of containerd 2.x).
-func (c Config) ConfigTOML() string {
+// tomlConfig is the part of containerd's configuration (format version 3,
+// the one of containerd 2.x) the appliance sets; containerd defaults the rest.
+type tomlConfig struct {
+	Version         int         `toml:"version"`
+	Root            string      `toml:"root"`
+	State           string      `toml:"state"`
+	DisabledPlugins []string    `toml:"disabled_plugins,omitempty"`
+	RequiredPlugins []string    `toml:"required_plugins"`
+	GRPC            grpcConfig  `toml:"grpc"`
+	Plugins         pluginsTOML `toml:"plugins"`
+}
+
+// grpcConfig sets only the socket: the ttrpc socket defaults to
+// Address+".ttrpc", and there are no debug or metrics listeners because
+// nothing else on the appliance needs them.
+type grpcConfig struct {
+	Address string `toml:"address"`
+}
+
+type pluginsTOML struct {
+	CRIImages criImagesConfig `toml:"io.containerd.cri.v1.images"`
+	Transfer  transferConfig  `toml:"io.containerd.transfer.v1.local"`
+}
+
+type criImagesConfig struct {
+	Snapshotter  string        `toml:"snapshotter"`
+	PinnedImages *pinnedImages `toml:"pinned_images,omitempty"`
+}
+
+type pinnedImages struct {
+	Sandbox string `toml:"sandbox"`
+}
+
+// transferConfig sends unpacks through the transfer service (ctr images
+// import, CRI pulls) to the same snapshotter as the CRI's.
+type transferConfig struct {
+	UnpackConfig []unpackConfig `toml:"unpack_config"`
+}
+
+type unpackConfig struct {
+	Platform    string `toml:"platform"`
+	Snapshotter string `toml:"snapshotter"`
+}
+
+// toml returns the typed configuration containerd is given.
+func (c Config) toml() tomlConfig {
 	c = c.withDefaults()
-	var b strings.Builder
-	fmt.Fprintf(&b, "version = 3\nroot = %s\nstate = %s\n", quote(c.Root), quote(c.State))
-	if len(c.DisabledPlugins) > 0 {
-		q := make([]string, len(c.DisabledPlugins))
-		for i, p := range c.DisabledPlugins {
-			q[i] = quote(p)
-		}
-		fmt.Fprintf(&b, "disabled_plugins = [%s]\n", strings.Join(q, ", "))
+	t := tomlConfig{
+		Version:         3,
+		Root:            c.Root,
+		State:           c.State,
+		DisabledPlugins: c.DisabledPlugins,
+		RequiredPlugins: RequiredPlugins(),
+		GRPC:            grpcConfig{Address: c.Address},
+		Plugins: pluginsTOML{
+			CRIImages: criImagesConfig{Snapshotter: c.Snapshotter},
+			Transfer: transferConfig{UnpackConfig: []unpackConfig{
+				{Platform: runtime.GOOS + "/" + runtime.GOARCH, Snapshotter: c.Snapshotter},
+			}},
+		},
 	}
-	fmt.Fprintf(&b, "\n[grpc]\n  address = %s\n", quote(c.Address))
-	// The ttrpc socket defaults to Address+".ttrpc"; no debug or metrics
-	// listeners: nothing else on the appliance needs them.
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = %s\n", quote(c.Snapshotter))
 	if c.SandboxImage != "" {
-		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = %s\n", quote(c.SandboxImage))
+		t.Plugins.CRIImages.PinnedImages = &pinnedImages{Sandbox: c.SandboxImage}
 	}
-	// Unpacks through the transfer service (ctr images import, CRI pulls)
-	// go to the same snapshotter as the CRI's.
-	fmt.Fprintf(&b, "\n[[plugins.\"io.containerd.transfer.v1.local\".unpack_config]]\n  platform = %s\n  snapshotter = %s\n",
-		quote(runtime.GOOS+"/"+runtime.GOARCH), quote(c.Snapshotter))
-	return b.String()
+	return t
+}
+
+// ConfigTOML renders containerd's configuration with the TOML library
+// containerd itself parses it with.
+func (c Config) ConfigTOML() ([]byte, error) {
+	t := c.toml()
+	// TOML holds only UTF-8 text; the encoder would write other bytes as
+	// they are, into a file containerd then refuses.
+	for name, v := range map[string]string{
+		"root": t.Root, "state": t.State, "address": t.GRPC.Address,
+		"snapshotter": c.Snapshotter, "sandbox image": c.SandboxImage,
+	} {
+		if !utf8.ValidString(v) {
+			return nil, fmt.Errorf("containerd's %s %q is not valid UTF-8, which TOML cannot hold", name, v)
+		}
+	}
+	b, err := toml.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode containerd's configuration as TOML: %w", err)
+	}
+	return b, nil
 }
 
 // WriteConfig writes the configuration to c.ConfigPath.
@@ -136,8 +204,12 @@ func (c Config) WriteConfig() error {
 	if err := os.MkdirAll(filepath.Dir(c.ConfigPath), 0o700); err != nil {
 		return fmt.Errorf("failed to create directory of %s: %w", c.ConfigPath, err)
 	}
+	b, err := c.ConfigTOML()
+	if err != nil {
+		return fmt.Errorf("failed to write %s: %w", c.ConfigPath, err)
+	}
 	tmp := c.ConfigPath + ".tmp"
-	if err := os.WriteFile(tmp, []byte(c.ConfigTOML()), 0o600); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("failed to write %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, c.ConfigPath); err != nil {

@@ -2,11 +2,19 @@ package containerd_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 )
 
@@ -29,6 +37,7 @@ func TestConfigAcceptedByContainerd(t *testing.T) {
 		`snapshotter = '` + cfg.Snapshotter + `'`,
 		`root = '` + cfg.Root + `'`,
 		`address = '` + cfg.Address + `'`,
+		`required_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.images', 'io.containerd.cri.v1.runtime']`,
 	} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("containerd's view of the config lacks %s:\n%s", want, dump)
@@ -50,12 +59,117 @@ func TestConfigAcceptedByContainerd(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
+		"io.containerd.grpc.v1.cri",
 		"io.containerd.cri.v1.images",
+		"io.containerd.cri.v1.runtime",
 		"io.containerd.snapshotter.v1." + cfg.Snapshotter,
 		"io.containerd.transfer.v1.local",
 	} {
 		if !loaded[want] {
 			t.Errorf("plugin %s did not load", want)
 		}
+	}
+}
+
+// dumped is what the tests read back from containerd's view of the config.
+type dumped struct {
+	Root            string   `toml:"root"`
+	State           string   `toml:"state"`
+	RequiredPlugins []string `toml:"required_plugins"`
+}
+
+// Paths with characters Go's strconv.Quote writes as \x escapes, which TOML
+// has not got, reach containerd as they are.
+func TestConfigPathsContainerdReadsBack(t *testing.T) {
+	cfg := containerdtest.NewConfig(t)
+	odd := "odd \x7f\x01 é\u00a0 \\x41 '\""
+	cfg.Root = filepath.Join(cfg.Root, odd)
+	cfg.State = filepath.Join(cfg.State, odd)
+	// Without this the test would not exercise the escapes TOML rejects.
+	if !strings.Contains(strconv.Quote(cfg.Root), `\x7f`) {
+		t.Fatalf("strconv.Quote(%q) has no \\x escape", cfg.Root)
+	}
+	if err := cfg.WriteConfig(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(cfg.Binary, "--config", cfg.ConfigPath, "config", "dump").Output()
+	if err != nil {
+		t.Fatalf("containerd config dump: %v\n%s", err, out)
+	}
+	var got dumped
+	if err := toml.Unmarshal(out, &got); err != nil {
+		t.Fatalf("failed to parse containerd's config dump: %v\n%s", err, out)
+	}
+	if got.Root != cfg.Root || got.State != cfg.State {
+		t.Errorf("containerd read root %q, state %q; want %q, %q", got.Root, got.State, cfg.Root, cfg.State)
+	}
+	if want := containerd.RequiredPlugins(); !slices.Equal(got.RequiredPlugins, want) {
+		t.Errorf("containerd read required_plugins %q, want %q", got.RequiredPlugins, want)
+	}
+
+	containerdtest.StartConfig(t, cfg)
+	// containerd itself creates its metadata database under the root.
+	meta := filepath.Join(cfg.Root, "io.containerd.metadata.v1.bolt", "meta.db")
+	if _, err := os.Stat(meta); err != nil {
+		t.Errorf("containerd did not use the root %q: %v", cfg.Root, err)
+	}
+}
+
+// A required plugin that is disabled or fails to load stops containerd at
+// once, with an error naming the plugin.
+func TestBrokenRequiredPluginStopsContainerd(t *testing.T) {
+	for name, tc := range map[string]struct {
+		change func(*containerd.Config)
+		plugin string
+	}{
+		"disabled": {
+			change: func(c *containerd.Config) {
+				c.DisabledPlugins = append(c.DisabledPlugins, "io.containerd.cri.v1.runtime")
+			},
+			plugin: "io.containerd.cri.v1.runtime",
+		},
+		"broken": {
+			// The CRI image service fails without its snapshotter.
+			change: func(c *containerd.Config) { c.Snapshotter = "nonexistent" },
+			plugin: "io.containerd.cri.v1.images",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := containerdtest.NewConfig(t)
+			tc.change(&cfg)
+			if err := cfg.WriteConfig(); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, cfg.Binary, "--config", cfg.ConfigPath)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if ctx.Err() != nil || !errors.As(err, &exit) {
+				t.Fatalf("containerd did not exit with an error (%v, %v):\n%s", err, ctx.Err(), out)
+			}
+			last := lastLine(string(out))
+			if !strings.Contains(last, "required plugin") || !strings.Contains(last, tc.plugin) {
+				t.Errorf("containerd exited (%v) without naming required plugin %s; last line: %s", err, tc.plugin, last)
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// A path that is not UTF-8 cannot be written as TOML: the error names it
+// instead of leaving a file containerd refuses.
+func TestConfigRejectsNonUTF8(t *testing.T) {
+	cfg := containerd.Config{Root: "/var/lib/\xffcontainerd", ConfigPath: filepath.Join(t.TempDir(), "config.toml")}
+	err := cfg.WriteConfig()
+	if err == nil || !strings.Contains(err.Error(), "root") || !strings.Contains(err.Error(), "UTF-8") {
+		t.Fatalf("WriteConfig with a non-UTF-8 root: %v, want an error naming the root", err)
+	}
+	if _, err := os.Stat(cfg.ConfigPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a config was written anyway: %v", err)
 	}
 }
