@@ -1,0 +1,101 @@
+package preseed
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// check is the second phase: it learns every bundle's images (cheap: no
+// layer is read), checks each bundle against its preseed manifest entry,
+// and refuses the bundles that claim one name together, so that all of
+// this is known before any bundle is imported. A refused bundle keeps its
+// reason in b.err.
+func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle) {
+	man, manErr := c.loadManifest(logger, bundles)
+	c.parallel(ctx, bundles, func(b *bundle) {
+		if manErr != nil {
+			b.err = manErr
+			return
+		}
+		b.err = c.checkBundle(ctx, man, b)
+	})
+	refuseSharedNames(bundles)
+}
+
+// loadManifest reads c.Manifest, if one is set. A manifest that cannot be
+// used is returned as the error every bundle fails with.
+func (c Config) loadManifest(logger *zap.Logger, bundles []*bundle) (*manifest, error) {
+	if c.Manifest == "" {
+		return nil, nil
+	}
+	man, err := loadManifest(c.Manifest)
+	if err != nil {
+		logger.Error("preseed manifest unusable; every bundle is refused", zap.String("manifest", c.Manifest), zap.Error(err))
+		return nil, err
+	}
+	logger.Info("checking bundles against the preseed manifest", zap.String("manifest", c.Manifest), zap.Int("bundles", len(man.byPath)))
+	man.logAbsent(logger, bundles)
+	return man, nil
+}
+
+// checkBundle reads one bundle's metadata into b.meta and, with a
+// manifest, checks it against the bundle's entry.
+func (c Config) checkBundle(ctx context.Context, man *manifest, b *bundle) error {
+	if man != nil {
+		var err error
+		if b.entry, err = man.entry(b); err != nil {
+			return err
+		}
+	}
+	s, err := openStream(c.Open, b.path, b.kind, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b.meta, err = readMetadata(ctx, s, c.Platform)
+	b.bytes += s.count.n
+	if err != nil || man == nil {
+		return err
+	}
+	size, err := s.size(b.path)
+	if err != nil {
+		return err
+	}
+	return man.check(b, b.entry, size)
+}
+
+// refuseSharedNames fails every bundle that names an image another bundle
+// of its namespace names too: neither may win by the order of the imports.
+// Only bundles without an error so far take part: the others' metadata may
+// be missing.
+func refuseSharedNames(bundles []*bundle) {
+	claims := make(map[string][]*bundle) // namespace/name -> bundles
+	for _, b := range bundles {
+		if b.err != nil || b.meta == nil {
+			continue
+		}
+		for _, im := range b.meta.images {
+			k := b.namespace + "/" + im.Name
+			claims[k] = append(claims[k], b)
+		}
+	}
+	for k, bs := range claims {
+		if len(bs) < 2 {
+			continue
+		}
+		for _, b := range bs {
+			var others []string
+			for _, o := range bs {
+				if o != b {
+					others = append(others, o.file)
+				}
+			}
+			if b.err == nil {
+				b.err = fmt.Errorf("image %s is also named by %s", strings.TrimPrefix(k, b.namespace+"/"), strings.Join(others, ", "))
+			}
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package preseed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/zap"
+)
+
+// leaseExpiry bounds how long a lease of an import that never ended keeps
+// its content, should no later run remove it (containerd's default).
+const leaseExpiry = 24 * time.Hour
+
+// importAll is the third phase: it skips, relabels or imports every bundle
+// the check phase passed, and records the result or error in the bundle.
+func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Client, bundles []*bundle) {
+	c.parallel(ctx, bundles, func(b *bundle) {
+		if b.err != nil {
+			return
+		}
+		t := time.Now()
+		log := logger.With(zap.String("namespace", b.namespace))
+		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, b)
+		b.duration += time.Since(t)
+	})
+}
+
+// handle skips, relabels or imports one bundle whose metadata is known.
+func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle) (string, error) {
+	present, err := c.present(ctx, cl, b)
+	if err != nil {
+		return "", err
+	}
+	if present {
+		if err := register(ctx, log, cl, b, false); err != nil {
+			return "", err
+		}
+		return ResultSkipped, nil
+	}
+	if err := c.importBundle(ctx, log, cl, b); err != nil {
+		return "", err
+	}
+	return ResultImported, nil
+}
+
+// present tells whether every image of the bundle is registered with the
+// same target and unpacked into the snapshotter.
+func (c Config) present(ctx context.Context, cl *client.Client, b *bundle) (bool, error) {
+	is := cl.ImageService()
+	sn := cl.SnapshotService(c.Snapshotter)
+	for _, im := range b.meta.images {
+		img, err := is.Get(ctx, im.Name)
+		if errdefs.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("failed to look up image %s: %w", im.Name, err)
+		}
+		if img.Target.Digest != im.Target.Digest {
+			return false, nil
+		}
+		if _, err := sn.Stat(ctx, im.ChainID.String()); errdefs.IsNotFound(err) {
+			return false, nil
+		} else if err != nil {
+			return false, fmt.Errorf("failed to look up snapshot of image %s: %w", im.Name, err)
+		}
+	}
+	return true, nil
+}
+
+// importBundle ingests, labels, unpacks and only then registers the images
+// of one bundle, all inside one lease labelled LabelLease: until the names
+// are registered nothing of it is reachable but through the lease, so a
+// failure or a power cut at any point leaves no name pointing at
+// incomplete content, and containerd's GC (or the next run, see
+// discardInterrupted) collects the rest.
+func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle) error {
+	ctx, done, err := cl.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(leaseExpiry),
+		leases.WithLabels(map[string]string{LabelLease: b.file}))
+	if err != nil {
+		return fmt.Errorf("failed to take a lease: %w", err)
+	}
+	defer done(context.WithoutCancel(ctx))
+	if err := c.hold(ctx, cl, b); err != nil {
+		return err
+	}
+
+	log.Info("bundle import started", zap.String("file", b.path))
+	if err := c.ingestBundle(ctx, log, cl, b); err != nil {
+		return err
+	}
+	for _, im := range b.meta.images {
+		if err := c.unpack(ctx, log, cl, im); err != nil {
+			return err
+		}
+	}
+	return register(ctx, log, cl, b, true)
+}
+
+// hold adds every blob and snapshot the bundle's images need to the
+// import's lease before anything is written. Those already there (shared
+// with another image, or left by an interrupted earlier import whose lease
+// was removed) are otherwise referenced by nothing: a GC run during the
+// import (any lease removed triggers one) could collect them between the
+// check that skips them and the registration that references them.
+func (c Config) hold(ctx context.Context, cl *client.Client, b *bundle) error {
+	id, _ := leases.FromContext(ctx)
+	l := leases.Lease{ID: id}
+	ls := cl.LeasesService()
+	var res []leases.Resource
+	for d := range b.meta.json {
+		res = append(res, leases.Resource{ID: d.String(), Type: "content"})
+	}
+	for d := range b.meta.layers {
+		res = append(res, leases.Resource{ID: d.String(), Type: "content"})
+	}
+	for _, im := range b.meta.images {
+		chain, err := chainIDs(b.meta, im)
+		if err != nil {
+			return err
+		}
+		for _, d := range chain {
+			res = append(res, leases.Resource{ID: d.String(), Type: "snapshots/" + c.Snapshotter})
+		}
+	}
+	for _, r := range res {
+		if err := ls.AddResource(ctx, l, r); err != nil {
+			return fmt.Errorf("failed to add %s %s to the import's lease: %w", r.Type, r.ID, err)
+		}
+	}
+	return nil
+}
+
+// chainIDs are the snapshots an image unpacks to, its top (im.ChainID)
+// last. readMetadata checked the manifest and config already.
+func chainIDs(m *metadata, im imageRef) ([]digest.Digest, error) {
+	var mf ocispec.Manifest
+	if err := json.Unmarshal(m.json[im.Manifest.Digest], &mf); err != nil {
+		return nil, fmt.Errorf("manifest %s of image %s: %w", im.Manifest.Digest, im.Name, err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(m.json[mf.Config.Digest], &cfg); err != nil {
+		return nil, fmt.Errorf("config %s of image %s: %w", mf.Config.Digest, im.Name, err)
+	}
+	return identity.ChainIDs(append([]digest.Digest(nil), cfg.RootFS.DiffIDs...)), nil
+}
+
+// ingestBundle writes the blobs of the bundle into the content store and,
+// with a manifest entry, checks the sha256 of the whole file.
+func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle) error {
+	s, err := openStream(c.Open, b.path, b.kind, b.entry != nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cs := &loggingStore{Store: cl.ContentStore(), log: log.With(zap.String("file", b.path)), layers: b.meta.layers}
+	err = ingest(ctx, s, cs, b.meta)
+	if b.entry != nil && !unavailable(err) {
+		// Also after a failed ingest (a layer that does not match its
+		// digest): the rest of the file is read through the hash, so the
+		// error says the bytes changed since the build rather than only
+		// which blob broke. This costs a read only on that failure path.
+		sum, serr := s.sum()
+		switch {
+		case serr != nil && err == nil:
+			err = serr
+		case serr == nil && sum != b.entry.SHA256:
+			// Checked before anything is unpacked or named: until
+			// register, the ingested content is reachable only through
+			// the lease.
+			mismatch := fmt.Errorf("bundle %s differs from the preseed manifest %s: sha256 of the file is %s, the manifest says %s (its bytes changed after the build)",
+				b.path, c.Manifest, sum, b.entry.SHA256)
+			if err != nil {
+				mismatch = fmt.Errorf("%v; importing it failed: %w", mismatch, err)
+			}
+			err = mismatch
+		}
+	}
+	b.bytes += s.count.n
+	return err
+}
+
+// unpack sets the GC labels of one image's content (from manifest to
+// config and layers, as client.Import sets them), so that it outlives the
+// lease, and unpacks it into the snapshotter. WithSyncFs makes containerd
+// sync each layer's files to disk before it commits the snapshot: after a
+// power cut, a snapshot that exists has all its files.
+func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, im imageRef) error {
+	cs := cl.ContentStore()
+	h := images.FilterPlatforms(images.SetChildrenLabels(cs, images.ChildrenHandler(cs)), c.Platform)
+	if err := images.Walk(ctx, h, im.Target); err != nil {
+		return fmt.Errorf("failed to label the content of image %s: %w", im.Name, err)
+	}
+	img := client.NewImageWithPlatform(cl, images.Image{Name: im.Name, Target: im.Target}, c.Platform)
+	log.Info("unpack started", zap.String("image", im.Name), zap.String("snapshotter", c.Snapshotter))
+	if err := img.Unpack(ctx, c.Snapshotter, client.WithUnpackApplyOpts(diff.WithSyncFs(true))); err != nil {
+		return fmt.Errorf("failed to unpack image %s into %s: %w", im.Name, c.Snapshotter, err)
+	}
+	log.Info("unpack finished", zap.String("image", im.Name))
+	return nil
+}
+
+// register points the bundle's image names at their targets with our
+// labels; target is false for a bundle already imported, whose records
+// are touched only if a label is off. Other labels of existing records are
+// kept.
+func register(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle, target bool) error {
+	is := cl.ImageService()
+	for _, im := range b.meta.images {
+		img := images.Image{
+			Name:   im.Name,
+			Target: im.Target,
+			Labels: map[string]string{LabelPinned: PinnedValue, LabelBundle: b.file},
+		}
+		fields := []string{"labels." + LabelPinned, "labels." + LabelBundle}
+		if target {
+			fields = append(fields, "target")
+		} else {
+			cur, err := is.Get(ctx, im.Name)
+			if err != nil {
+				return fmt.Errorf("failed to look up image %s: %w", im.Name, err)
+			}
+			if cur.Labels[LabelPinned] == PinnedValue && cur.Labels[LabelBundle] == b.file {
+				continue
+			}
+		}
+		if _, err := is.Update(ctx, img, fields...); err != nil {
+			if !errdefs.IsNotFound(err) {
+				return fmt.Errorf("failed to update image %s: %w", im.Name, err)
+			}
+			if _, err := is.Create(ctx, img); err != nil {
+				return fmt.Errorf("failed to create image %s: %w", im.Name, err)
+			}
+		}
+		if target {
+			log.Info("image registered", zap.String("image", im.Name), zap.String("digest", im.Target.Digest.String()))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package preseed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"go.uber.org/zap"
+)
+
+// report is the last phase: it turns the bundles' results into the status,
+// logs each, unpins images whose bundle is gone and writes the status
+// file. A bundle that failed because containerd went away under it is not
+// a result: the whole run is then an error, retried once containerd is
+// back.
+func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Client, start time.Time, bundles []*bundle, ignored []Ignored) (*Status, error) {
+	if err := containerdGone(ctx, cl, bundles); err != nil {
+		return nil, err
+	}
+	st := &Status{State: "done", Started: start, Ignored: ignored}
+	for _, b := range bundles {
+		bs, err := result(logger, b)
+		if err != nil {
+			return nil, err
+		}
+		switch bs.Result {
+		case ResultImported:
+			st.Imported++
+		case ResultSkipped:
+			st.Skipped++
+		default:
+			st.Failed++
+		}
+		st.Bytes += b.bytes
+		st.Bundles = append(st.Bundles, bs)
+	}
+
+	unpinned, err := c.unpinGone(ctx, cl, bundles)
+	if err != nil {
+		if unavailable(err) {
+			return nil, err
+		}
+		// Stale pins only keep images that could be collected: report,
+		// do not fail the boot.
+		logger.Error("failed to unpin images whose bundle is gone", zap.Error(err))
+	}
+	for _, u := range unpinned {
+		logger.Info("bundle gone; image unpinned", zap.String("namespace", u.Namespace), zap.String("image", u.Name))
+	}
+	st.Unpinned = unpinned
+	st.Duration = time.Since(start).Seconds()
+	if err := writeStatus(c.StatusPath, st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// containerdGone asks containerd whether it is still there once a bundle
+// failed: a bundle can fail because containerd died under it, with an
+// error that does not say so.
+func containerdGone(ctx context.Context, cl *client.Client, bundles []*bundle) error {
+	for _, b := range bundles {
+		if b.err != nil {
+			if _, err := cl.Version(ctx); err != nil {
+				return fmt.Errorf("containerd is not answering after %s failed (%v): %w", b.path, b.err, err)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// result is one bundle's status, logged; an error when the bundle failed
+// because containerd is unavailable.
+func result(logger *zap.Logger, b *bundle) (BundleStatus, error) {
+	if b.err != nil {
+		if unavailable(b.err) {
+			return BundleStatus{}, fmt.Errorf("containerd went away while importing %s: %w", b.path, b.err)
+		}
+		b.result = ResultFailed
+	}
+	bs := BundleStatus{Namespace: b.namespace, File: b.file, Result: b.result, Bytes: b.bytes, Duration: b.duration.Seconds()}
+	if b.meta != nil {
+		for _, im := range b.meta.images {
+			bs.Images = append(bs.Images, ImageStatus{Name: im.Name, Digest: im.Target.Digest.String()})
+		}
+	}
+	log := logger.With(zap.String("namespace", b.namespace), zap.String("file", b.path))
+	switch b.result {
+	case ResultImported:
+		log.Info("bundle imported", zap.Int("images", len(bs.Images)), zap.Int64("bytes", b.bytes), zap.Duration("duration", b.duration))
+	case ResultSkipped:
+		log.Info("bundle already imported; skipped", zap.Int("images", len(bs.Images)))
+	default:
+		bs.Error = b.err.Error()
+		log.Error("bundle failed", zap.Error(b.err))
+	}
+	return bs, nil
+}
+
+// unpinGone removes our pin from images whose bundle no longer names them.
+// An image whose bundle file is still there but could not be read, or was
+// refused, keeps its pin: its names are unknown, not gone (a bundle swapped
+// for another at rest must not get the good image collected).
+func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bundle) ([]ImageStatus, error) {
+	claimed := make(map[string]bool)    // namespace/name
+	unreadable := make(map[string]bool) // namespace/file
+	for _, b := range bundles {
+		if b.meta == nil || b.err != nil {
+			unreadable[b.namespace+"/"+b.file] = true
+		}
+		if b.meta == nil {
+			continue
+		}
+		for _, im := range b.meta.images {
+			claimed[b.namespace+"/"+im.Name] = true
+		}
+	}
+	nss, err := cl.NamespaceService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to list namespaces: %w", err)
+	}
+	sort.Strings(nss)
+	var out []ImageStatus
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		is := cl.ImageService()
+		imgs, err := is.List(nctx, fmt.Sprintf("labels.%q", LabelBundle))
+		if err != nil {
+			return out, fmt.Errorf("failed to list images of namespace %s: %w", ns, err)
+		}
+		for _, img := range imgs {
+			if claimed[ns+"/"+img.Name] || unreadable[ns+"/"+img.Labels[LabelBundle]] {
+				continue
+			}
+			// Listing a label path without the label in Labels deletes it.
+			upd := images.Image{Name: img.Name}
+			if _, err := is.Update(nctx, upd, "labels."+LabelPinned, "labels."+LabelBundle); err != nil {
+				return out, fmt.Errorf("failed to unpin image %s in namespace %s: %w", img.Name, ns, err)
+			}
+			out = append(out, ImageStatus{Namespace: ns, Name: img.Name, Digest: img.Target.Digest.String()})
+		}
+	}
+	return out, nil
+}
+
+// writeStatus replaces the status file atomically, so a reader never sees
+// half of it.
+func writeStatus(path string, st *Status) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("failed to create directory of %s: %w", path, err)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode status: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("failed to rename %s to %s: %w", tmp, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package preseed
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"go.uber.org/zap"
+)
+
+type compression int
+
+const (
+	compressionNone compression = iota
+	compressionGzip
+	compressionZstd
+)
+
+// bundleKind tells a bundle by its name.
+func bundleKind(name string) (compression, bool) {
+	switch {
+	case strings.HasSuffix(name, ".tar.zst"):
+		return compressionZstd, true
+	case strings.HasSuffix(name, ".tar.gz"):
+		return compressionGzip, true
+	case strings.HasSuffix(name, ".tar"):
+		return compressionNone, true
+	}
+	return 0, false
+}
+
+// scan is the first phase: it lists the bundles under c.Root and logs what
+// is there that is not one.
+func (c Config) scan(logger *zap.Logger) ([]*bundle, []Ignored, error) {
+	bundles, ignored, err := scanRoot(c.Root)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, ig := range ignored {
+		logger.Warn("not a bundle; skipped", zap.String("path", ig.Path), zap.String("reason", ig.Reason))
+	}
+	return bundles, ignored, nil
+}
+
+// scanRoot lists the bundles under root and what is there that is not one.
+func scanRoot(root string) ([]*bundle, []Ignored, error) {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to read %s: %w", root, err)
+	}
+	var bundles []*bundle
+	var ignored []Ignored
+	for _, e := range entries {
+		dir := filepath.Join(root, e.Name())
+		found, ig := scanNamespace(dir, e.Name())
+		bundles = append(bundles, found...)
+		ignored = append(ignored, ig...)
+	}
+	return bundles, ignored, nil
+}
+
+// scanNamespace lists the bundles of one namespace directory.
+func scanNamespace(dir, namespace string) ([]*bundle, []Ignored) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, []Ignored{{Path: dir, Reason: err.Error()}}
+	}
+	if !st.IsDir() {
+		return nil, []Ignored{{Path: dir, Reason: "not a namespace directory"}}
+	}
+	// containerd checks namespace names with identifiers.Validate.
+	if err := identifiers.Validate(namespace); err != nil {
+		return nil, []Ignored{{Path: dir, Reason: fmt.Sprintf("invalid namespace name: %v", err)}}
+	}
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, []Ignored{{Path: dir, Reason: err.Error()}}
+	}
+	var bundles []*bundle
+	var ignored []Ignored
+	for _, f := range files {
+		path := filepath.Join(dir, f.Name())
+		kind, ok := bundleKind(f.Name())
+		if !ok {
+			ignored = append(ignored, Ignored{Path: path, Reason: "not a bundle: want *.tar, *.tar.zst or *.tar.gz"})
+			continue
+		}
+		bundles = append(bundles, &bundle{namespace: namespace, file: f.Name(), path: path, kind: kind})
+	}
+	return bundles, ignored
+}
