@@ -73,7 +73,7 @@ func (e event) String() string {
 	if e.Size != 0 {
 		s += fmt.Sprintf(" size=%d", e.Size)
 	}
-	if e.Total != 0 {
+	if e.Msg == "interrupted ingest discarded" {
 		s += fmt.Sprintf(" offset=%d total=%d", e.Offset, e.Total)
 	}
 	return s
