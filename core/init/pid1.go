@@ -164,35 +164,6 @@ func reap(logger *zap.Logger, child *os.Process) bool {
 	}
 }
 
-// powerOff stops the supervisor tree, then everything else, and powers off.
-func powerOff(logger *zap.Logger, child *os.Process, why string) {
-	logger.Info("powering off", zap.String("reason", why))
-	if child != nil {
-		_ = child.Signal(unix.SIGTERM)
-		deadline := time.Now().Add(stopGrace)
-		for time.Now().Before(deadline) {
-			var status unix.WaitStatus
-			pid, _ := unix.Wait4(child.Pid, &status, unix.WNOHANG, nil)
-			if pid == child.Pid {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	_ = unix.Kill(-1, unix.SIGKILL)
-	unix.Sync()
-	// A clean filesystem on the state disk for the next boot.
-	if err := unix.Unmount(stateDir, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-		logger.Warn("failed to unmount the state disk", zap.Error(err))
-	}
-	logger.Info("power off")
-	_ = logger.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		logger.Error("power off failed", zap.Error(err))
-	}
-	select {} // PID 1 must never exit.
-}
-
 // Linux input event constants (linux/input-event-codes.h).
 const (
 	evKey    = 0x01
