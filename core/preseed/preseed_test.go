@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
@@ -49,6 +50,8 @@ type fixture struct {
 type goodImage struct {
 	file   string
 	digest string
+	// img is set for the fixture's own images.
+	img v1.Image
 }
 
 func image(t *testing.T, seed uint64, sizes ...int64) v1.Image {
@@ -103,7 +106,7 @@ func (f *fixture) addGood(file, name string, img v1.Image) {
 	if _, err := preseedtest.WriteBundle(filepath.Join(f.root, ns, file), preseedtest.Image{Name: name, Image: img}); err != nil {
 		f.t.Fatal(err)
 	}
-	f.good[name] = goodImage{file: file, digest: digestOf(f.t, img)}
+	f.good[name] = goodImage{file: file, digest: digestOf(f.t, img), img: img}
 }
 
 // badEntries returns the entries of a bundle of one image, for a test to
@@ -130,9 +133,15 @@ func (f *fixture) config() preseed.Config {
 
 func (f *fixture) run(cfg preseed.Config) *preseed.Status {
 	f.t.Helper()
+	return f.runWith(cfg, zaptest.NewLogger(f.t))
+}
+
+// runWith is run with a logger of the test's.
+func (f *fixture) runWith(cfg preseed.Config, logger *zap.Logger) *preseed.Status {
+	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), guard)
 	defer cancel()
-	st, err := cfg.Preseed(ctx, zaptest.NewLogger(f.t))
+	st, err := cfg.Preseed(ctx, logger)
 	if err != nil {
 		f.t.Fatalf("preseed failed: %v", err)
 	}
