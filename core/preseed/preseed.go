@@ -46,6 +46,29 @@
 //
 // An empty Config.Manifest enforces nothing (bundles are still checked
 // against their own digests, as always).
+//
+// # Phases
+//
+// Preseed runs recover (recover.go), scan (scan.go), check (check.go),
+// import (import.go) and report (report.go), in that order; a context that
+// ends during a pass ends the run with its error and no status.
+//
+// # Power cuts
+//
+// An import writes its blobs under a lease labelled LabelLease, sets the
+// GC labels, unpacks (containerd syncs each layer's files before it
+// commits the snapshot), and registers the names last: a cut at any point
+// leaves no name pointing at incomplete content, and a cut after leaves a
+// complete, pinned image the next run skips. Each run first aborts the
+// ingests of ours (ref "preseed-<digest>") and deletes the leases of ours
+// an interrupted run left, in every namespace: their bytes may never have
+// reached the disk, so they are written again rather than resumed.
+//
+// Progress is logged at Info level with fixed messages and fields ("bundle
+// import started", "layer ingest started", "layer ingested", "unpack
+// started", "unpack finished", "image registered", "interrupted ingest
+// discarded", "interrupted import lease removed"): the power-cut E2E
+// (tests/e2e/powercut) matches them, so they change only together.
 package preseed
 
 import (

@@ -15,7 +15,7 @@ import (
 // bundle's layers (so the store did not have it yet; nothing is written
 // before the log) and "layer ingested" once that writer committed. The
 // messages and fields are a contract with the power-cut E2E
-// (notes/events.md): change them only together.
+// (tests/e2e/powercut): change them only together.
 type loggingStore struct {
 	content.Store
 	// log carries the namespace and the bundle file.

@@ -352,8 +352,8 @@ func TestKilledDuringImport(t *testing.T) {
 	}
 }
 
-// TestProgressEvents checks the events of notes/events.md on an import:
-// their fields, and their order within each bundle.
+// TestProgressEvents checks the progress events (see the package doc) of an
+// import: their fields, and their order within each bundle.
 func TestProgressEvents(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder(nil)
