@@ -92,14 +92,14 @@ func (s *stream) Close() {
 // openStream opens a bundle. With hashed, every byte of the file is read
 // (no seeking over entries) and hashed into s.count.hash; finish then
 // reads what the tar and decompressor left and returns the digest.
-func openStream(open func(string) (io.ReadCloser, error), path string, kind compression, hashed bool) (*stream, error) {
+func openStream(open func(string) (io.ReadCloser, error), path string, kind bundleformat.Compression, hashed bool) (*stream, error) {
 	f, err := open(path)
 	if err != nil {
 		return nil, err
 	}
 	s := &stream{file: f}
 	var r io.Reader
-	if sk, ok := f.(io.Seeker); ok && kind == compressionNone && !hashed {
+	if sk, ok := f.(io.Seeker); ok && kind == bundleformat.None && !hashed {
 		sc := &seekCounter{counter: counter{r: f}, s: sk}
 		s.count, r = &sc.counter, sc
 	} else {
@@ -112,7 +112,7 @@ func openStream(open func(string) (io.ReadCloser, error), path string, kind comp
 		s.count.hash = sha256.New()
 	}
 	switch kind {
-	case compressionGzip:
+	case bundleformat.Gzip:
 		zr, err := gzip.NewReader(r)
 		if err != nil {
 			f.Close()
@@ -120,7 +120,7 @@ func openStream(open func(string) (io.ReadCloser, error), path string, kind comp
 		}
 		s.closer = func() { zr.Close() }
 		r = zr
-	case compressionZstd:
+	case bundleformat.Zstd:
 		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			f.Close()

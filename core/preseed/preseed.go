@@ -86,12 +86,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
 // Defaults for the appliance.
 const (
-	DefaultRoot        = "/containerd/preseed"
+	DefaultRoot        = bundleformat.PreseedRoot
 	DefaultAddress     = "/run/containerd/containerd.sock"
 	DefaultSnapshotter = "overlayfs"
 	DefaultStatusPath  = "/run/preseed/status.json"
@@ -207,7 +208,7 @@ type Ignored struct {
 // bundle is one bundle file and what became of it.
 type bundle struct {
 	namespace, file, path string
-	kind                  compression
+	kind                  bundleformat.Compression
 	meta                  *metadata
 	// entry is the bundle's preseed manifest entry, when one is enforced.
 	entry    *ManifestEntry

@@ -9,28 +9,9 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
-
-type compression int
-
-const (
-	compressionNone compression = iota
-	compressionGzip
-	compressionZstd
-)
-
-// bundleKind tells a bundle by its name.
-func bundleKind(name string) (compression, bool) {
-	switch {
-	case strings.HasSuffix(name, ".tar.zst"):
-		return compressionZstd, true
-	case strings.HasSuffix(name, ".tar.gz"):
-		return compressionGzip, true
-	case strings.HasSuffix(name, ".tar"):
-		return compressionNone, true
-	}
-	return 0, false
-}
 
 // scan is the first phase: it lists the bundles under c.Root and logs what
 // is there that is not one.
@@ -86,12 +67,22 @@ func scanNamespace(dir, namespace string) ([]*bundle, []Ignored) {
 	var ignored []Ignored
 	for _, f := range files {
 		path := filepath.Join(dir, f.Name())
-		kind, ok := bundleKind(f.Name())
+		kind, ok := bundleformat.FromFileName(f.Name())
 		if !ok {
-			ignored = append(ignored, Ignored{Path: path, Reason: "not a bundle: want *.tar, *.tar.zst or *.tar.gz"})
+			ignored = append(ignored, Ignored{Path: path, Reason: notBundleReason()})
 			continue
 		}
 		bundles = append(bundles, &bundle{namespace: namespace, file: f.Name(), path: path, kind: kind})
 	}
 	return bundles, ignored
+}
+
+// notBundleReason names the file name extensions a bundle may have, from
+// the format's one table.
+func notBundleReason() string {
+	var exts []string
+	for _, c := range bundleformat.Compressions() {
+		exts = append(exts, "*"+c.Ext())
+	}
+	return "not a bundle: want " + strings.Join(exts, ", ")
 }
