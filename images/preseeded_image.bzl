@@ -2,6 +2,14 @@
 
 load("//build/oci:defs.bzl", "go_layer", "oci_image", "preseed_bundle")
 
+# Who uses the images and bundles: the appliance, the import tests and the E2E.
+_USERS = [
+    "//build/oci/importtest:__pkg__",
+    "//core/preseed:__pkg__",
+    "//images:__subpackages__",
+    "//tests/e2e:__subpackages__",
+]
+
 def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s.io", user = "65534:65534"):
     """Declares the image targets of one preseeded Go program in its package.
 
@@ -25,7 +33,7 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
         binary = binary,
         path = path,
     )
-    for suffix, visibility in [("", ["//visibility:public"]), ("_again", ["//images:__pkg__"])]:
+    for suffix, visibility in [("", _USERS), ("_again", ["//images:__pkg__"])]:
         oci_image(
             name = name + suffix,
             architecture = "amd64",
@@ -50,5 +58,5 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
         image = ":" + name,
         namespace = namespace,
         reference = reference,
-        visibility = ["//visibility:public"],
+        visibility = _USERS,
     )
