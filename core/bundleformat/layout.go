@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,18 +120,29 @@ func Next(tr *tar.Reader) (*tar.Header, error) {
 	return hdr, nil
 }
 
+// readChunk is the most ReadSmall allocates ahead of the bytes it has read.
+const readChunk = 64 << 10
+
 // ReadSmall reads the current entry of r whole, refusing one over limit
-// bytes before reading it.
+// bytes before reading it. Memory grows with the bytes actually read, not
+// with the size the header claims: a short, truncated bundle claiming a
+// large entry costs little.
 func ReadSmall(r io.Reader, hdr *tar.Header, limit int64) ([]byte, error) {
 	if hdr.Size > limit {
 		return nil, fmt.Errorf("entry %q is %d bytes, more than %d", hdr.Name, hdr.Size, limit)
 	}
-	b := make([]byte, hdr.Size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	b := make([]byte, 0, min(hdr.Size, readChunk))
+	for int64(len(b)) < hdr.Size {
+		// Grow geometrically, as far as the bytes read justify.
+		next := int(min(hdr.Size, max(2*int64(len(b)), readChunk)))
+		b = slices.Grow(b, next-len(b))
+		if _, err := io.ReadFull(r, b[len(b):next]); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("broken tar: failed to read %q: %w", hdr.Name, err)
 		}
-		return nil, fmt.Errorf("broken tar: failed to read %q: %w", hdr.Name, err)
+		b = b[:next]
 	}
 	return b, nil
 }

@@ -3,6 +3,8 @@ package bundleformat_test
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
+	"runtime/metrics"
 	"strings"
 	"testing"
 
@@ -68,4 +70,33 @@ func TestReadMetadataRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A header may claim any size up to the limit; memory must follow the
+// bytes actually there, not the claim: a few kilobytes of input claiming a
+// 4 MiB index.json must not make the reader allocate 4 MiB.
+func TestReadMetadataClaimedSize(t *testing.T) {
+	es := entries(t, realBundle(t, singleLayout(t), "hello:1.0"))
+	b := pack(t, es[:2])
+	// Cut index.json's data short of what its header now claims.
+	copy(b[1024+124:1024+136], fmt.Sprintf("%011o\x00", bundleformat.MaxJSONBlob))
+	b = fixChecksums(b[:1024+512+100])
+	var err error
+	got := allocated(func() { _, err = read(t, b, bundleformat.Policy{}) })
+	if err == nil || !strings.Contains(err.Error(), `"index.json"`) || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Fatalf("want a broken tar naming index.json, got %v", err)
+	}
+	if got > 256<<10 {
+		t.Fatalf("reading %d bytes allocated %d bytes", len(b), got)
+	}
+}
+
+// allocated is the number of heap bytes allocated while f runs.
+func allocated(f func()) uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	f()
+	metrics.Read(s)
+	return s[0].Value.Uint64() - before
 }
