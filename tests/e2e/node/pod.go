@@ -59,42 +59,68 @@ func (n *Node) CheckAbsent(ctx context.Context, t *testing.T, name string) {
 	}
 }
 
-// RunHello runs a pod with one container of the hello image, never calling
-// PullImage, waits for the container to exit and returns its exit code and
-// log.
+// RunHello runs a pod with one container of the hello image (see RunPod)
+// and returns its exit code and log, which holds the greeting.
 func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
 	t.Helper()
-	const podDir = "default_hello_e2e-hello"
+	return n.RunPod(ctx, t, "hello", HelloImage, Greeting)
+}
+
+// RunPod runs a pod named name with one container of image, never calling
+// PullImage, waits for the container to exit and for its log to contain
+// want, and returns its exit code and log.
+func (n *Node) RunPod(ctx context.Context, t *testing.T, name, image, want string) (int32, string) {
+	t.Helper()
+	podDir := "default_" + name + "_e2e-" + name
 	sandbox := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "hello", Namespace: "default", Uid: "e2e-hello"},
-		Hostname:     "hello",
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "e2e-" + name},
+		Hostname:     name,
 		LogDirectory: "/var/log/pods/" + podDir,
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
 	}
 	pod, err := n.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox})
 	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
+		t.Fatalf("RunPodSandbox %s: %v", name, err)
 	}
-	t.Logf("pod sandbox %s running %s after QEMU start", pod.PodSandboxId, n.Since())
+	t.Logf("pod sandbox %s (%s) running %s after QEMU start", pod.PodSandboxId, name, n.Since())
 	ctr, err := n.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: pod.PodSandboxId,
 		Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "hello"},
-			Image:    &runtimeapi.ImageSpec{Image: HelloImage},
-			LogPath:  "hello/0.log",
+			Metadata: &runtimeapi.ContainerMetadata{Name: name},
+			Image:    &runtimeapi.ImageSpec{Image: image},
+			LogPath:  name + "/0.log",
 			Linux:    &runtimeapi.LinuxContainerConfig{},
 		},
 		SandboxConfig: sandbox,
 	})
 	if err != nil {
-		t.Fatalf("CreateContainer: %v", err)
+		t.Fatalf("CreateContainer %s: %v", image, err)
 	}
 	if _, err := n.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
-		t.Fatalf("StartContainer: %v", err)
+		t.Fatalf("StartContainer %s: %v", image, err)
 	}
+	exit := n.waitExited(ctx, t, name, ctr.ContainerId)
+	var log string
+	Eventually(ctx, t, name+" container's log", func(ctx context.Context) error {
+		l, err := n.PodLog(ctx, podDir+"/"+name+"/0.log")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(l, want) {
+			return fmt.Errorf("log %q lacks %q", l, want)
+		}
+		log = l
+		return nil
+	})
+	return exit, log
+}
+
+// waitExited waits for a container to exit and returns its exit code.
+func (n *Node) waitExited(ctx context.Context, t *testing.T, name, id string) int32 {
+	t.Helper()
 	var exit int32
-	Eventually(ctx, t, "hello container to exit", func(ctx context.Context) error {
-		st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr.ContainerId})
+	Eventually(ctx, t, name+" container to exit", func(ctx context.Context) error {
+		st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 		if err != nil {
 			return err
 		}
@@ -104,18 +130,6 @@ func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
 		exit = st.Status.ExitCode
 		return nil
 	})
-	t.Logf("hello container exited (code %d) %s after QEMU start", exit, n.Since())
-	var log string
-	Eventually(ctx, t, "hello container's log", func(ctx context.Context) error {
-		l, err := n.PodLog(ctx, podDir+"/hello/0.log")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(l, Greeting) {
-			return fmt.Errorf("log %q lacks the greeting", l)
-		}
-		log = l
-		return nil
-	})
-	return exit, log
+	t.Logf("%s container exited (code %d) %s after QEMU start", name, exit, n.Since())
+	return exit
 }

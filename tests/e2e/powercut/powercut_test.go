@@ -316,52 +316,11 @@ func runBig(ctx context.Context, t *testing.T, n *node.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const podDir = "default_big_e2e-big"
-	sandbox := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "big", Namespace: "default", Uid: "e2e-big"},
-		Hostname:     "big",
-		LogDirectory: "/var/log/pods/" + podDir,
-		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
-	}
-	pod, err := n.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox})
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	ctr, err := n.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
-		PodSandboxId: pod.PodSandboxId,
-		Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "big"},
-			Image:    &runtimeapi.ImageSpec{Image: bigImage},
-			LogPath:  "big/0.log",
-			Linux:    &runtimeapi.LinuxContainerConfig{},
-		},
-		SandboxConfig: sandbox,
-	})
-	if err != nil {
-		t.Fatalf("CreateContainer %s: %v", bigImage, err)
-	}
-	if _, err := n.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
-		t.Fatalf("StartContainer %s: %v", bigImage, err)
-	}
-	var exit int32
-	node.Eventually(ctx, t, "big container to exit", func(ctx context.Context) error {
-		st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr.ContainerId})
-		if err != nil {
-			return err
-		}
-		if st.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED {
-			return fmt.Errorf("container state %s", st.Status.State)
-		}
-		exit = st.Status.ExitCode
-		return nil
-	})
-	log, err := n.PodLog(ctx, podDir+"/big/0.log")
-	if err != nil {
-		t.Fatalf("big container's log: %v", err)
-	}
-	t.Logf("big container exited (code %d) %s after QEMU start; log: %s", exit, n.Since(), strings.TrimSpace(log))
-	if line := fmt.Sprintf("%s: %d bytes, sha256 %s", bigdata.Path, bigdata.Size, want); exit != 0 || !strings.Contains(log, line) {
-		t.Errorf("big container exited with %d and logged %q; want 0 and %q", exit, log, line)
+	line := fmt.Sprintf("%s: %d bytes, sha256 %s", bigdata.Path, bigdata.Size, want)
+	exit, log := n.RunPod(ctx, t, "big", bigImage, line)
+	t.Logf("big container log: %s", strings.TrimSpace(log))
+	if exit != 0 {
+		t.Errorf("big container exited with %d; want 0", exit)
 	}
 }
 
