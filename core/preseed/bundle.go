@@ -179,18 +179,12 @@ type imageRef struct {
 	ChainID digest.Digest
 }
 
-// metadata is what a bundle holds before its layers: enough to know every
-// digest and to decide whether it must be imported.
+// metadata is the format's metadata of a bundle (index.json, the JSON
+// blobs, the layer descriptors and their owners) seen as preseed needs it:
+// one unpacked manifest per image.
 type metadata struct {
+	*bundleformat.Metadata
 	images []imageRef
-	// index is the raw index.json, compared again on import.
-	index []byte
-	// json holds the index, manifest and config blobs the images need.
-	json map[digest.Digest][]byte
-	// layers are the layer blobs the unpacked manifests need.
-	layers map[digest.Digest]ocispec.Descriptor
-	// owner names, for each needed blob, what needs it (for errors).
-	owner map[digest.Digest]string
 	// read is how many bytes of the file were read to learn this.
 	read int64
 }
@@ -205,7 +199,7 @@ func readMetadata(ctx context.Context, s *stream, platform platforms.MatchCompar
 		return nil, err
 	}
 	// With an error, bm still names the images (for the status).
-	m := &metadata{index: bm.Index, json: bm.JSON, layers: bm.Layers, owner: bm.Owner, read: s.count.n}
+	m := &metadata{Metadata: bm, read: s.count.n}
 	for _, im := range bm.Images {
 		ref := imageRef{Name: im.Name, Target: im.Target}
 		// The platform policy follows exactly one manifest per image.
@@ -238,10 +232,10 @@ func checkName(name string) error {
 // through containerd's images, content and client packages.
 func ingest(ctx context.Context, s *stream, cs content.Store, m *metadata) error {
 	// The JSON blobs are already in memory.
-	for d, b := range m.json {
+	for d, b := range m.JSON {
 		desc := ocispec.Descriptor{Digest: d, Size: int64(len(b))}
 		if err := content.WriteBlob(ctx, cs, "preseed-"+d.String(), bytes.NewReader(b), desc); err != nil {
-			return fmt.Errorf("failed to write blob %s (%s): %w", d, m.owner[d], err)
+			return fmt.Errorf("failed to write blob %s (%s): %w", d, m.Owner[d], err)
 		}
 	}
 	have := make(map[digest.Digest]bool)
@@ -272,7 +266,7 @@ func ingestEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header, cs conten
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(b, m.index) {
+		if !bytes.Equal(b, m.Index) {
 			return errors.New("index.json changed while the bundle was being imported")
 		}
 		return nil
@@ -281,12 +275,12 @@ func ingestEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header, cs conten
 	if !ok {
 		return nil
 	}
-	desc, ok := m.layers[d]
+	desc, ok := m.Layers[d]
 	if !ok || have[d] {
 		return nil
 	}
 	if hdr.Size != desc.Size {
-		return fmt.Errorf("blob %s (%s) is %d bytes, its descriptor says %d", d, m.owner[d], hdr.Size, desc.Size)
+		return fmt.Errorf("blob %s (%s) is %d bytes, its descriptor says %d", d, m.Owner[d], hdr.Size, desc.Size)
 	}
 	ref := "preseed-" + d.String()
 	if err := content.WriteBlob(ctx, cs, ref, tr, desc); err != nil {
@@ -295,9 +289,9 @@ func ingestEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header, cs conten
 			err = fmt.Errorf("%w (and failed to abort the ingest: %v)", err, aerr)
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("broken tar: blob %s (%s) is truncated: %w", d, m.owner[d], err)
+			return fmt.Errorf("broken tar: blob %s (%s) is truncated: %w", d, m.Owner[d], err)
 		}
-		return fmt.Errorf("failed to write blob %s (%s): %w", d, m.owner[d], err)
+		return fmt.Errorf("failed to write blob %s (%s): %w", d, m.Owner[d], err)
 	}
 	have[d] = true
 	return nil
@@ -307,20 +301,20 @@ func ingestEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header, cs conten
 // already has them, at the size their descriptor says.
 func checkStored(ctx context.Context, cs content.Store, m *metadata, have map[digest.Digest]bool) error {
 	var missing []string
-	for d, desc := range m.layers {
+	for d, desc := range m.Layers {
 		if have[d] {
 			continue
 		}
 		info, err := cs.Info(ctx, d)
 		if errdefs.IsNotFound(err) {
-			missing = append(missing, fmt.Sprintf("%s (%s)", d, m.owner[d]))
+			missing = append(missing, fmt.Sprintf("%s (%s)", d, m.Owner[d]))
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("failed to look up blob %s: %w", d, err)
 		}
 		if info.Size != desc.Size {
-			return fmt.Errorf("blob %s (%s) is %d bytes in the store, its descriptor says %d", d, m.owner[d], info.Size, desc.Size)
+			return fmt.Errorf("blob %s (%s) is %d bytes in the store, its descriptor says %d", d, m.Owner[d], info.Size, desc.Size)
 		}
 	}
 	if len(missing) > 0 {

@@ -119,10 +119,10 @@ func (c Config) hold(ctx context.Context, cl *client.Client, b *bundle) error {
 	l := leases.Lease{ID: id}
 	ls := cl.LeasesService()
 	var res []leases.Resource
-	for d := range b.meta.json {
+	for d := range b.meta.JSON {
 		res = append(res, leases.Resource{ID: d.String(), Type: "content"})
 	}
-	for d := range b.meta.layers {
+	for d := range b.meta.Layers {
 		res = append(res, leases.Resource{ID: d.String(), Type: "content"})
 	}
 	for _, im := range b.meta.images {
@@ -146,11 +146,11 @@ func (c Config) hold(ctx context.Context, cl *client.Client, b *bundle) error {
 // last. readMetadata checked the manifest and config already.
 func chainIDs(m *metadata, im imageRef) ([]digest.Digest, error) {
 	var mf ocispec.Manifest
-	if err := json.Unmarshal(m.json[im.Manifest.Digest], &mf); err != nil {
+	if err := json.Unmarshal(m.JSON[im.Manifest.Digest], &mf); err != nil {
 		return nil, fmt.Errorf("manifest %s of image %s: %w", im.Manifest.Digest, im.Name, err)
 	}
 	var cfg ocispec.Image
-	if err := json.Unmarshal(m.json[mf.Config.Digest], &cfg); err != nil {
+	if err := json.Unmarshal(m.JSON[mf.Config.Digest], &cfg); err != nil {
 		return nil, fmt.Errorf("config %s of image %s: %w", mf.Config.Digest, im.Name, err)
 	}
 	return identity.ChainIDs(append([]digest.Digest(nil), cfg.RootFS.DiffIDs...)), nil
@@ -164,7 +164,7 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 		return err
 	}
 	defer s.Close()
-	cs := &loggingStore{Store: cl.ContentStore(), log: log.With(zap.String("file", b.path)), layers: b.meta.layers}
+	cs := &loggingStore{Store: cl.ContentStore(), log: log.With(zap.String("file", b.path)), layers: b.meta.Layers}
 	err = ingest(ctx, s, cs, b.meta)
 	if b.entry != nil && !unavailable(err) {
 		// Also after a failed ingest (a layer that does not match its

@@ -85,7 +85,7 @@ func (m *manifest) check(b *bundle, e *ManifestEntry, size int64) error {
 	if size != e.Size {
 		differs("size", size, e.Size)
 	}
-	if d := digest.FromBytes(b.meta.index); d != e.IndexDigest {
+	if d := digest.FromBytes(b.meta.Index); d != e.IndexDigest {
 		differs("index.json digest", d, e.IndexDigest)
 	}
 	if len(b.meta.images) != 1 {
@@ -150,7 +150,7 @@ func (m *metadata) manifestDigests(im imageRef) (map[digest.Digest]bool, bool) {
 		case images.IsManifestType(d.MediaType):
 			out[d.Digest] = true
 		case images.IsIndexType(d.MediaType):
-			b, ok := m.json[d.Digest]
+			b, ok := m.JSON[d.Digest]
 			if !ok {
 				complete = false
 				return
