@@ -33,10 +33,15 @@ if ! mountpoint -q "$root/proc"; then
   mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
 fi
 for dir in "${binds[@]}"; do
-  if ! mountpoint -q "$root$dir"; then
-    mkdir -p "$root$dir"
-    mount --bind "$dir" "$root$dir"
+  if mountpoint -q "$root$dir"; then
+    # Still the same directory: done. Else it was removed and made again
+    # (a new clone at the path of an old one), and the mount still shows
+    # the removed one, where getcwd fails: replace it.
+    [[ $(stat -c %d:%i "$dir") != "$(stat -c %d:%i "$root$dir")" ]] || continue
+    umount -l "$root$dir"
   fi
+  mkdir -p "$root$dir"
+  mount --bind "$dir" "$root$dir"
 done
 
 # A clean environment: only what the tools inside need, plus the proxy and Go
