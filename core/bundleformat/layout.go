@@ -9,7 +9,7 @@
 // It must not talk to containerd or a registry, and must not compress,
 // decompress or do any IO beyond reading a tar stream it is given: callers
 // own files and decompressors. It depends only on the standard library,
-// image-spec and go-digest.
+// image-spec, go-digest and distribution/reference (image names).
 package bundleformat
 
 import (

@@ -44,8 +44,14 @@ type Entry struct {
 	IndexDigest digest.Digest `json:"index_digest"`
 	// Target is index.json's descriptor: what the image record points to.
 	Target ocispec.Descriptor `json:"target"`
-	// Manifests are every image manifest reachable from Target.
+	// Manifests are every image manifest reachable from Target that the
+	// bundle holds (for an index narrowed by AnnotationPlatforms, only
+	// those of its platforms).
 	Manifests []ManifestImage `json:"manifests"`
+	// References are the names a pod may give the image: References of
+	// Reference, Target and every manifest. Preseed registers Reference,
+	// repo@Target and repo@ the manifest it unpacks.
+	References []string `json:"references"`
 }
 
 // ManifestImage is one image manifest of a bundle.
@@ -102,6 +108,8 @@ func (e *Entry) Validate() error {
 		return errors.New("no reference")
 	case len(e.Manifests) == 0:
 		return errors.New("no manifests")
+	case len(e.References) == 0 || e.References[0] != e.Reference:
+		return fmt.Errorf("references %q do not start with the reference %q", e.References, e.Reference)
 	}
 	if c, ok := FromFileName(e.Path); !ok || c != e.Compression {
 		return fmt.Errorf("path %q does not end in %q, the extension of compression %q", e.Path, e.Compression.Ext(), e.Compression)

@@ -80,8 +80,15 @@ func Inspect(path string) (*bundleformat.Entry, error) {
 	}
 	im := m.Images[0]
 	e := &bundleformat.Entry{Reference: im.Name, IndexDigest: digest.FromBytes(m.Index), Target: im.Target}
+	var held []digest.Digest
 	for _, mf := range im.Manifests {
 		e.Manifests = append(e.Manifests, bundleformat.ManifestImage{Digest: mf.Descriptor.Digest, Platform: mf.Descriptor.Platform})
+		held = append(held, mf.Descriptor.Digest)
 	}
+	refs, err := bundleformat.References(im.Name, im.Target.Digest, held...)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	e.References = refs
 	return e, nil
 }
