@@ -1,6 +1,7 @@
 """appliance_initramfs: the appliance's initramfs with a given init."""
 
 load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
+load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/rules:initramfs.bzl", "initramfs")
 
 def appliance_initramfs(
@@ -42,5 +43,41 @@ def appliance_initramfs(
             # /lib/modules/<release>/ and /etc/modules-load.d/.
             Label("//third_party/linux:modules"),
         ],
+        **kwargs
+    )
+
+def appliance_with_bundles(name, init, bundles, **kwargs):
+    """An appliance initramfs with its own set of preseed bundles.
+
+    Declares `<name>_tree` (a preseed_tree of `bundles`), `<name>_tree_tar`
+    and `<name>_tree_json` (its tar and manifest) and the initramfs `<name>`
+    that carries them. Variants of the appliance (E2E trees with extra
+    images) use it instead of repeating those four targets.
+
+    Args:
+      name: the initramfs target's name.
+      init: the init binary (`//core/init` or its E2E variant).
+      bundles: preseed_bundle targets.
+      **kwargs: passed to the initramfs (visibility, tags, ...).
+    """
+    preseed_tree(
+        name = name + "_tree",
+        bundles = bundles,
+    )
+    native.filegroup(
+        name = name + "_tree_tar",
+        srcs = [":" + name + "_tree"],
+        output_group = "tar",
+    )
+    native.filegroup(
+        name = name + "_tree_json",
+        srcs = [":" + name + "_tree"],
+        output_group = "manifest",
+    )
+    appliance_initramfs(
+        name = name,
+        init = init,
+        preseed_manifest = ":" + name + "_tree_json",
+        preseed_tar = ":" + name + "_tree_tar",
         **kwargs
     )
