@@ -2,13 +2,16 @@
 
     oci = use_extension("//build/oci:extensions.bzl", "oci")
     oci.pull(name = "distroless", image = "gcr.example/distroless/static",
-             digest = "sha256:...", platforms = ["linux/amd64"])
+             digest = "sha256:...", platforms = ["linux/amd64"],
+             mirrors = ["mirror.example/distroless/static"])
     oci.from_lock(lock = "//images:oci.lock.json")
     use_repo(oci, "distroless")
 
 Each image becomes a repository whose target `@<name>//:<name>` (also
 `@<name>//:image`) is the image as an OCI layout directory, fetched by a
-build action (see pull.bzl for why). A tag alone is refused.
+build action (see pull.bzl for why). A tag alone is refused. `mirrors`
+(in oci.pull or a lock file entry) are repositories holding the same image,
+tried in order before the image's own; credentials: see pull.bzl.
 """
 
 load(":pull.bzl", "oci_pull_repo")
@@ -23,6 +26,11 @@ def _check(name, image, digest, where):
     if not digest.startswith("sha256:") or len(digest) != 71:
         fail("%s: image %s (%s): digest %r is not sha256:<64 hex>" % (where, image, name, digest))
 
+def _check_mirrors(name, mirrors, where):
+    for m in mirrors:
+        if "@" in m or not m or m.startswith("/"):
+            fail("%s: mirror %r of %s is not a repository name (host/path, no digest)" % (where, m, name))
+
 def _oci_impl(mctx):
     images = {}
     for mod in mctx.modules:
@@ -31,14 +39,16 @@ def _oci_impl(mctx):
             for e in data.get("images", []):
                 where = "lock file %s" % lock.lock
                 _check(e["name"], e["image"], e.get("digest", ""), where)
-                images[e["name"]] = struct(image = e["image"], digest = e["digest"], platforms = e.get("platforms", []), where = where)
+                _check_mirrors(e["name"], e.get("mirrors", []), where)
+                images[e["name"]] = struct(image = e["image"], digest = e["digest"], platforms = e.get("platforms", []), mirrors = e.get("mirrors", []), where = where)
         for p in mod.tags.pull:
             _check(p.name, p.image, p.digest, "oci.pull")
+            _check_mirrors(p.name, p.mirrors, "oci.pull")
             if p.name in images:
                 fail("oci.pull: image name %s is already defined in %s" % (p.name, images[p.name].where))
-            images[p.name] = struct(image = p.image, digest = p.digest, platforms = p.platforms, where = "oci.pull")
+            images[p.name] = struct(image = p.image, digest = p.digest, platforms = p.platforms, mirrors = p.mirrors, where = "oci.pull")
     for name, i in images.items():
-        oci_pull_repo(name = name, image_name = name, image = i.image, digest = i.digest, platforms = i.platforms)
+        oci_pull_repo(name = name, image_name = name, image = i.image, digest = i.digest, platforms = i.platforms, mirrors = i.mirrors)
 
 oci = module_extension(
     implementation = _oci_impl,
@@ -51,6 +61,7 @@ oci = module_extension(
                 "image": attr.string(doc = "Repository, e.g. `docker.io/library/busybox`; a tag here is ignored.", mandatory = True),
                 "digest": attr.string(doc = "Required `sha256:` digest of the index or manifest."),
                 "platforms": attr.string_list(doc = "`os/arch[/variant]` to keep from an index; empty keeps all."),
+                "mirrors": attr.string_list(doc = "Repositories holding the same image, tried in order before `image`; every blob is checked against `digest`."),
             },
         ),
         "from_lock": tag_class(

@@ -11,7 +11,39 @@ every blob. Its output is an OCI layout tree artifact keyed by the digest:
 with nothing changed, Bazel's action cache (or a disk/remote cache) supplies
 it and no network is used. The action is tagged requires-network; it runs
 only when the image is needed by what is built.
+
+Mirrors: `mirrors` lists repositories holding the same image, tried in order
+before the image's own (for sites that reach only their own mirror). Every
+blob is checked against the pinned digest, so a mirror can fail to serve the
+image but never change it.
+
+Credentials: name a Docker config.json with
+`--@appliance//build/oci/pull:docker_config=/abs/path/config.json` (in a
+.bazelrc, or `--//build/oci/pull:docker_config=...` inside this module). Only
+the fetch actions see the setting, so changing it reruns nothing else; the
+file is read by the action at build time and never copied into a repository
+or BUILD file. Its "auths" entries are used (credential helpers need the
+user's session, which an action does not have). Without it, the default
+keychain is used: `--action_env=DOCKER_CONFIG=/abs/dir` also works, at the
+price of changing the environment of every action.
 """
+
+DockerConfigInfo = provider(
+    doc = "The Docker config.json that oci_fetch actions read credentials from.",
+    fields = {"path": "Absolute path of the file, or empty for the default keychain."},
+)
+
+def _docker_config_setting_impl(ctx):
+    path = ctx.build_setting_value
+    if path and not path.startswith("/"):
+        fail("%s: %r is not an absolute path; actions run in Bazel's execution root, so name config.json by its absolute path" % (ctx.label, path))
+    return [DockerConfigInfo(path = path)]
+
+docker_config_setting = rule(
+    implementation = _docker_config_setting_impl,
+    doc = "A flag naming the Docker config.json of the fetch actions (see the file's docstring).",
+    build_setting = config.string(flag = True),
+)
 
 _TOOL = Label("//build/oci/cmd/ocitool")
 
@@ -22,6 +54,11 @@ def _oci_fetch_impl(ctx):
     args = ["pull", "--image", ctx.attr.image, "--digest", ctx.attr.digest, "--out", out.path]
     for p in ctx.attr.platforms:
         args.extend(["--platform", p])
+    for m in ctx.attr.mirrors:
+        args.extend(["--mirror", m])
+    docker_config = ctx.attr._docker_config[DockerConfigInfo].path
+    if docker_config:
+        args.extend(["--docker-config", docker_config])
     ctx.actions.run(
         executable = ctx.executable._tool,
         arguments = args,
@@ -44,6 +81,8 @@ by the `oci` module extension; usable directly.""",
         "image": attr.string(doc = "Repository, e.g. `docker.io/library/busybox`.", mandatory = True),
         "digest": attr.string(doc = "Pinned `sha256:` digest of the index or manifest.", mandatory = True),
         "platforms": attr.string_list(doc = "`os/arch[/variant]` to keep from an index; empty keeps all."),
+        "mirrors": attr.string_list(doc = "Repositories holding the same image, tried in order before `image`."),
+        "_docker_config": attr.label(default = Label("//build/oci/pull:docker_config"), providers = [DockerConfigInfo]),
         "_tool": attr.label(default = _TOOL, executable = True, cfg = "exec"),
     },
 )
@@ -58,6 +97,7 @@ oci_fetch(
     image = {image},
     digest = {digest},
     platforms = {platforms},
+    mirrors = {mirrors},
     visibility = ["//visibility:public"],
 )
 
@@ -72,6 +112,7 @@ alias(
         image = repr(rctx.attr.image),
         digest = repr(rctx.attr.digest),
         platforms = repr(rctx.attr.platforms),
+        mirrors = repr(rctx.attr.mirrors),
     ))
 
 oci_pull_repo = repository_rule(
@@ -82,6 +123,7 @@ oci_pull_repo = repository_rule(
         "image": attr.string(doc = "Repository of the image.", mandatory = True),
         "digest": attr.string(doc = "Pinned digest.", mandatory = True),
         "platforms": attr.string_list(doc = "Platforms to keep."),
+        "mirrors": attr.string_list(doc = "Repositories tried in order before `image`."),
     },
 )
 

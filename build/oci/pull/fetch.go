@@ -6,12 +6,14 @@
 package pull
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -20,8 +22,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/appliance-bundler/appliance/build/oci/validate"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // PinHint tells a user how to pin an image.
@@ -37,34 +41,86 @@ type Request struct {
 	// Platforms, as "os/arch[/variant]", narrow an index to those
 	// platforms; empty keeps every platform.
 	Platforms []string
+	// Mirrors are repositories holding the same image, tried in order
+	// before Image, for sites that reach only their own mirror. Every blob
+	// is checked against the pinned digest, so a mirror cannot change
+	// what is fetched, only fail to serve it.
+	Mirrors []string
 }
 
 // Fetch writes the image req names as an OCI image layout at dest, which
 // must not exist or be empty. Every blob is checked against its digest as it
-// is read (go-containerregistry's verifying readers) and again on disk.
+// is read (go-containerregistry's verifying readers) and again on disk. The
+// mirrors are tried in order, then the image's own repository; the error
+// when all fail names each source and its failure.
 func Fetch(ctx context.Context, req Request, dest string, opts ...remote.Option) error {
-	ref, err := pinnedReference(req)
-	if err != nil {
+	if _, err := pinnedReference(req); err != nil {
 		return err
 	}
 	plats, err := parsePlatforms(req.Platforms)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", req.Image, err)
 	}
+	for _, m := range req.Mirrors {
+		if _, err := name.NewRepository(m); err != nil {
+			return fmt.Errorf("image %s: mirror %q is not a repository name (no tag or digest): %w", req.Image, m, err)
+		}
+	}
 	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
+	sources := append(append([]string(nil), req.Mirrors...), req.Image)
+	var failures []string
+	for i, src := range sources {
+		if err := emptyDir(dest); err != nil {
+			return err
+		}
+		err := fetchFrom(src, req, plats, dest, opts)
+		if err == nil {
+			return nil
+		}
+		if len(sources) == 1 || ctx.Err() != nil {
+			return err
+		}
+		what := fmt.Sprintf("mirror %d of %d", i+1, len(req.Mirrors))
+		if i == len(sources)-1 {
+			what = "the image's own repository"
+		}
+		failures = append(failures, fmt.Sprintf("%s (%s): %v", src, what, err))
+	}
+	return fmt.Errorf("failed to fetch %s@%s from any of its %d sources, tried in order:\n  %s",
+		req.Image, req.Digest, len(sources), strings.Join(failures, "\n  "))
+}
+
+// emptyDir makes dest an empty directory, dropping what a failed source
+// left, so that a layout never mixes the blobs of two attempts.
+func emptyDir(dest string) error {
+	if err := os.RemoveAll(dest); err != nil {
+		return fmt.Errorf("failed to clear layout %s: %w", dest, err)
+	}
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return fmt.Errorf("failed to create layout %s: %w", dest, err)
+	}
+	return nil
+}
+
+// fetchFrom fetches the pinned image from the repository src (the image's
+// own or a mirror) into the empty directory dest and validates the result.
+func fetchFrom(src string, req Request, plats []v1.Platform, dest string, opts []remote.Option) error {
+	ref, err := pinnedReference(Request{Image: src, Digest: req.Digest})
+	if err != nil {
+		return err
+	}
 	// remote.Get refuses a manifest whose bytes do not hash to the digest
 	// asked for.
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		return fmt.Errorf("failed to fetch %s: %w", ref, err)
 	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		return fmt.Errorf("failed to create layout %s: %w", dest, err)
-	}
 	lp, err := layout.Write(dest, empty.Index)
 	if err != nil {
 		return fmt.Errorf("failed to start layout %s: %w", dest, err)
 	}
+	// The image's own name, whichever source served it: the digest makes
+	// them the same image.
 	annotations := map[string]string{
 		"org.opencontainers.image.base.name":   req.Image,
 		"org.opencontainers.image.base.digest": req.Digest,
@@ -79,19 +135,7 @@ func Fetch(ctx context.Context, req Request, dest string, opts ...remote.Option)
 			return err
 		}
 	case desc.MediaType.IsImage():
-		img, err := desc.Image()
-		if err != nil {
-			return fmt.Errorf("failed to read manifest %s: %w", ref, err)
-		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			return fmt.Errorf("failed to read config of %s: %w", ref, err)
-		}
-		p := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
-		if len(plats) > 0 && !matchesAny(p, plats) {
-			return fmt.Errorf("image %s is a single %s image, not one of the requested platforms %v", ref, p.String(), req.Platforms)
-		}
-		if err := writeImage(ref, lp, img, p, annotations); err != nil {
+		if err := writeSingle(ref, lp, desc, plats, annotations); err != nil {
 			return err
 		}
 	default:
@@ -101,6 +145,38 @@ func Fetch(ctx context.Context, req Request, dest string, opts ...remote.Option)
 		return fmt.Errorf("fetched image %s failed verification: %w", ref, err)
 	}
 	return nil
+}
+
+// writeSingle writes a single-manifest image, refusing it when platforms
+// were asked for and it is not one of them.
+func writeSingle(ref name.Digest, lp layout.Path, desc *remote.Descriptor, plats []v1.Platform, annotations map[string]string) error {
+	img, err := desc.Image()
+	if err != nil {
+		return fmt.Errorf("failed to read manifest %s: %w", ref, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("failed to read config of %s: %w", ref, err)
+	}
+	p := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
+	if len(plats) > 0 && !matchesAny(p, plats) {
+		return fmt.Errorf("image %s is a single %s image, not one of the requested platforms %v", ref, p.String(), platformStrings(plats))
+	}
+	if err := writeImageBlobs(ref, lp, img); err != nil {
+		return err
+	}
+	if err := lp.AppendImage(img, layout.WithPlatform(p), layout.WithAnnotations(annotations)); err != nil {
+		return blobError(ref, err)
+	}
+	return nil
+}
+
+func platformStrings(plats []v1.Platform) []string {
+	out := make([]string, 0, len(plats))
+	for _, p := range plats {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // pinnedReference refuses anything not pinned by a sha256 digest.
@@ -150,9 +226,11 @@ func matchesAny(p v1.Platform, want []v1.Platform) bool {
 	return false
 }
 
-// writeIndex writes an index. Narrowed to platforms, the layout's index.json
-// lists the chosen manifests directly: the original index would reference
-// manifests that are not in the layout. Its digest stays in the annotations.
+// writeIndex writes an index. Narrowed to platforms, the layout keeps the
+// original index blob unchanged, so the image keeps its pinned digest, and
+// holds only the kept platforms' manifests, configs and layers; index.json's
+// descriptor lists them in bundleformat.AnnotationPlatforms, as containerd's
+// export with a platform filter leaves the other manifests out.
 func writeIndex(ref name.Digest, lp layout.Path, ii v1.ImageIndex, plats []v1.Platform, annotations map[string]string) error {
 	if len(plats) == 0 {
 		if err := lp.AppendIndex(ii, layout.WithAnnotations(annotations)); err != nil {
@@ -164,41 +242,90 @@ func writeIndex(ref name.Digest, lp layout.Path, ii v1.ImageIndex, plats []v1.Pl
 	if err != nil {
 		return fmt.Errorf("failed to read index %s: %w", ref, err)
 	}
-	var have []string
+	kept, err := keptManifests(ref, im, plats)
+	if err != nil {
+		return err
+	}
+	var held []string
+	for _, d := range kept {
+		img, err := ii.Image(d.Digest)
+		if err != nil {
+			return fmt.Errorf("failed to read manifest %s of %s: %w", d.Digest, ref, err)
+		}
+		if err := writeImageBlobs(ref, lp, img); err != nil {
+			return err
+		}
+		held = append(held, bundleformat.FormatPlatform(ocispec.Platform{OS: d.Platform.OS, Architecture: d.Platform.Architecture, Variant: d.Platform.Variant}))
+	}
+	return writeOriginalIndex(ref, lp, ii, held, annotations)
+}
+
+// writeOriginalIndex writes the index blob byte for byte as the registry
+// served it (remote.Get checked it against the pinned digest) and names it
+// in index.json with the platforms held.
+func writeOriginalIndex(ref name.Digest, lp layout.Path, ii v1.ImageIndex, held []string, annotations map[string]string) error {
+	raw, err := ii.RawManifest()
+	if err != nil {
+		return fmt.Errorf("failed to read index %s: %w", ref, err)
+	}
+	mt, err := ii.MediaType()
+	if err != nil {
+		return fmt.Errorf("failed to read the media type of index %s: %w", ref, err)
+	}
+	h, err := v1.NewHash(ref.DigestStr())
+	if err != nil {
+		return fmt.Errorf("image %s: %w", ref, err)
+	}
+	if err := lp.WriteBlob(h, io.NopCloser(bytes.NewReader(raw))); err != nil {
+		return blobError(ref, err)
+	}
+	sort.Strings(held)
+	ann := map[string]string{bundleformat.AnnotationPlatforms: strings.Join(held, ",")}
+	for k, v := range annotations {
+		ann[k] = v
+	}
+	desc := v1.Descriptor{MediaType: mt, Digest: h, Size: int64(len(raw)), Annotations: ann}
+	if err := lp.AppendDescriptor(desc); err != nil {
+		return fmt.Errorf("failed to write index.json of layout %s: %w", lp, err)
+	}
+	return nil
+}
+
+// keptManifests picks, for each requested platform, the first manifest of
+// the index that serves it; a platform the index lacks is an error naming
+// what it has.
+func keptManifests(ref name.Digest, im *v1.IndexManifest, plats []v1.Platform) ([]v1.Descriptor, error) {
+	var kept []v1.Descriptor
+	seen := map[v1.Hash]bool{}
 	for _, want := range plats {
 		found := false
 		for _, d := range im.Manifests {
-			if d.Platform == nil || !d.MediaType.IsImage() {
+			if d.Platform == nil || !d.MediaType.IsImage() || !matchesAny(*d.Platform, []v1.Platform{want}) {
 				continue
 			}
-			if !matchesAny(*d.Platform, []v1.Platform{want}) {
-				continue
-			}
-			img, err := ii.Image(d.Digest)
-			if err != nil {
-				return fmt.Errorf("failed to read manifest %s of %s: %w", d.Digest, ref, err)
-			}
-			if err := writeImage(ref, lp, img, *d.Platform, annotations); err != nil {
-				return err
+			if !seen[d.Digest] {
+				seen[d.Digest] = true
+				kept = append(kept, d)
 			}
 			found = true
 			break
 		}
 		if !found {
+			var have []string
 			for _, d := range im.Manifests {
 				if d.Platform != nil {
 					have = append(have, d.Platform.String())
 				}
 			}
-			return fmt.Errorf("image %s has no manifest for platform %s (it has %s)", ref, want.String(), strings.Join(have, ", "))
+			return nil, fmt.Errorf("image %s has no manifest for platform %s (it has %s)", ref, want.String(), strings.Join(have, ", "))
 		}
 	}
-	return nil
+	return kept, nil
 }
 
-// writeImage writes one image's blobs, layers one by one so that a failure
-// names the blob, then its manifest.
-func writeImage(ref name.Digest, lp layout.Path, img v1.Image, p v1.Platform, annotations map[string]string) error {
+// writeImageBlobs writes one image's blobs (layers one by one so that a
+// failure names the blob, then its config and manifest), not index.json.
+func writeImageBlobs(ref name.Digest, lp layout.Path, img v1.Image) error {
 	layers, err := img.Layers()
 	if err != nil {
 		return fmt.Errorf("failed to list layers of %s: %w", ref, err)
@@ -212,7 +339,7 @@ func writeImage(ref name.Digest, lp layout.Path, img v1.Image, p v1.Platform, an
 			return fmt.Errorf("failed to fetch blob %s of image %s: %w", dg, ref, err)
 		}
 	}
-	if err := lp.AppendImage(img, layout.WithPlatform(p), layout.WithAnnotations(annotations)); err != nil {
+	if err := lp.WriteImage(img); err != nil {
 		return blobError(ref, err)
 	}
 	return nil

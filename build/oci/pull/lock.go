@@ -35,6 +35,9 @@ type LockEntry struct {
 	Platforms []string `json:"platforms,omitempty"`
 	// Manifests maps each platform to its manifest digest under Digest.
 	Manifests map[string]string `json:"manifests,omitempty"`
+	// Mirrors are repositories holding the same image, tried in order
+	// before Image when fetching (see Request.Mirrors).
+	Mirrors []string `json:"mirrors,omitempty"`
 }
 
 // maxLockDepth bounds the nesting of a lock file (it has four levels), so a
@@ -146,7 +149,7 @@ func lockKeyAllowed(depth int, key string) bool {
 		return key == "images"
 	case 2:
 		switch key {
-		case "name", "image", "tag", "digest", "platforms", "manifests":
+		case "name", "image", "tag", "digest", "platforms", "manifests", "mirrors":
 			return true
 		}
 		return false
@@ -167,6 +170,11 @@ func checkLockEntry(e LockEntry) error {
 	}
 	if _, err := parsePlatforms(e.Platforms); err != nil {
 		return err
+	}
+	for _, m := range e.Mirrors {
+		if _, err := name.NewRepository(m); err != nil {
+			return fmt.Errorf("mirror %q is not a repository name (no tag or digest here): %w", m, err)
+		}
 	}
 	plats := make([]string, 0, len(e.Manifests))
 	for p := range e.Manifests {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/pull"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 func creds() remote.Option {
@@ -266,41 +268,14 @@ func TestFetchNarrowsIndex(t *testing.T) {
 	if err := pull.Fetch(context.Background(), req, dest, creds()); err != nil {
 		t.Fatalf("pull failed: %v", err)
 	}
-	res, err := validate.Layout(dest)
-	if err != nil {
-		t.Fatalf("pulled layout is invalid: %v", err)
-	}
-	if len(res.Index) != 1 || res.Index[0].Digest != im.Manifests[1].Digest.String() {
-		t.Fatalf("layout names %+v, want only the arm64 manifest %s", res.Index, im.Manifests[1].Digest)
-	}
-	if p := res.Index[0].Platform; p == nil || p.Architecture != "arm64" || p.Variant != "v8" {
-		t.Errorf("descriptor platform %+v, want linux/arm64/v8", p)
-	}
-	// Nothing of the other platforms was fetched.
-	ents, _ := os.ReadDir(filepath.Join(dest, "blobs", "sha256"))
-	if len(ents) != len(res.Blobs) {
-		t.Errorf("layout holds %d blobs, %d reachable: other platforms' blobs were fetched", len(ents), len(res.Blobs))
-	}
-	var idxJSON struct {
-		Manifests []struct {
-			Annotations map[string]string `json:"annotations"`
-		} `json:"manifests"`
-	}
-	data, _ := os.ReadFile(filepath.Join(dest, "index.json"))
-	_ = json.Unmarshal(data, &idxJSON)
-	if got := idxJSON.Manifests[0].Annotations["org.opencontainers.image.base.digest"]; got != req.Digest {
-		t.Errorf("narrowed layout does not record the pinned index digest: %q", got)
-	}
-
+	checkNarrowed(t, dest, req.Digest, im, "linux/arm64/v8")
 	// Two platforms, and the whole index.
 	dest2 := filepath.Join(t.TempDir(), "two")
 	req.Platforms = []string{"linux/amd64", "linux/arm/v7"}
 	if err := pull.Fetch(context.Background(), req, dest2, creds()); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := validate.Layout(dest2); err != nil || len(res.Index) != 2 {
-		t.Fatalf("want 2 manifests, got %v, %v", res, err)
-	}
+	checkNarrowed(t, dest2, req.Digest, im, "linux/amd64", "linux/arm/v7")
 	dest3 := filepath.Join(t.TempDir(), "all")
 	req.Platforms = nil
 	if err := pull.Fetch(context.Background(), req, dest3, creds()); err != nil {
@@ -311,8 +286,74 @@ func TestFetchNarrowsIndex(t *testing.T) {
 	}
 
 	req.Platforms = []string{"linux/s390x"}
-	err = pull.Fetch(context.Background(), req, t.TempDir(), creds())
+	err := pull.Fetch(context.Background(), req, t.TempDir(), creds())
 	if err == nil || !strings.Contains(err.Error(), "linux/s390x") {
 		t.Fatalf("want an error naming the missing platform, got %v", err)
+	}
+}
+
+// checkNarrowed checks a layout narrowed to platforms: index.json names the
+// original index (the pinned digest, the registry's bytes unchanged) with
+// AnnotationPlatforms listing them, and the layout holds exactly the index
+// blob and the kept platforms' manifests, configs and layers.
+func checkNarrowed(t *testing.T, dest, pinned string, im *v1.IndexManifest, platforms ...string) {
+	t.Helper()
+	if _, err := validate.Layout(dest); err != nil {
+		t.Fatalf("narrowed layout is invalid: %v", err)
+	}
+	var idx v1.IndexManifest
+	data, err := os.ReadFile(filepath.Join(dest, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Manifests) != 1 || idx.Manifests[0].Digest.String() != pinned || !idx.Manifests[0].MediaType.IsIndex() {
+		t.Fatalf("index.json names %+v, want only the pinned index %s", idx.Manifests, pinned)
+	}
+	d := idx.Manifests[0]
+	if got, want := d.Annotations[bundleformat.AnnotationPlatforms], strings.Join(platforms, ","); got != want {
+		t.Errorf("annotation %s = %q, want %q", bundleformat.AnnotationPlatforms, got, want)
+	}
+	if got := d.Annotations["org.opencontainers.image.base.digest"]; got != pinned {
+		t.Errorf("base.digest annotation %q, want %s", got, pinned)
+	}
+	raw, err := os.ReadFile(filepath.Join(dest, "blobs", "sha256", d.Digest.Hex))
+	if err != nil || v1.Hash(d.Digest).String() != pinned || int64(len(raw)) != d.Size {
+		t.Fatalf("index blob: %v (size %d, descriptor %d)", err, len(raw), d.Size)
+	}
+	want := map[string]bool{d.Digest.Hex: true}
+	for _, m := range im.Manifests {
+		if !slices.Contains(platforms, m.Platform.String()) {
+			continue
+		}
+		want[m.Digest.Hex] = true
+		var mf v1.Manifest
+		mdata, err := os.ReadFile(filepath.Join(dest, "blobs", "sha256", m.Digest.Hex))
+		if err != nil {
+			t.Fatalf("manifest %s of kept platform %s: %v", m.Digest, m.Platform, err)
+		}
+		if err := json.Unmarshal(mdata, &mf); err != nil {
+			t.Fatal(err)
+		}
+		want[mf.Config.Digest.Hex] = true
+		for _, l := range mf.Layers {
+			want[l.Digest.Hex] = true
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(dest, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+		if !want[e.Name()] {
+			t.Errorf("layout holds blob %s, which no kept platform needs", e.Name())
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("layout holds %d blobs, want %d (index, and manifest, config and layers of %v)", len(got), len(want), platforms)
 	}
 }
