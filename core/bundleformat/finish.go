@@ -14,7 +14,7 @@ import (
 func (r *reader) finish() error {
 	for i := range r.m.Images {
 		im := &r.m.Images[i]
-		descs, err := r.manifestsOf(im.Target)
+		descs, err := r.manifestsOf(im.Target, im.Platforms)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", im.Name, err)
 		}
@@ -29,9 +29,10 @@ func (r *reader) finish() error {
 	return nil
 }
 
-// manifestsOf walks from target through the indexes the policy follows and
-// returns the manifests reached, in order, each once.
-func (r *reader) manifestsOf(target ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+// manifestsOf walks from target (narrowed to the held platforms, if any)
+// through the indexes the policy follows and returns the manifests
+// reached, in order, each once.
+func (r *reader) manifestsOf(target ocispec.Descriptor, held []string) ([]ocispec.Descriptor, error) {
 	var out []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
 	todo := []ocispec.Descriptor{target}
@@ -50,7 +51,11 @@ func (r *reader) manifestsOf(target ocispec.Descriptor) ([]ocispec.Descriptor, e
 		if err := json.Unmarshal(r.m.JSON[desc.Digest], &idx); err != nil {
 			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
-		chosen, err := r.choose(desc.Digest, r.m.Owner[desc.Digest], idx)
+		var narrow []string
+		if desc.Digest == target.Digest {
+			narrow = held
+		}
+		chosen, err := r.choose(desc.Digest, r.m.Owner[desc.Digest], idx, narrow)
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -51,6 +52,10 @@ type Image struct {
 	Name string
 	// Target is the index.json descriptor the image record points to.
 	Target ocispec.Descriptor
+	// Platforms are, for an index narrowed by AnnotationPlatforms, the
+	// platforms the bundle holds (FormatPlatform spelling); nil when it
+	// holds every manifest.
+	Platforms []string
 	// Manifests are the image manifests followed from Target: with a
 	// Policy.Platform the one that is unpacked, else every one reachable,
 	// in index order without repeats.
@@ -83,6 +88,8 @@ type Metadata struct {
 type role struct {
 	desc  ocispec.Descriptor
 	owner string
+	// held narrows an index target to these platforms (AnnotationPlatforms).
+	held []string
 }
 
 // reader is the state of one ReadMetadata.
@@ -203,14 +210,39 @@ func (r *reader) addImages(idx *ocispec.Index) error {
 		if p := r.policy.Platform; p != nil && d.Platform != nil && !p.Match(*d.Platform) {
 			return fmt.Errorf("image %s is for %s, not this machine's platform", name, FormatPlatform(*d.Platform))
 		}
-		r.m.Images = append(r.m.Images, Image{Name: name, Target: d})
-		if other, ok := r.pending[d.Digest]; ok && (other.desc.Size != d.Size || other.desc.MediaType != d.MediaType) {
-			return fmt.Errorf("index.json entry %d (%s): %s is also %s with another size or media type", i, name, d.Digest, other.owner)
+		held, err := heldPlatforms(d)
+		if err != nil {
+			return fmt.Errorf("index.json entry %d (%s): %w", i, name, err)
+		}
+		r.m.Images = append(r.m.Images, Image{Name: name, Target: d, Platforms: held})
+		if other, ok := r.pending[d.Digest]; ok && (other.desc.Size != d.Size || other.desc.MediaType != d.MediaType || !slices.Equal(other.held, held)) {
+			return fmt.Errorf("index.json entry %d (%s): %s is also %s with another size, media type or platforms", i, name, d.Digest, other.owner)
 		} else if !ok {
-			r.pending[d.Digest] = role{desc: d, owner: "image " + name}
+			r.pending[d.Digest] = role{desc: d, owner: "image " + name, held: held}
 		}
 	}
 	return nil
+}
+
+// heldPlatforms reads AnnotationPlatforms of an index.json descriptor: nil
+// without it; only an image index may carry it.
+func heldPlatforms(d ocispec.Descriptor) ([]string, error) {
+	v, ok := d.Annotations[AnnotationPlatforms]
+	if !ok {
+		return nil, nil
+	}
+	if !IsIndex(d.MediaType) {
+		return nil, fmt.Errorf("annotation %s on %s of media type %q: only an image index is narrowed to platforms", AnnotationPlatforms, d.Digest, d.MediaType)
+	}
+	ps, err := ParsePlatforms(v)
+	if err != nil {
+		return nil, err
+	}
+	held := make([]string, 0, len(ps))
+	for _, p := range ps {
+		held = append(held, FormatPlatform(p))
+	}
+	return held, nil
 }
 
 // FormatPlatform spells a platform as os/arch[/variant].

@@ -42,7 +42,7 @@ func TestReferencesRejects(t *testing.T) {
 	for name, want := range map[string]string{
 		"hello:1.0": "not normalised",
 		"docker.io/library/hello@" + digest.FromString("other").String(): "but the image's target is",
-		"docker.io/library/Hello:1": "image name",
+		"docker.io/library/Hello:1":                                      "image name",
 	} {
 		if _, err := bundleformat.References(name, idx); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("References(%s) = %v, want an error with %q", name, err, want)

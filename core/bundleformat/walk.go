@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -126,7 +127,7 @@ func (r *reader) indexChildren(d digest.Digest, ro role, b []byte) ([]role, erro
 	if err := json.Unmarshal(b, &idx); err != nil {
 		return nil, fmt.Errorf("blob %s (%s) is not an index: %w", d, ro.owner, err)
 	}
-	chosen, err := r.choose(d, ro.owner, idx)
+	chosen, err := r.choose(d, ro.owner, idx, ro.held)
 	if err != nil {
 		return nil, err
 	}
@@ -138,11 +139,20 @@ func (r *reader) indexChildren(d digest.Digest, ro role, b []byte) ([]role, erro
 }
 
 // choose picks what of an index is followed: with a platform, its best
-// matching manifest; else every manifest and nested index.
-func (r *reader) choose(d digest.Digest, owner string, idx ocispec.Index) ([]ocispec.Descriptor, error) {
+// matching manifest; else every manifest and nested index. An index
+// narrowed to the held platforms (AnnotationPlatforms) offers only their
+// manifests.
+func (r *reader) choose(d digest.Digest, owner string, idx ocispec.Index, held []string) ([]ocispec.Descriptor, error) {
+	cands := idx.Manifests
+	if held != nil {
+		var err error
+		if cands, err = heldManifests(d, owner, idx, held); err != nil {
+			return nil, err
+		}
+	}
 	p := r.policy.Platform
 	if p == nil {
-		for _, c := range idx.Manifests {
+		for _, c := range cands {
 			if !IsIndex(c.MediaType) && !IsManifest(c.MediaType) {
 				return nil, fmt.Errorf("index %s (%s) lists %s of media type %q, neither an index nor a manifest", d, owner, c.Digest, c.MediaType)
 			}
@@ -150,16 +160,19 @@ func (r *reader) choose(d digest.Digest, owner string, idx ocispec.Index) ([]oci
 				return nil, fmt.Errorf("index %s (%s): %w", d, owner, err)
 			}
 		}
-		return idx.Manifests, nil
+		return cands, nil
 	}
 	var best *ocispec.Descriptor
-	for i, c := range idx.Manifests {
+	for i, c := range cands {
 		if c.Platform == nil || !p.Match(*c.Platform) || !IsManifest(c.MediaType) {
 			continue
 		}
 		if best == nil || p.Less(*c.Platform, *best.Platform) {
-			best = &idx.Manifests[i]
+			best = &cands[i]
 		}
+	}
+	if best == nil && held != nil {
+		return nil, fmt.Errorf("%s: the bundle holds only %s of index %s, none for this machine's platform", owner, strings.Join(held, ", "), d)
 	}
 	if best == nil {
 		return nil, fmt.Errorf("index %s (%s) has no manifest for this machine's platform", d, owner)
@@ -168,6 +181,28 @@ func (r *reader) choose(d digest.Digest, owner string, idx ocispec.Index) ([]oci
 		return nil, fmt.Errorf("index %s (%s): %w", d, owner, err)
 	}
 	return []ocispec.Descriptor{*best}, nil
+}
+
+// heldManifests returns the manifests of an index for the held platforms,
+// in index order; each held platform must have one.
+func heldManifests(d digest.Digest, owner string, idx ocispec.Index, held []string) ([]ocispec.Descriptor, error) {
+	var out []ocispec.Descriptor
+	found := map[string]bool{}
+	for _, c := range idx.Manifests {
+		if c.Platform == nil || !IsManifest(c.MediaType) {
+			continue
+		}
+		if f := FormatPlatform(*c.Platform); slices.Contains(held, f) {
+			out = append(out, c)
+			found[f] = true
+		}
+	}
+	for _, h := range held {
+		if !found[h] {
+			return nil, fmt.Errorf("%s: index %s has no manifest for %s, which index.json's %s lists", owner, d, h, AnnotationPlatforms)
+		}
+	}
+	return out, nil
 }
 
 // manifestChildren records a manifest's layers and returns its config.

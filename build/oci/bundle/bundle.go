@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,7 +48,16 @@ type blob struct {
 
 // Write reads the OCI image layout at layoutDir, which must hold exactly one
 // image (a manifest or an index), and writes it to w as a bundle named ref.
-func Write(w io.Writer, layoutDir, ref string, comp bundleformat.Compression) error {
+// A ref with a digest must name the image's own digest.
+//
+// platforms ("os/arch[/variant]"), if any, narrow an index to those
+// platforms: the index blob is written unchanged, so the image keeps the
+// digest it was built or pinned as, with only those platforms' manifests,
+// configs and layers, and index.json's descriptor lists them in
+// bundleformat.AnnotationPlatforms. A layout already narrowed (its
+// index.json descriptor carries that annotation, as the fetcher writes it)
+// is bundled as it is, or narrowed further to a subset.
+func Write(w io.Writer, layoutDir, ref string, comp bundleformat.Compression, platforms ...string) error {
 	name, err := NormalizeReference(ref)
 	if err != nil {
 		return err
@@ -60,34 +70,72 @@ func Write(w io.Writer, layoutDir, ref string, comp bundleformat.Compression) er
 		return fmt.Errorf("failed to bundle %s: its index.json names %d images, want exactly 1", layoutDir, len(idx.Manifests))
 	}
 	top := idx.Manifests[0]
-	blobs := map[string]blob{}
-	if err := collect(layoutDir, top, blobs); err != nil {
+	if err := checkRefDigest(layoutDir, name, top); err != nil {
 		return err
 	}
+	keep, err := keptPlatforms(layoutDir, top, platforms)
+	if err != nil {
+		return err
+	}
+	blobs := map[string]blob{}
+	if err := collectTop(layoutDir, top, keep, blobs); err != nil {
+		return err
+	}
+	indexJSON, err := bundleIndex(layoutDir, top, name, keep)
+	if err != nil {
+		return err
+	}
+	return writeTar(w, layoutDir, comp, indexJSON, blobs)
+}
+
+// checkRefDigest refuses a reference naming a digest other than the image's.
+func checkRefDigest(layoutDir, name string, top v1.Descriptor) error {
+	n, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return fmt.Errorf("invalid image reference %q: %w", name, err)
+	}
+	if d, ok := n.(reference.Digested); ok && d.Digest().String() != top.Digest.String() {
+		return fmt.Errorf("failed to bundle %s as %s: the reference names digest %s, but the layout's image is %s", layoutDir, name, d.Digest(), top.Digest)
+	}
+	return nil
+}
+
+// bundleIndex is the bundle's index.json: the layout's one descriptor,
+// named name, with its platform (a manifest) and the platforms kept (a
+// narrowed index).
+func bundleIndex(layoutDir string, top v1.Descriptor, name string, keep []string) ([]byte, error) {
 	if top.MediaType.IsImage() && top.Platform == nil {
 		p, err := platformOf(layoutDir, top)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		top.Platform = p
 	}
 	if top.MediaType.IsIndex() {
-		// An index is imported for all its platforms; a platform on it
-		// would be wrong.
+		// An index is imported for the platforms it holds; a platform on
+		// it would be wrong.
 		top.Platform = nil
 	}
+	// The layout's own index.json may carry other annotations (e.g. a base
+	// name): only ours are written.
 	top.Annotations = map[string]string{bundleformat.AnnotationRefName: name, bundleformat.AnnotationImageName: name}
+	if keep != nil {
+		top.Annotations[bundleformat.AnnotationPlatforms] = strings.Join(keep, ",")
+	}
 	// go-containerregistry sets artifactType on image descriptors; it is
 	// meant for artifacts, and containerd does not need it.
 	top.ArtifactType = ""
-	// The layout's own index.json may carry other annotations (e.g. a base
-	// name): only ours are written.
-	outIdx := v1.IndexManifest{SchemaVersion: 2, MediaType: bundleformat.MediaTypeOCIIndex, Manifests: []v1.Descriptor{top}}
-	indexJSON, err := json.Marshal(outIdx)
+	out := v1.IndexManifest{SchemaVersion: 2, MediaType: bundleformat.MediaTypeOCIIndex, Manifests: []v1.Descriptor{top}}
+	data, err := json.Marshal(out)
 	if err != nil {
-		return fmt.Errorf("failed to encode index.json for %s: %w", layoutDir, err)
+		return nil, fmt.Errorf("failed to encode index.json for %s: %w", layoutDir, err)
 	}
+	return data, nil
+}
 
+// writeTar writes the bundle: oci-layout, index.json, the JSON blobs then
+// the layers, each sorted by path.
+func writeTar(w io.Writer, layoutDir string, comp bundleformat.Compression, indexJSON []byte, blobs map[string]blob) error {
 	var jsonPaths, layerPaths []string
 	for p, b := range blobs {
 		if b.json {
@@ -214,15 +262,11 @@ func collect(layoutDir string, d v1.Descriptor, out map[string]blob) error {
 	}
 	switch {
 	case d.MediaType.IsIndex():
-		data, err := readBlob(layoutDir, d)
+		im, err := readIndexBlob(layoutDir, d)
 		if err != nil {
 			return err
 		}
 		out[blobPath(d)] = blob{desc: d, json: true}
-		im, err := v1.ParseIndexManifest(bytes.NewReader(data))
-		if err != nil {
-			return fmt.Errorf("failed to parse index %s of layout %s: %w", d.Digest, layoutDir, err)
-		}
 		for _, c := range im.Manifests {
 			if err := collect(layoutDir, c, out); err != nil {
 				return err

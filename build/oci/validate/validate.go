@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
@@ -96,7 +98,9 @@ func digestOK(d string) bool {
 
 // Layout checks the OCI image layout at dir: oci-layout's version, the
 // index.json schema and media types, and that every blob reachable from
-// index.json is present with the digest and size its descriptor names.
+// index.json is present with the digest and size its descriptor names. Of
+// an index narrowed by bundleformat.AnnotationPlatforms, only the listed
+// platforms' manifests are reachable.
 func Layout(dir string) (*Result, error) {
 	data, err := os.ReadFile(filepath.Join(dir, bundleformat.LayoutEntry))
 	if err != nil {
@@ -124,12 +128,54 @@ func Layout(dir string) (*Result, error) {
 		return nil, fmt.Errorf("layout %s: index.json names no manifests", dir)
 	}
 	v.res.Index = idx.Manifests
-	for _, d := range idx.Manifests {
-		if err := v.walk(d); err != nil {
+	for i, d := range idx.Manifests {
+		if err := v.walkTop(i, d); err != nil {
 			return nil, err
 		}
 	}
 	return v.res, nil
+}
+
+// walkTop walks an image of index.json. An index narrowed to some platforms
+// (bundleformat.AnnotationPlatforms) is followed only into their manifests:
+// each must be there, the others may be absent.
+func (v *validator) walkTop(i int, d Descriptor) error {
+	annotation, narrowed := d.Annotations[bundleformat.AnnotationPlatforms]
+	if !narrowed {
+		return v.walk(d)
+	}
+	if d.MediaType != ociIndex && d.MediaType != dockerList {
+		return fmt.Errorf("layout %s: index.json manifests[%d] (%s, %s) carries %s, which only an image index may", v.dir, i, d.Digest, d.MediaType, bundleformat.AnnotationPlatforms)
+	}
+	ps, err := bundleformat.ParsePlatforms(annotation)
+	if err != nil {
+		return fmt.Errorf("layout %s: index.json manifests[%d]: %w", v.dir, i, err)
+	}
+	idx, err := v.index(d)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		want, found := bundleformat.FormatPlatform(p), false
+		for _, c := range idx.Manifests {
+			if c.Platform == nil || (c.MediaType != ociManifest && c.MediaType != dockerManifest) || c.Platform.format() != want {
+				continue
+			}
+			found = true
+			if err := v.walk(c); err != nil {
+				return err
+			}
+		}
+		if !found {
+			return fmt.Errorf("layout %s: index %s has no manifest for %s, which index.json's %s lists", v.dir, d.Digest, want, bundleformat.AnnotationPlatforms)
+		}
+	}
+	return nil
+}
+
+// format spells a platform as bundleformat.FormatPlatform does.
+func (p *Platform) format() string {
+	return bundleformat.FormatPlatform(ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant})
 }
 
 type validator struct {
@@ -211,16 +257,9 @@ func (v *validator) blob(d Descriptor, keep bool) ([]byte, error) {
 func (v *validator) walk(d Descriptor) error {
 	switch d.MediaType {
 	case ociIndex, dockerList:
-		data, err := v.blob(d, true)
+		idx, err := v.index(d)
 		if err != nil {
 			return err
-		}
-		idx, err := v.parseIndex("index "+d.Digest, data)
-		if err != nil {
-			return err
-		}
-		if idx.MediaType != "" && idx.MediaType != d.MediaType {
-			return fmt.Errorf("layout %s: index %s has mediaType %q, its descriptor says %q", v.dir, d.Digest, idx.MediaType, d.MediaType)
 		}
 		for _, c := range idx.Manifests {
 			if err := v.walk(c); err != nil {
@@ -236,6 +275,22 @@ func (v *validator) walk(d Descriptor) error {
 		return v.manifest(d, data)
 	}
 	return fmt.Errorf("layout %s: descriptor %s has mediaType %q, neither an index nor a manifest", v.dir, d.Digest, d.MediaType)
+}
+
+// index reads and checks the index blob d.
+func (v *validator) index(d Descriptor) (*index, error) {
+	data, err := v.blob(d, true)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := v.parseIndex("index "+d.Digest, data)
+	if err != nil {
+		return nil, err
+	}
+	if idx.MediaType != "" && idx.MediaType != d.MediaType {
+		return nil, fmt.Errorf("layout %s: index %s has mediaType %q, its descriptor says %q", v.dir, d.Digest, idx.MediaType, d.MediaType)
+	}
+	return idx, nil
 }
 
 func (v *validator) manifest(d Descriptor, data []byte) error {

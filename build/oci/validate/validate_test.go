@@ -1,6 +1,7 @@
 package validate_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
@@ -200,5 +202,123 @@ func TestLayoutStrictJSON(t *testing.T) {
 	})
 	if _, err := validate.Layout(dir); err != nil {
 		t.Errorf("a layout using the spec's optional fields is refused: %v", err)
+	}
+}
+
+// narrowed is a two-platform index layout narrowed to linux/amd64 as the
+// fetcher writes it.
+func narrowed(t *testing.T) string {
+	t.Helper()
+	dir := layouttest.Index(t, "linux/amd64", "linux/arm64")
+	layouttest.Narrow(t, dir, "linux/amd64")
+	return dir
+}
+
+// setPlatforms sets AnnotationPlatforms on index.json's descriptor.
+func setPlatforms(t *testing.T, dir, v string) {
+	t.Helper()
+	im := layouttest.TopIndex(t, dir)
+	im.Manifests[0].Annotations = map[string]string{bundleformat.AnnotationPlatforms: v}
+	layouttest.WriteTopIndex(t, dir, im)
+}
+
+// A layout narrowed to some platforms is followed only into theirs: the
+// others' absence is fine, a listed one's is not, and the annotation is
+// held to its spelling and to indexes.
+func TestLayoutNarrowed(t *testing.T) {
+	dir := narrowed(t)
+	res, err := validate.Layout(dir)
+	if err != nil {
+		t.Fatalf("a narrowed layout is refused: %v", err)
+	}
+	if len(res.Manifests) != 1 || len(res.Blobs) != 4 {
+		t.Errorf("narrowed layout: %d manifests, %d blobs; want 1 and 4", len(res.Manifests), len(res.Blobs))
+	}
+	for name, c := range map[string]struct {
+		breakIt func(t *testing.T, dir string)
+		want    string
+	}{
+		"listed platform's config missing": {func(t *testing.T, dir string) {
+			for d, mt := range res.Blobs {
+				if strings.Contains(mt, "config") {
+					_ = os.Remove(blobOf(dir, d))
+				}
+			}
+		}, "is missing"},
+		"listed platform not in the index": {func(t *testing.T, dir string) {
+			setPlatforms(t, dir, "linux/amd64,linux/s390x")
+		}, "has no manifest for linux/s390x"},
+		"listed platform left out": {func(t *testing.T, dir string) {
+			setPlatforms(t, dir, "linux/arm64")
+		}, "is missing"},
+		"unsorted": {func(t *testing.T, dir string) {
+			setPlatforms(t, dir, "linux/arm64,linux/amd64")
+		}, "sorted, each once"},
+		"empty": {func(t *testing.T, dir string) { setPlatforms(t, dir, "") }, `platform ""`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := narrowed(t)
+			c.breakIt(t, dir)
+			_, err := validate.Layout(dir)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), dir) {
+				t.Fatalf("want an error naming %s and %q, got %v", dir, c.want, err)
+			}
+		})
+	}
+	single, _ := newLayout(t)
+	setPlatforms(t, single, "linux/amd64")
+	if _, err := validate.Layout(single); err == nil || !strings.Contains(err.Error(), "only an image index may") {
+		t.Errorf("the annotation on a manifest: got %v", err)
+	}
+}
+
+// A narrowed bundle holds exactly the listed platforms' blobs: one of
+// another platform is an unreachable extra.
+func TestBundleNarrowedExtraBlob(t *testing.T) {
+	dir := layouttest.Index(t, "linux/amd64", "linux/arm64")
+	var b bytes.Buffer
+	if err := bundle.Write(&b, dir, "hello:1.0", bundleformat.None, "linux/amd64"); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "b.tar")
+	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	br, err := validate.Bundle(p, t.TempDir())
+	if err != nil {
+		t.Fatalf("a narrowed bundle is refused: %v", err)
+	}
+	// Append arm64's manifest as a blob entry: valid tar, wrong content.
+	whole, err := validate.Layout(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extra string
+	for _, m := range whole.Manifests {
+		if m != br.Manifests[0] {
+			extra = m
+		}
+	}
+	data, err := os.ReadFile(blobOf(dir, extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarBytes := b.Bytes()[:b.Len()-1024] // drop the end-of-archive blocks
+	var tail bytes.Buffer
+	tw := tar.NewWriter(&tail)
+	if err := tw.WriteHeader(bundleformat.Header(bundleformat.BlobPrefix+strings.TrimPrefix(extra, "sha256:"), int64(len(data)))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, append(tarBytes, tail.Bytes()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := validate.Bundle(p, t.TempDir()); err == nil || !strings.Contains(err.Error(), "want exactly the reachable blobs") {
+		t.Fatalf("an unlisted platform's manifest in a narrowed bundle: got %v", err)
 	}
 }
