@@ -1,7 +1,6 @@
 package imagebuild
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -201,48 +200,4 @@ func WriteLayout(dir string, img v1.Image) (v1.Hash, error) {
 		return v1.Hash{}, fmt.Errorf("failed to write image to layout %s: %w", dir, err)
 	}
 	return img.Digest()
-}
-
-// LoadImage reads the image of an OCI layout directory. The layout must name
-// one image, either directly or through an index; from an index the manifest
-// for os/architecture(/variant) is taken, which must then be given.
-func LoadImage(dir, os, arch, variant string) (v1.Image, error) {
-	ii, err := layout.ImageIndexFromPath(dir)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read OCI layout %s: %w", dir, err)
-	}
-	return pickImage(dir, ii, os, arch, variant)
-}
-
-func pickImage(dir string, ii v1.ImageIndex, os, arch, variant string) (v1.Image, error) {
-	im, err := ii.IndexManifest()
-	if err != nil {
-		return nil, fmt.Errorf("failed to read index of %s: %w", dir, err)
-	}
-	if len(im.Manifests) == 1 && im.Manifests[0].MediaType.IsImage() {
-		return ii.Image(im.Manifests[0].Digest)
-	}
-	var found []string
-	for _, d := range im.Manifests {
-		switch {
-		case d.MediaType.IsIndex():
-			child, err := ii.ImageIndex(d.Digest)
-			if err != nil {
-				return nil, fmt.Errorf("failed to read index %s in %s: %w", d.Digest, dir, err)
-			}
-			return pickImage(dir, child, os, arch, variant)
-		case d.MediaType.IsImage() && d.Platform != nil:
-			found = append(found, d.Platform.String())
-			if d.Platform.OS == os && d.Platform.Architecture == arch && (variant == "" || d.Platform.Variant == variant) {
-				return ii.Image(d.Digest)
-			}
-		}
-	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "failed to pick an image from OCI layout %s: no manifest for %s/%s", dir, os, arch)
-	if variant != "" {
-		fmt.Fprintf(&b, "/%s", variant)
-	}
-	fmt.Fprintf(&b, " (has %s); set os and architecture", strings.Join(found, ", "))
-	return nil, fmt.Errorf("%s", b.String())
 }

@@ -1,0 +1,249 @@
+package imagebuild
+
+import (
+	"encoding/json"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/appliance-bundler/appliance/build/oci/validate"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
+)
+
+// buildLayout writes an image of one layer holding /name for arch to a new
+// layout and returns the layout's directory.
+func buildLayout(t *testing.T, name, arch string) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(src, []byte("content of "+name), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(t.TempDir(), name+".tar")
+	f, err := os.Create(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteLayer(f, []LayerFile{{Path: "/" + name, Source: src, Mode: 0o644}}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	img, err := Build(Spec{OS: "linux", Architecture: arch, Layers: []string{tarPath}, Entrypoint: []string{"/" + name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "layout")
+	if _, err := WriteLayout(dir, img); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// symlinkTree mirrors dir with every file a symlink to the original, as
+// Bazel stages a tree artifact in the sandbox.
+func symlinkTree(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "staged")
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(out, rel), 0o755)
+		}
+		return os.Symlink(p, filepath.Join(out, rel))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestBuildOnSymlinkedBase: a base staged as Bazel stages a tree artifact
+// (every file a symlink) is read, and its layers come first.
+func TestBuildOnSymlinkedBase(t *testing.T) {
+	baseDir := buildLayout(t, "base", "amd64")
+	top := buildLayout(t, "top", "amd64")
+	topImg, err := LoadImage(top, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	topLayers, err := topImg.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseImg, err := LoadImage(baseDir, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm, err := baseImg.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The layer tar of "top" again, as the new layer.
+	tarPath := filepath.Join(t.TempDir(), "top.tar")
+	rc, err := topLayers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tarPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Build(Spec{Base: symlinkTree(t, baseDir), Layers: []string{tarPath}})
+	if err != nil {
+		t.Fatalf("building on a symlinked base: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "out")
+	if _, err := WriteLayout(dir, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := validate.Layout(dir); err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := topImg.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Layers) != 2 || m.Layers[0].Digest != bm.Layers[0].Digest || m.Layers[1].Digest != tm.Layers[0].Digest {
+		t.Fatalf("layers %+v, want the base's %s then %s", m.Layers, bm.Layers[0].Digest, tm.Layers[0].Digest)
+	}
+}
+
+func TestSymlinkedBlobMustMatchDigest(t *testing.T) {
+	staged := symlinkTree(t, buildLayout(t, "base", "amd64"))
+	img, err := LoadImage(staged, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Point the layer's link at other bytes of the same size.
+	layer := filepath.Join(staged, "blobs", "sha256", m.Layers[0].Digest.Hex)
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.WriteFile(other, make([]byte, m.Layers[0].Size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(layer); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, layer); err != nil {
+		t.Fatal(err)
+	}
+	img, err = Build(Spec{Base: staged})
+	if err == nil {
+		_, err = WriteLayout(filepath.Join(t.TempDir(), "out"), img)
+	}
+	if err == nil || !strings.Contains(err.Error(), "has content digest") || !strings.Contains(err.Error(), m.Layers[0].Digest.String()) {
+		t.Fatalf("want a digest mismatch naming %s, got %v", m.Layers[0].Digest, err)
+	}
+}
+
+func TestWriteIndexAndPick(t *testing.T) {
+	amd := symlinkTree(t, buildLayout(t, "a", "amd64"))
+	arm := symlinkTree(t, buildLayout(t, "b", "arm64"))
+	out := filepath.Join(t.TempDir(), "index")
+	h, err := WriteIndex("//x:index", out, []string{amd, arm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := validate.Layout(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Index) != 1 || res.Index[0].Digest != h.String() || res.Index[0].MediaType != bundleformat.MediaTypeOCIIndex || len(res.Manifests) != 2 {
+		t.Fatalf("want index.json naming index %s of 2 manifests, got %+v", h, res)
+	}
+	again := filepath.Join(t.TempDir(), "index")
+	if h2, err := WriteIndex("//x:index", again, []string{amd, arm}); err != nil || h2 != h {
+		t.Fatalf("index written again: %s, %v; first %s", h2, err, h)
+	}
+	img, err := LoadImage(symlinkTree(t, out), "linux", "arm64", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "arm64" {
+		t.Fatalf("picked %+v, %v; want arm64", cf, err)
+	}
+	if _, err := LoadImage(out, "linux", "s390x", ""); err == nil || !strings.Contains(err.Error(), "no manifest for linux/s390x (it holds linux/amd64, linux/arm64)") {
+		t.Fatalf("want an error naming the missing platform, got %v", err)
+	}
+}
+
+func TestWriteIndexRefuses(t *testing.T) {
+	amd := buildLayout(t, "a", "amd64")
+	amd2 := buildLayout(t, "b", "amd64")
+	_, err := WriteIndex("//x:dup", filepath.Join(t.TempDir(), "o"), []string{amd, amd2})
+	if err == nil || !strings.Contains(err.Error(), "oci_image_index //x:dup: images "+amd+" and "+amd2+" are both for platform linux/amd64") {
+		t.Fatalf("two amd64 images: got %v", err)
+	}
+	idx := filepath.Join(t.TempDir(), "idx")
+	if _, err := WriteIndex("//x:idx", idx, []string{amd}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = WriteIndex("//x:nested", filepath.Join(t.TempDir(), "o"), []string{idx})
+	if err == nil || !strings.Contains(err.Error(), "oci_image_index //x:nested: image "+idx+" must be an OCI layout of exactly one image manifest") {
+		t.Fatalf("an index as input: got %v", err)
+	}
+}
+
+// TestPickFromNarrowedIndex: a layout of an index narrowed to linux/amd64
+// (AnnotationPlatforms, the arm64 manifest absent) gives its amd64 image and
+// says which platforms it holds when asked for arm64.
+func TestPickFromNarrowedIndex(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "index")
+	if _, err := WriteIndex("//x:index", out, []string{buildLayout(t, "a", "amd64"), buildLayout(t, "b", "arm64")}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top v1.IndexManifest
+	if err := json.Unmarshal(data, &top); err != nil {
+		t.Fatal(err)
+	}
+	top.Manifests[0].Annotations = map[string]string{bundleformat.AnnotationPlatforms: "linux/amd64"}
+	// The arm64 manifest is absent, as in a narrowed pulled index.
+	idxData, err := os.ReadFile(filepath.Join(out, "blobs", "sha256", top.Manifests[0].Digest.Hex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(idxData, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(out, "blobs", "sha256", idx.Manifests[1].Digest.Hex)); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = json.Marshal(top)
+	if err := os.WriteFile(filepath.Join(out, "index.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := LoadImage(out, "linux", "arm64", "")
+	if err == nil || !strings.Contains(err.Error(), "holds no manifest for linux/arm64 (it holds linux/amd64)") {
+		t.Fatalf("arm64 from an index narrowed to amd64: got %v, %v", img, err)
+	}
+	img, err = LoadImage(out, "linux", "amd64", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "amd64" {
+		t.Fatalf("picked %+v, %v; want amd64", cf, err)
+	}
+}
