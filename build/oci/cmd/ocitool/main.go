@@ -59,8 +59,6 @@ func run(ctx context.Context, cmd string, args []string) error {
 	spec := fs.String("spec", "", "JSON spec file")
 	out := fs.String("out", "", "output path")
 	switch cmd {
-	case "index":
-		return runIndex(ctx, args)
 	case "layer":
 		if err := fs.Parse(args); err != nil {
 			return err
@@ -137,6 +135,8 @@ func run(ctx context.Context, cmd string, args []string) error {
 		}
 		req.Platforms = plats
 		return pull.Fetch(ctx, req, *out, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	case "tarball":
+		return runTarball(ctx, args)
 	case "lock":
 		lockPath := fs.String("lock", "", "lock file, relative to the workspace under bazel run")
 		var refresh listFlag
