@@ -59,6 +59,8 @@ func run(ctx context.Context, cmd string, args []string) error {
 	spec := fs.String("spec", "", "JSON spec file")
 	out := fs.String("out", "", "output path")
 	switch cmd {
+	case "index":
+		return runIndex(ctx, args)
 	case "layer":
 		if err := fs.Parse(args); err != nil {
 			return err
