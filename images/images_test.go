@@ -1,16 +1,23 @@
 // Package images_test checks every image and bundle that images/ builds:
-// each layout against the OCI image-layout spec, each bundle against
+// each layout against the OCI image-layout spec (hello is an index of
+// linux/amd64 and linux/arm64: each config and binary for its platform), each bundle against
 // docs/bundle-format.md, that building the same image twice gives the same
 // digest and bytes, and that the preseed tree's manifest describes its files.
 package images_test
 
 import (
 	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,17 +28,127 @@ import (
 
 type image struct {
 	name, ref string
+	// platforms of the image's manifests, in index order; more than one:
+	// the image is an index.
+	platforms []string
+	// bundled are the platforms the bundles hold.
+	bundled []string
 }
 
 var images = []image{
-	{"HELLO", "docker.io/library/hello:1.0"},
-	{"PAUSE", "localhost/appliance/pause:1.0"},
+	{"HELLO", "docker.io/library/hello:1.0", []string{"linux/amd64", "linux/arm64"}, []string{"linux/amd64", "linux/arm64"}},
+	{"PAUSE", "localhost/appliance/pause:1.0", []string{"linux/amd64"}, []string{"linux/amd64"}},
+}
+
+// elfMachines is the ELF machine of a Go binary built for each architecture.
+var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// manifestInfo is what a layout's manifest says and holds.
+type manifestInfo struct {
+	digest, platform string
+}
+
+// inspect reads each manifest of a valid layout: its config's platform must
+// be the one its index describes, and the one file of its one layer (the Go
+// binary) an ELF file for that architecture.
+func inspect(t *testing.T, dir string, res *validate.Result) []manifestInfo {
+	t.Helper()
+	descs := res.Index
+	if bundleformat.IsIndex(res.Index[0].MediaType) {
+		var idx struct{ Manifests []validate.Descriptor }
+		readJSON(t, dir, res.Index[0].Digest, &idx)
+		descs = nil
+		for _, d := range idx.Manifests {
+			if slices.Contains(res.Manifests, d.Digest) {
+				descs = append(descs, d)
+			}
+		}
+	}
+	var out []manifestInfo
+	for _, d := range descs {
+		var m struct {
+			Config validate.Descriptor
+			Layers []validate.Descriptor
+		}
+		readJSON(t, dir, d.Digest, &m)
+		var cfg struct{ OS, Architecture string }
+		readJSON(t, dir, m.Config.Digest, &cfg)
+		p := cfg.OS + "/" + cfg.Architecture
+		if d.Platform == nil || d.Platform.OS+"/"+d.Platform.Architecture != p {
+			t.Errorf("%s: manifest %s is described as %+v, its config says %s", dir, d.Digest, d.Platform, p)
+		}
+		if len(m.Layers) != 1 {
+			t.Fatalf("%s: manifest %s has %d layers, want 1", dir, d.Digest, len(m.Layers))
+		}
+		if got, want := binaryMachine(t, blobPath(dir, m.Layers[0].Digest)), elfMachines[cfg.Architecture]; got != want {
+			t.Errorf("%s: the binary of %s image %s is for %s, want %s", dir, p, d.Digest, got, want)
+		}
+		out = append(out, manifestInfo{d.Digest, p})
+	}
+	return out
+}
+
+func blobPath(dir, digest string) string {
+	return filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
+func readJSON(t *testing.T, dir, digest string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(blobPath(dir, digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("blob %s of %s: %v", digest, dir, err)
+	}
+}
+
+// binaryMachine reads the one regular file of a gzip layer as an ELF file.
+func binaryMachine(t *testing.T, layer string) elf.Machine {
+	t.Helper()
+	f, err := os.Open(layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("layer %s: %v", layer, err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatalf("layer %s: no regular file: %v", layer, err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ef, err := elf.NewFile(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("layer %s: %s is not ELF: %v", layer, hdr.Name, err)
+		}
+		return ef.Machine
+	}
+}
+
+func platformsOf(infos []manifestInfo) []string {
+	var out []string
+	for _, m := range infos {
+		out = append(out, m.platform)
+	}
+	return out
 }
 
 func TestLayoutsValidAndReproducible(t *testing.T) {
 	for _, img := range images {
 		t.Run(img.name, func(t *testing.T) {
-			a, err := validate.Layout(runfile.Path(t, img.name+"_IMAGE"))
+			dir := runfile.Path(t, img.name+"_IMAGE")
+			a, err := validate.Layout(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,13 +156,32 @@ func TestLayoutsValidAndReproducible(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(a.Manifests) != 1 || len(a.Blobs) != 3 {
-				t.Fatalf("want one manifest with a config and one layer, got %+v", a)
+			if len(a.Index) != 1 || len(b.Index) != 1 {
+				t.Fatalf("index.json names %d and %d images, want 1", len(a.Index), len(b.Index))
 			}
-			if a.Manifests[0] != b.Manifests[0] {
-				t.Fatalf("the same image built twice has digests %s and %s", a.Manifests[0], b.Manifests[0])
+			if a.Index[0].Digest != b.Index[0].Digest {
+				t.Fatalf("the same image built twice has digests %s and %s", a.Index[0].Digest, b.Index[0].Digest)
 			}
-			t.Logf("%s manifest %s", img.name, a.Manifests[0])
+			isIndex := bundleformat.IsIndex(a.Index[0].MediaType)
+			if isIndex != (len(img.platforms) > 1) {
+				t.Fatalf("index.json names a %s, want an index: %v", a.Index[0].MediaType, len(img.platforms) > 1)
+			}
+			// A config and one layer per manifest, and the index.
+			wantBlobs := 3 * len(img.platforms)
+			if isIndex {
+				wantBlobs++
+			}
+			if len(a.Blobs) != wantBlobs {
+				t.Errorf("layout has %d blobs, want %d", len(a.Blobs), wantBlobs)
+			}
+			infos := inspect(t, dir, a)
+			if got := platformsOf(infos); !slices.Equal(got, img.platforms) {
+				t.Fatalf("layout's platforms %v, want %v", got, img.platforms)
+			}
+			t.Logf("%s %s %s", img.name, a.Index[0].MediaType, a.Index[0].Digest)
+			for _, m := range infos {
+				t.Logf("%s manifest %s %s", img.name, m.platform, m.digest)
+			}
 		})
 	}
 }
@@ -73,15 +209,19 @@ func TestBundles(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, kind := range []string{"_BUNDLE", "_BUNDLE_AGAIN", "_BUNDLE_ZSTD"} {
-				res, err := validate.Bundle(runfile.Path(t, img.name+kind), t.TempDir())
+				scratch := t.TempDir()
+				res, err := validate.Bundle(runfile.Path(t, img.name+kind), scratch)
 				if err != nil {
 					t.Fatalf("%s: %v", kind, err)
 				}
 				if res.Reference != img.ref {
 					t.Errorf("%s names %q, want %q", kind, res.Reference, img.ref)
 				}
-				if res.Index[0].Digest != layout.Manifests[0] {
-					t.Errorf("%s holds %s, the image is %s", kind, res.Index[0].Digest, layout.Manifests[0])
+				if res.Index[0].Digest != layout.Index[0].Digest {
+					t.Errorf("%s holds %s, the image is %s", kind, res.Index[0].Digest, layout.Index[0].Digest)
+				}
+				if got := platformsOf(inspect(t, scratch, res.Result)); !slices.Equal(got, img.bundled) {
+					t.Errorf("%s holds platforms %v, want %v", kind, got, img.bundled)
 				}
 			}
 			a, size := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE"))
@@ -149,8 +289,24 @@ func TestPreseedTree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(e.Manifests) != 1 || e.Manifests[0].Digest.String() != layout.Manifests[0] || e.Target.Digest.String() != layout.Manifests[0] {
-			t.Errorf("%s: manifest digests %+v, target %s, image is %s", e.Path, e.Manifests, e.Target.Digest, layout.Manifests[0])
+		if e.Target.Digest.String() != layout.Index[0].Digest {
+			t.Errorf("%s: target %s, the image is %s", e.Path, e.Target.Digest, layout.Index[0].Digest)
+		}
+		var wantManifests, gotManifests []string
+		for _, m := range inspect(t, runfile.Path(t, img.name+"_IMAGE"), layout) {
+			if slices.Contains(img.bundled, m.platform) {
+				wantManifests = append(wantManifests, m.digest+" "+m.platform)
+			}
+		}
+		for _, m := range e.Manifests {
+			p := "(no platform)"
+			if m.Platform != nil {
+				p = bundleformat.FormatPlatform(*m.Platform)
+			}
+			gotManifests = append(gotManifests, m.Digest.String()+" "+p)
+		}
+		if !slices.Equal(gotManifests, wantManifests) {
+			t.Errorf("%s: manifests %v, want %v", e.Path, gotManifests, wantManifests)
 		}
 		if !strings.HasPrefix(e.IndexDigest.String(), "sha256:") {
 			t.Errorf("%s: no index digest", e.Path)

@@ -1,6 +1,7 @@
 """preseeded_image: a Go program as a one-layer image and its preseed bundles."""
 
 load("//build/oci:defs.bzl", "go_layer", "oci_image", "preseed_bundle")
+load("//build/oci:index.bzl", "oci_image_index")
 
 # Who uses the images and bundles: the appliance, the import tests and the E2E.
 _USERS = [
@@ -10,14 +11,22 @@ _USERS = [
     "//tests/e2e:__subpackages__",
 ]
 
-def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s.io", user = "65534:65534"):
+# The image architecture of each Go architecture an index may be built for
+# (the cpu constraint of the platform that oci_image_index sets).
+_ARCHITECTURE = select({
+    "@rules_go//go/platform:amd64": "amd64",
+    "@rules_go//go/platform:arm64": "arm64",
+})
+
+def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s.io", user = "65534:65534", platforms = None):
     """Declares the image targets of one preseeded Go program in its package.
 
     Targets: `<name>` (OCI layout, entrypoint `path`), `<name>_layer` (the
     binary at `path`), `bundle` (for `namespace`, named `reference`) and
     `bundle_zstd`; and `<name>_again` / `bundle_again`, the same built again
     in separate actions, which //images:images_test compares for
-    reproducibility.
+    reproducibility. With `platforms`, `<name>` is an oci_image_index of
+    `<name>_platform` built for each platform (the binary must be pure Go).
 
     Args:
       name: the image target's name.
@@ -27,6 +36,8 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
       bundle_name: the bundle's file name (without .tar).
       namespace: the containerd namespace the bundle is for.
       user: the image's user.
+      platforms: rules_go platforms (e.g. `@rules_go//go/toolchain:linux_arm64`)
+        to build a multi-platform index for; none: a linux/amd64 image.
     """
     go_layer(
         name = name + "_layer",
@@ -34,15 +45,32 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
         path = path,
     )
     for suffix, visibility in [("", _USERS), ("_again", ["//images:__pkg__"])]:
-        oci_image(
-            name = name + suffix,
-            architecture = "amd64",
-            entrypoint = [path],
-            os = "linux",
-            tars = [":" + name + "_layer"],
-            user = user,
-            visibility = visibility,
-        )
+        if platforms:
+            oci_image(
+                name = name + "_platform" + suffix,
+                architecture = _ARCHITECTURE,
+                entrypoint = [path],
+                os = "linux",
+                tars = [":" + name + "_layer"],
+                user = user,
+                visibility = ["//visibility:private"],
+            )
+            oci_image_index(
+                name = name + suffix,
+                images = [":" + name + "_platform" + suffix],
+                platforms = platforms,
+                visibility = visibility,
+            )
+        else:
+            oci_image(
+                name = name + suffix,
+                architecture = "amd64",
+                entrypoint = [path],
+                os = "linux",
+                tars = [":" + name + "_layer"],
+                user = user,
+                visibility = visibility,
+            )
         preseed_bundle(
             name = "bundle" + suffix,
             bundle_name = bundle_name,
