@@ -6,23 +6,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
-	"github.com/appliance-bundler/appliance/build/oci/pull"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
@@ -32,7 +26,8 @@ commands:
   image  --spec FILE --out DIR [--digest FILE]  image spec → OCI layout
   bundle --layout DIR --ref REF [--compression zstd|gzip] --out FILE
   tree   --spec FILE --out TAR --manifest JSON   bundles → preseed tree
-  pull   --image REPO --digest DIGEST [--platform os/arch]... --out DIR
+  pull   --image REPO --digest DIGEST [--platform os/arch]... [--mirror REPO]...
+         [--docker-config FILE] --out DIR
   lock   --lock FILE [--refresh NAME]...   resolve tags, rewrite the lock`
 
 // listFlag collects a repeated flag.
@@ -127,61 +122,11 @@ func run(ctx context.Context, cmd string, args []string) error {
 		}
 		return os.WriteFile(*manifest, m, 0o644)
 	case "pull":
-		var req pull.Request
-		var plats listFlag
-		fs.StringVar(&req.Image, "image", "", "repository")
-		fs.StringVar(&req.Digest, "digest", "", "pinned digest")
-		fs.Var(&plats, "platform", "os/arch[/variant], repeatable")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		req.Platforms = plats
-		return pull.Fetch(ctx, req, *out, remote.WithAuthFromKeychain(authn.DefaultKeychain))
-	case "tarball":
-		return runTarball(ctx, args)
+		return runPull(ctx, args)
 	case "lock":
-		lockPath := fs.String("lock", "", "lock file, relative to the workspace under bazel run")
-		var refresh listFlag
-		fs.Var(&refresh, "refresh", "re-resolve this pinned image's tag, repeatable")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		return updateLock(ctx, *lockPath, refresh)
+		return runLock(ctx, args)
 	}
 	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
-}
-
-func updateLock(ctx context.Context, path string, refresh []string) error {
-	// Under bazel run the working directory is the runfiles tree; the lock
-	// file is in the source tree.
-	if ws := os.Getenv("BUILD_WORKSPACE_DIRECTORY"); ws != "" && !filepath.IsAbs(path) {
-		path = filepath.Join(ws, path)
-	}
-	l, err := pull.ReadLock(path)
-	if err != nil {
-		return err
-	}
-	changes, err := pull.Update(ctx, l, pull.UpdateOptions{Refresh: refresh, Remote: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}})
-	if err != nil {
-		return err
-	}
-	data, err := l.Encode()
-	if err != nil {
-		return err
-	}
-	old, _ := os.ReadFile(path)
-	if bytes.Equal(old, data) {
-		fmt.Printf("%s is up to date\n", path)
-		return nil
-	}
-	for _, c := range changes {
-		fmt.Println(c)
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		return fmt.Errorf("failed to write lock file %s: %w", path, err)
-	}
-	fmt.Printf("wrote %s\n", path)
-	return nil
 }
 
 func readJSON(path string, v any) error {
