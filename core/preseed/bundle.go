@@ -173,10 +173,63 @@ type imageRef struct {
 	Name string
 	// Target is the index.json descriptor the image record points to.
 	Target ocispec.Descriptor
+	// Held are the platforms a narrowed index holds (see
+	// bundleformat.AnnotationPlatforms); nil when it holds every one.
+	Held []string
 	// Manifest is the manifest of the platform that is unpacked.
 	Manifest ocispec.Descriptor
 	// ChainID names the snapshot the image unpacks to.
 	ChainID digest.Digest
+	// Names are the records preseed keeps for the image, Name first (see
+	// namesOf); empty when the metadata did not say which manifest is
+	// unpacked.
+	Names []imageName
+}
+
+// imageName is one image record: a name and the descriptor it points to.
+type imageName struct {
+	Name   string
+	Target ocispec.Descriptor
+}
+
+// names lists the image's record names, or only its name when they are
+// unknown.
+func (im imageRef) names() []string {
+	if len(im.Names) == 0 {
+		return []string{im.Name}
+	}
+	out := make([]string, 0, len(im.Names))
+	for _, n := range im.Names {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// namesOf pairs the names bundleformat.References gives an image with
+// what each record points to: repo@<unpacked manifest> of an index points
+// to that manifest's descriptor (with its platform), so that the CRI
+// resolves it without choosing a platform; the others point to the
+// index.json target.
+func namesOf(im imageRef) ([]imageName, error) {
+	var manifests []digest.Digest
+	if im.Manifest.Digest != im.Target.Digest {
+		manifests = append(manifests, im.Manifest.Digest)
+	}
+	refs, err := bundleformat.References(im.Name, im.Target.Digest, manifests...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]imageName, 0, len(refs))
+	for _, r := range refs {
+		n := imageName{Name: r, Target: im.Target}
+		if c, err := reference.ParseNamed(r); err == nil && r != im.Name {
+			if d, ok := c.(reference.Digested); ok && len(manifests) > 0 && d.Digest() == im.Manifest.Digest {
+				n.Target = im.Manifest
+			}
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // metadata is the format's metadata of a bundle (index.json, the JSON
@@ -201,10 +254,16 @@ func readMetadata(ctx context.Context, s *stream, platform platforms.MatchCompar
 	// With an error, bm still names the images (for the status).
 	m := &metadata{Metadata: bm, read: s.count.n}
 	for _, im := range bm.Images {
-		ref := imageRef{Name: im.Name, Target: im.Target}
-		// The platform policy follows exactly one manifest per image.
+		ref := imageRef{Name: im.Name, Target: im.Target, Held: im.Platforms}
+		// The platform policy follows exactly one manifest per image: the
+		// best match among those the bundle holds.
 		if len(im.Manifests) == 1 {
 			ref.Manifest, ref.ChainID = im.Manifests[0].Descriptor, im.Manifests[0].ChainID
+			names, nerr := namesOf(ref)
+			if nerr != nil && err == nil {
+				err = fmt.Errorf("image %s: %w", im.Name, nerr)
+			}
+			ref.Names = names
 		}
 		m.images = append(m.images, ref)
 	}

@@ -3,6 +3,8 @@ package preseed
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 
 	"go.uber.org/zap"
@@ -67,35 +69,57 @@ func (c Config) checkBundle(ctx context.Context, man *manifest, b *bundle) error
 	return man.check(b, b.entry, size)
 }
 
-// refuseSharedNames fails every bundle that names an image another bundle
-// of its namespace names too: neither may win by the order of the imports.
-// Only bundles without an error so far take part: the others' metadata may
-// be missing.
+// refuseSharedNames fails every bundle whose image name another bundle of
+// its namespace names too: neither may win by the order of the imports.
+// Digest names (repo@digest) may be shared: they point to the same
+// content whichever bundle registers them, and each bundle learns the
+// others' files, so that it accepts their label on the record. Only
+// bundles without an error so far take part: the others' metadata may be
+// missing.
 func refuseSharedNames(bundles []*bundle) {
-	claims := make(map[string][]*bundle) // namespace/name -> bundles
+	primary := make(map[string][]*bundle) // namespace/name -> bundles
+	all := make(map[string][]*bundle)
 	for _, b := range bundles {
 		if b.err != nil || b.meta == nil {
 			continue
 		}
 		for _, im := range b.meta.images {
 			k := b.namespace + "/" + im.Name
-			claims[k] = append(claims[k], b)
+			primary[k] = append(primary[k], b)
+			for _, n := range im.names() {
+				all[b.namespace+"/"+n] = append(all[b.namespace+"/"+n], b)
+			}
 		}
 	}
-	for k, bs := range claims {
-		if len(bs) < 2 {
-			continue
-		}
+	for k, bs := range all {
 		for _, b := range bs {
-			var others []string
-			for _, o := range bs {
-				if o != b {
-					others = append(others, o.file)
+			n := strings.TrimPrefix(k, b.namespace+"/")
+			others := otherFiles(b, bs)
+			if len(others) == 0 {
+				continue
+			}
+			if len(primary[k]) > 1 && slices.Contains(primary[k], b) {
+				if b.err == nil {
+					b.err = fmt.Errorf("image %s is also named by %s", n, strings.Join(otherFiles(b, primary[k]), ", "))
 				}
+				continue
 			}
-			if b.err == nil {
-				b.err = fmt.Errorf("image %s is also named by %s", strings.TrimPrefix(k, b.namespace+"/"), strings.Join(others, ", "))
+			if b.sharers == nil {
+				b.sharers = make(map[string][]string)
 			}
+			b.sharers[n] = others
 		}
 	}
+}
+
+// otherFiles lists the files of bs but b's, sorted.
+func otherFiles(b *bundle, bs []*bundle) []string {
+	var out []string
+	for _, o := range bs {
+		if o != b && !slices.Contains(out, o.file) {
+			out = append(out, o.file)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

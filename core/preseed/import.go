@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -54,10 +56,17 @@ func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, 
 	return ResultImported, nil
 }
 
-// present tells whether every image of the bundle is registered with the
-// same target and unpacked into the snapshotter.
+// present tells whether every image of the bundle was imported and
+// unpacked: its name points to its target (preseed registers it only after
+// the unpack, so it vouches for the rest), its snapshot exists, and so
+// does the content every other name of it points to. Those other names
+// (repo@digest) are then checked and put right by register without
+// reading the bundle again: one may be missing after a power cut between
+// two registrations, or after an upgrade from a version that registered
+// only the name.
 func (c Config) present(ctx context.Context, cl *client.Client, b *bundle) (bool, error) {
 	is := cl.ImageService()
+	cs := cl.ContentStore()
 	sn := cl.SnapshotService(c.Snapshotter)
 	for _, im := range b.meta.images {
 		img, err := is.Get(ctx, im.Name)
@@ -67,7 +76,7 @@ func (c Config) present(ctx context.Context, cl *client.Client, b *bundle) (bool
 		if err != nil {
 			return false, fmt.Errorf("failed to look up image %s: %w", im.Name, err)
 		}
-		if img.Target.Digest != im.Target.Digest {
+		if !sameTarget(img.Target, im.Target) {
 			return false, nil
 		}
 		if _, err := sn.Stat(ctx, im.ChainID.String()); errdefs.IsNotFound(err) {
@@ -75,8 +84,20 @@ func (c Config) present(ctx context.Context, cl *client.Client, b *bundle) (bool
 		} else if err != nil {
 			return false, fmt.Errorf("failed to look up snapshot of image %s: %w", im.Name, err)
 		}
+		for _, n := range im.Names {
+			if _, err := cs.Info(ctx, n.Target.Digest); errdefs.IsNotFound(err) {
+				return false, nil
+			} else if err != nil {
+				return false, fmt.Errorf("failed to look up blob %s of image %s: %w", n.Target.Digest, n.Name, err)
+			}
+		}
 	}
 	return true, nil
+}
+
+// sameTarget tells whether a record points to want.
+func sameTarget(got, want ocispec.Descriptor) bool {
+	return got.Digest == want.Digest && got.MediaType == want.MediaType && got.Size == want.Size
 }
 
 // importBundle ingests, labels, unpacks and only then registers the images
@@ -101,7 +122,7 @@ func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 		return err
 	}
 	for _, im := range b.meta.images {
-		if err := c.unpack(ctx, log, cl, im); err != nil {
+		if err := c.unpack(ctx, log, cl, b.meta, im); err != nil {
 			return err
 		}
 	}
@@ -191,18 +212,20 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 	return err
 }
 
-// unpack sets the GC labels of one image's content (from manifest to
-// config and layers, as client.Import sets them), so that it outlives the
-// lease, and unpacks it into the snapshotter. WithSyncFs makes containerd
-// sync each layer's files to disk before it commits the snapshot: after a
-// power cut, a snapshot that exists has all its files.
-func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, im imageRef) error {
+// unpack sets the GC labels of one image's content (from index to
+// manifest, config and layers, as client.Import sets them), so that it
+// outlives the lease, and unpacks it into the snapshotter. WithSyncFs makes
+// containerd sync each layer's files to disk before it commits the
+// snapshot: after a power cut, a snapshot that exists has all its files.
+func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, m *metadata, im imageRef) error {
 	cs := cl.ContentStore()
-	h := images.FilterPlatforms(images.SetChildrenLabels(cs, images.ChildrenHandler(cs)), c.Platform)
-	if err := images.Walk(ctx, h, im.Target); err != nil {
+	if err := images.Walk(ctx, images.SetChildrenLabels(cs, heldChildren(cs, m)), im.Target); err != nil {
 		return fmt.Errorf("failed to label the content of image %s: %w", im.Name, err)
 	}
-	img := client.NewImageWithPlatform(cl, images.Image{Name: im.Name, Target: im.Target}, c.Platform)
+	// The manifest the metadata pass chose (the best match the bundle
+	// holds), not the index: containerd would pick the best match of the
+	// whole index, which a narrowed bundle may not hold.
+	img := client.NewImageWithPlatform(cl, images.Image{Name: im.Name, Target: im.Manifest}, c.Platform)
 	log.Info("unpack started", zap.String("image", im.Name), zap.String("snapshotter", c.Snapshotter))
 	if err := img.Unpack(ctx, c.Snapshotter, client.WithUnpackApplyOpts(diff.WithSyncFs(true))); err != nil {
 		return fmt.Errorf("failed to unpack image %s into %s: %w", im.Name, c.Snapshotter, err)
@@ -211,41 +234,93 @@ func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, 
 	return nil
 }
 
-// register points the bundle's image names at their targets with our
-// labels; target is false for a bundle already imported, whose records
-// are touched only if a label is off. Other labels of existing records are
-// kept.
-func register(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle, target bool) error {
+// heldChildren is images.ChildrenHandler narrowed to what the import wrote:
+// of an index, only the manifests (or nested indexes) the metadata pass
+// read. The others are absent from the content store (another platform's,
+// or left out of a narrowed bundle), so they get no GC label and are not
+// walked, as with containerd's import and its skip-missing option; a
+// platform matcher alone could match an absent one (platforms.Default() on
+// amd64 matches 386 too).
+func heldChildren(cs content.Store, m *metadata) images.HandlerFunc {
+	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		children, err := images.Children(ctx, cs, desc)
+		if err != nil || !images.IsIndexType(desc.MediaType) {
+			return children, err
+		}
+		var held []ocispec.Descriptor
+		for _, ch := range children {
+			if _, ok := m.JSON[ch.Digest]; ok {
+				held = append(held, ch)
+			}
+		}
+		return held, nil
+	}
+}
+
+// register points every name of the bundle's images at its target with
+// our labels, each image's name first. After an import (imported) every
+// record is written; for a bundle already imported, a record is written
+// only if it is missing, points elsewhere or lacks a label, and the
+// bundle file it names may be any bundle that claims the name too (a
+// digest both register). Other labels of existing records are kept.
+func register(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle, imported bool) error {
 	is := cl.ImageService()
 	for _, im := range b.meta.images {
-		img := images.Image{
-			Name:   im.Name,
-			Target: im.Target,
-			Labels: map[string]string{LabelPinned: PinnedValue, LabelBundle: b.file},
-		}
-		fields := []string{"labels." + LabelPinned, "labels." + LabelBundle}
-		if target {
-			fields = append(fields, "target")
-		} else {
-			cur, err := is.Get(ctx, im.Name)
-			if err != nil {
-				return fmt.Errorf("failed to look up image %s: %w", im.Name, err)
-			}
-			if cur.Labels[LabelPinned] == PinnedValue && cur.Labels[LabelBundle] == b.file {
-				continue
+		for _, n := range im.Names {
+			if err := registerName(ctx, log, is, b, n, imported); err != nil {
+				return err
 			}
 		}
-		if _, err := is.Update(ctx, img, fields...); err != nil {
-			if !errdefs.IsNotFound(err) {
-				return fmt.Errorf("failed to update image %s: %w", im.Name, err)
-			}
-			if _, err := is.Create(ctx, img); err != nil {
-				return fmt.Errorf("failed to create image %s: %w", im.Name, err)
-			}
+	}
+	return nil
+}
+
+// registerName writes one record, if needed (see register), and logs
+// "image registered" when it wrote the record's target.
+func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bundle, n imageName, imported bool) error {
+	img := images.Image{
+		Name:   n.Name,
+		Target: n.Target,
+		Labels: map[string]string{LabelPinned: PinnedValue, LabelBundle: b.file},
+	}
+	fields := []string{"labels." + LabelPinned, "labels." + LabelBundle}
+	setTarget := imported
+	if !imported {
+		cur, err := is.Get(ctx, n.Name)
+		switch {
+		case errdefs.IsNotFound(err):
+			setTarget = true
+		case err != nil:
+			return fmt.Errorf("failed to look up image %s: %w", n.Name, err)
+		case !sameTarget(cur.Target, n.Target):
+			setTarget = true
+		case cur.Labels[LabelPinned] == PinnedValue && (cur.Labels[LabelBundle] == b.file || slices.Contains(b.sharers[n.Name], cur.Labels[LabelBundle])):
+			return nil
 		}
-		if target {
-			log.Info("image registered", zap.String("image", im.Name), zap.String("digest", im.Target.Digest.String()))
+	}
+	if setTarget {
+		fields = append(fields, "target")
+	}
+	if err := put(ctx, is, img, fields); err != nil {
+		return err
+	}
+	if setTarget {
+		log.Info("image registered", zap.String("image", n.Name), zap.String("digest", n.Target.Digest.String()))
+	}
+	return nil
+}
+
+// put updates the record's fields, or creates it. Another bundle may
+// create a shared digest name between the two: then it is updated.
+func put(ctx context.Context, is images.Store, img images.Image, fields []string) error {
+	_, err := is.Update(ctx, img, fields...)
+	if errdefs.IsNotFound(err) {
+		if _, err = is.Create(ctx, img); errdefs.IsAlreadyExists(err) {
+			_, err = is.Update(ctx, img, fields...)
 		}
+	}
+	if err != nil {
+		return fmt.Errorf("failed to register image %s: %w", img.Name, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -102,6 +103,10 @@ func (m *manifest) check(b *bundle, e *ManifestEntry, size int64) error {
 		if im.Target.Digest != e.Target.Digest || im.Target.Size != e.Target.Size || im.Target.MediaType != e.Target.MediaType {
 			differs("target", descString(im.Target), descString(e.Target))
 		}
+		if missing := missingReferences(im, e.References); len(missing) > 0 {
+			diffs = append(diffs, fmt.Sprintf("references %s are registered but not in the manifest's references %s",
+				strings.Join(missing, ", "), strings.Join(e.References, ", ")))
+		}
 		known, complete := b.meta.manifestDigests(im)
 		want := make(map[digest.Digest]bool)
 		for _, x := range e.Manifests {
@@ -134,12 +139,24 @@ func (m *manifest) check(b *bundle, e *ManifestEntry, size int64) error {
 	return nil
 }
 
+// missingReferences are the names preseed registers for im that listed
+// lacks: the manifest must name every record the bundle makes.
+func missingReferences(im imageRef, listed []string) []string {
+	var out []string
+	for _, n := range im.names() {
+		if !slices.Contains(listed, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func descString(d ocispec.Descriptor) string {
 	return fmt.Sprintf("%s (%s, %d bytes)", d.Digest, d.MediaType, d.Size)
 }
 
 // manifestDigests lists the image manifests of im known from the JSON blobs
-// read. complete is false when a nested index was not read (the metadata
+// read (of a narrowed index, those of its held platforms). complete is false when a nested index was not read (the metadata
 // pass follows only this machine's platform), so only part is known.
 func (m *metadata) manifestDigests(im imageRef) (map[digest.Digest]bool, bool) {
 	out := make(map[digest.Digest]bool)
@@ -161,6 +178,10 @@ func (m *metadata) manifestDigests(im imageRef) (map[digest.Digest]bool, bool) {
 				return
 			}
 			for _, c := range idx.Manifests {
+				// A narrowed index holds only some platforms' manifests.
+				if d.Digest == im.Target.Digest && im.Held != nil && (c.Platform == nil || !slices.Contains(im.Held, bundleformat.FormatPlatform(*c.Platform))) {
+					continue
+				}
 				walk(c)
 			}
 		}

@@ -400,3 +400,40 @@ func TestManifestFromImageRules(t *testing.T) {
 	// must not get the good image collected.
 	checkImage(t, cl, d.Snapshotter, "docker.io/library/hello:1.0", helloDigest, "hello.tar")
 }
+
+// A manifest entry whose references lack a name preseed registers is
+// refused like any other difference, naming the missing name.
+func TestManifestReferencesMissing(t *testing.T) {
+	f := newFixture(t)
+	bad := filepath.Join(f.root, ns, "bad.tar")
+	write(t, bad, badEntries(t, badName))
+	cfg := f.config()
+	cfg.Manifest = f.writeManifest(append(f.goodFiles(), "bad.tar")...)
+	raw, err := os.ReadFile(cfg.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bundleformat.ParseManifest(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dropped string
+	for i := range m.Bundles {
+		if e := &m.Bundles[i]; e.Reference == badName {
+			dropped = e.References[len(e.References)-1]
+			e.References = e.References[:len(e.References)-1]
+		}
+	}
+	if !strings.Contains(dropped, "@sha256:") {
+		t.Fatalf("dropped %q, want the digest name", dropped)
+	}
+	if raw, err = m.Encode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Manifest, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := f.run(cfg)
+	f.expectRefused(st, "bad.tar", []string{"differs from the preseed manifest " + cfg.Manifest, "references " + dropped + " are registered but not in the manifest's references"}, badName, dropped)
+	t.Logf("refused: %s", bundleStatus(t, st, "bad.tar").Error)
+}

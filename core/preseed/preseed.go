@@ -3,10 +3,22 @@
 //
 // The preseed runnable scans <Root>/<namespace>/ for *.tar, *.tar.zst and
 // *.tar.gz bundles, imports each into its namespace, unpacks it into the
-// snapshotter the CRI uses, pins it (io.cri-containerd.pinned=pinned) and
-// labels it with its bundle file, unpins images whose bundle is gone, skips
-// bundles already imported without reading their layers, writes a status
-// file, logs one summary line and signals Done.
+// snapshotter the CRI uses, registers it under every name of
+// bundleformat.References (its name, repo@<target digest> and, for an
+// index, repo@<digest of the platform manifest it unpacks>, whose record
+// points to that manifest: the names a pod may give, which the CRI reports
+// as RepoTags and RepoDigests), pins each record
+// (io.cri-containerd.pinned=pinned) and labels it with its bundle file,
+// unpins every record of a bundle that is gone, skips bundles already
+// imported without reading their layers (putting right any digest name
+// that is missing or points elsewhere), writes a status file, logs one
+// summary line and signals Done.
+//
+// An index may be narrowed to some platforms (bundleformat.AnnotationPlatforms):
+// its blob is the original one, the other platforms' manifests are absent.
+// Only the content the bundle holds is labelled and walked, and the best
+// match it holds is unpacked, as containerd's import with its skip-missing
+// option does.
 //
 // It must not stop at the first bad bundle, leave a half-imported image
 // registered under its name, read a bundle whole into memory, fetch
@@ -23,7 +35,8 @@
 //     file name; an unlisted one fails with "not in the preseed manifest".
 //   - Before any image is registered or skipped, the file's size, the
 //     digest of its index.json, its one image name, index.json's target
-//     descriptor and its manifest digests must equal the manifest's; a
+//     descriptor and its manifest digests must equal the manifest's, and
+//     every name preseed registers must be in the entry's references; a
 //     difference fails the bundle with an error naming the file, the
 //     manifest and each thing that differs. This reads no layer, so a
 //     bundle already imported is still skipped cheaply.
@@ -58,8 +71,9 @@
 // An import writes its blobs under a lease labelled LabelLease, sets the
 // GC labels, unpacks (containerd syncs each layer's files before it
 // commits the snapshot), and registers the names last: a cut at any point
-// leaves no name pointing at incomplete content, and a cut after leaves a
-// complete, pinned image the next run skips. Each run first aborts the
+// leaves no name pointing at incomplete content, and a cut after the
+// image's name is registered leaves a complete, pinned image the next run
+// skips, registering any digest name the cut left out. Each run first aborts the
 // ingests of ours (ref "preseed-<digest>") and deletes the leases of ours
 // an interrupted run left, in every namespace: their bytes may never have
 // reached the disk, so they are written again rather than resumed.
@@ -69,6 +83,10 @@
 // started", "unpack finished", "image registered", "interrupted ingest
 // discarded", "interrupted import lease removed"): the power-cut E2E
 // (tests/e2e/powercut) matches them, so they change only together.
+// "image registered" is logged once per record whose target is written
+// (the image's name first, then its digest names), with the fields image
+// (the record's name) and digest (what it points to); a skipped bundle
+// logs it only for a digest name it puts right.
 package preseed
 
 import (
@@ -196,7 +214,12 @@ type BundleStatus struct {
 type ImageStatus struct {
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name"`
-	Digest    string `json:"digest"`
+	// Digest is the image's target: index.json's descriptor.
+	Digest string `json:"digest"`
+	// References are the names registered for the image (Name, then
+	// repo@Digest and, for an index, repo@ the unpacked manifest), when
+	// its bundle was imported or skipped.
+	References []string `json:"references,omitempty"`
 }
 
 // Ignored is a path in the preseed tree that is not a bundle.
@@ -211,7 +234,10 @@ type bundle struct {
 	kind                  bundleformat.Compression
 	meta                  *metadata
 	// entry is the bundle's preseed manifest entry, when one is enforced.
-	entry    *ManifestEntry
+	entry *ManifestEntry
+	// sharers are, for each name of the bundle's images that other bundles
+	// of its namespace register too (a digest), those bundles' files.
+	sharers  map[string][]string
 	err      error
 	result   string
 	bytes    int64

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,6 +184,10 @@ func (f *fixture) checkGood(st *preseed.Status) {
 	}
 }
 
+// checkImage asserts that image name and its digest names (repo@digest,
+// and for an index repo@ the unpacked manifest) are registered, point to
+// digest (the manifest), are pinned and labelled with file, and that the
+// image is unpacked and its layers present.
 func checkImage(t *testing.T, cl *client.Client, snapshotter, name, digest, file string) {
 	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), ns)
@@ -194,8 +199,8 @@ func checkImage(t *testing.T, cl *client.Client, snapshotter, name, digest, file
 	if img.Target.Digest.String() != digest {
 		t.Errorf("image %s: target %s, want %s", name, img.Target.Digest, digest)
 	}
-	if img.Labels[preseed.LabelPinned] != preseed.PinnedValue || img.Labels[preseed.LabelBundle] != file {
-		t.Errorf("image %s: labels %v, want pinned and bundle %s", name, img.Labels, file)
+	for ref, want := range wantNames(t, cl, img) {
+		checkRecord(t, cl, ref, want, file)
 	}
 	ci := client.NewImageWithPlatform(cl, img, platforms.DefaultStrict())
 	if ok, err := ci.IsUnpacked(ctx, snapshotter); err != nil || !ok {
@@ -559,16 +564,24 @@ func TestUnpinWhenBundleGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := f.run(f.config())
-	if len(st.Unpinned) != 1 || st.Unpinned[0].Name != "preseed.test/good-a:1.0" {
-		t.Fatalf("unpinned %+v", st.Unpinned)
+	// Every name of the gone bundle's image: its tag and its digest.
+	gone := []string{"preseed.test/good-a:1.0", "preseed.test/good-a@" + f.good["preseed.test/good-a:1.0"].digest}
+	var unpinned []string
+	for _, u := range st.Unpinned {
+		unpinned = append(unpinned, u.Name)
+	}
+	if !slices.Equal(unpinned, gone) {
+		t.Fatalf("unpinned %+v, want %q", st.Unpinned, gone)
 	}
 	ctx := namespaces.WithNamespace(context.Background(), ns)
-	img, err := f.cl.ImageService().Get(ctx, "preseed.test/good-a:1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := img.Labels[preseed.LabelPinned]; ok {
-		t.Errorf("image still pinned: %v", img.Labels)
+	for _, n := range gone {
+		img, err := f.cl.ImageService().Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := img.Labels[preseed.LabelPinned]; ok {
+			t.Errorf("image %s still pinned: %v", n, img.Labels)
+		}
 	}
 	checkImage(t, f.cl, f.d.Snapshotter, "preseed.test/good-b:1.0", f.good["preseed.test/good-b:1.0"].digest, "good-b.tar.zst")
 }

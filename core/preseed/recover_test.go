@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -391,10 +392,19 @@ func TestProgressEvents(t *testing.T) {
 			t.Errorf("unpack started: %+v", e)
 		}
 	}
+	// One event per name: the tag, then repo@digest, each with the digest
+	// its record points to.
+	registered := map[string]any{}
 	for _, e := range rec.named("image registered") {
-		if g, ok := f.good[e.fields["image"].(string)]; !ok || e.fields["digest"] != g.digest {
-			t.Errorf("image registered: %+v", e)
-		}
+		registered[e.fields["image"].(string)] = e.fields["digest"]
+	}
+	names := map[string]any{}
+	for name, g := range f.good {
+		names[name] = g.digest
+		names[strings.SplitN(name, ":", 2)[0]+"@"+g.digest] = g.digest
+	}
+	if !maps.Equal(registered, names) || len(rec.named("image registered")) != len(names) {
+		t.Errorf("image registered: %+v, want one for each of %v", rec.named("image registered"), names)
 	}
 	for _, e := range rec.named("layer ingest started") {
 		if _, ok := e.fields["size"].(int64); !ok || !ingested[e.fields["digest"].(string)] {

@@ -89,7 +89,11 @@ func result(logger *zap.Logger, b *bundle) (BundleStatus, error) {
 	bs := BundleStatus{Namespace: b.namespace, File: b.file, Result: b.result, Bytes: b.bytes, Duration: b.duration.Seconds()}
 	if b.meta != nil {
 		for _, im := range b.meta.images {
-			bs.Images = append(bs.Images, ImageStatus{Name: im.Name, Digest: im.Target.Digest.String()})
+			is := ImageStatus{Name: im.Name, Digest: im.Target.Digest.String()}
+			if b.err == nil {
+				is.References = im.names()
+			}
+			bs.Images = append(bs.Images, is)
 		}
 	}
 	log := logger.With(zap.String("namespace", b.namespace), zap.String("file", b.path))
@@ -105,7 +109,8 @@ func result(logger *zap.Logger, b *bundle) (BundleStatus, error) {
 	return bs, nil
 }
 
-// unpinGone removes our pin from images whose bundle no longer names them.
+// unpinGone removes our pin from images whose bundle no longer names them:
+// every record (tag and digests) of a gone bundle.
 // An image whose bundle file is still there but could not be read, or was
 // refused, keeps its pin: its names are unknown, not gone (a bundle swapped
 // for another at rest must not get the good image collected).
@@ -120,7 +125,9 @@ func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bun
 			continue
 		}
 		for _, im := range b.meta.images {
-			claimed[b.namespace+"/"+im.Name] = true
+			for _, n := range im.names() {
+				claimed[b.namespace+"/"+n] = true
+			}
 		}
 	}
 	nss, err := cl.NamespaceService().List(ctx)

@@ -15,10 +15,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"runtime"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
@@ -114,6 +117,11 @@ func RandomLayer(seed uint64, size int64) (v1.Layer, error) {
 // NewImage returns a single-platform image of the host's platform made of
 // layers, with a config that says which.
 func NewImage(layers ...v1.Layer) (v1.Image, error) {
+	return NewPlatformImage(v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}, layers...)
+}
+
+// NewPlatformImage is NewImage for platform p.
+func NewPlatformImage(p v1.Platform, layers ...v1.Layer) (v1.Image, error) {
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
 		return nil, err
@@ -123,7 +131,7 @@ func NewImage(layers ...v1.Layer) (v1.Image, error) {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
+	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
 	cf.Config.Cmd = []string{"/data"}
 	img, err = mutate.ConfigFile(img, cf)
@@ -150,57 +158,132 @@ func file(name string, data []byte, layer bool) Entry {
 	return Entry{Header: *bundleformat.Header(name, int64(len(data))), Data: data, Layer: layer}
 }
 
+// blobs are the JSON and layer blobs of a bundle, by entry name.
+type blobs struct {
+	json, layers map[string][]byte
+}
+
+// add adds the manifest, config and layers of img and returns the
+// manifest's descriptor, with the config's platform.
+func (b blobs) add(img v1.Image) (v1.Descriptor, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	raw, err := img.RawManifest()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	d := sha(raw)
+	b.json[bundleformat.BlobPrefix+d.Hex] = raw
+	b.json[bundleformat.BlobPrefix+m.Config.Digest.Hex] = cfg
+	for _, l := range m.Layers {
+		ly, err := img.LayerByDigest(l.Digest)
+		if err != nil {
+			return v1.Descriptor{}, err
+		}
+		rc, err := ly.Compressed()
+		if err != nil {
+			return v1.Descriptor{}, err
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return v1.Descriptor{}, err
+		}
+		b.layers[bundleformat.BlobPrefix+l.Digest.Hex] = data
+	}
+	return v1.Descriptor{
+		MediaType: m.MediaType,
+		Size:      int64(len(raw)),
+		Digest:    d,
+		Platform:  &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant},
+	}, nil
+}
+
+func named(d v1.Descriptor, name string) v1.Descriptor {
+	d.Annotations = map[string]string{bundleformat.AnnotationRefName: name, bundleformat.AnnotationImageName: name}
+	return d
+}
+
 // Entries returns the entries of a bundle of imgs, in the format's order.
 func Entries(imgs ...Image) ([]Entry, error) {
+	b := blobs{json: map[string][]byte{}, layers: map[string][]byte{}}
+	var top []v1.Descriptor
+	for _, im := range imgs {
+		d, err := b.add(im.Image)
+		if err != nil {
+			return nil, err
+		}
+		top = append(top, named(d, im.Name))
+	}
+	return b.entries(top)
+}
+
+// Index is a multi-platform image: an OCI image index of Images, each
+// listed with its config's platform.
+type Index struct {
+	Name   string
+	Images []v1.Image
+	// Held narrows the bundle to these platforms (os/arch[/variant]), as
+	// the build narrows an index pulled for some platforms: the index blob
+	// is kept whole (its digest is the image's), the other platforms'
+	// manifests, configs and layers are left out, and index.json's
+	// descriptor lists Held in bundleformat.AnnotationPlatforms. Nil holds
+	// every platform.
+	Held []string
+}
+
+// IndexEntries returns the entries of a bundle of one image index, in the
+// format's order, and the index's digest.
+func IndexEntries(ix Index) ([]Entry, v1.Hash, error) {
+	b := blobs{json: map[string][]byte{}, layers: map[string][]byte{}}
 	var idx v1.IndexManifest
 	idx.SchemaVersion = 2
 	idx.MediaType = types.OCIImageIndex
-	jsonBlobs := map[string][]byte{}
-	layerBlobs := map[string][]byte{}
-	for _, im := range imgs {
-		m, err := im.Image.Manifest()
+	for _, img := range ix.Images {
+		all := blobs{json: map[string][]byte{}, layers: map[string][]byte{}}
+		d, err := all.add(img)
 		if err != nil {
-			return nil, err
+			return nil, v1.Hash{}, err
 		}
-		raw, err := im.Image.RawManifest()
-		if err != nil {
-			return nil, err
+		idx.Manifests = append(idx.Manifests, d)
+		if ix.Held != nil && !slices.Contains(ix.Held, bundleformat.FormatPlatform(platformOf(d))) {
+			continue
 		}
-		cfg, err := im.Image.RawConfigFile()
-		if err != nil {
-			return nil, err
-		}
-		cf, err := im.Image.ConfigFile()
-		if err != nil {
-			return nil, err
-		}
-		d := sha(raw)
-		jsonBlobs[bundleformat.BlobPrefix+d.Hex] = raw
-		jsonBlobs[bundleformat.BlobPrefix+m.Config.Digest.Hex] = cfg
-		for _, l := range m.Layers {
-			ly, err := im.Image.LayerByDigest(l.Digest)
-			if err != nil {
-				return nil, err
-			}
-			rc, err := ly.Compressed()
-			if err != nil {
-				return nil, err
-			}
-			b, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil {
-				return nil, err
-			}
-			layerBlobs[bundleformat.BlobPrefix+l.Digest.Hex] = b
-		}
-		idx.Manifests = append(idx.Manifests, v1.Descriptor{
-			MediaType:   m.MediaType,
-			Size:        int64(len(raw)),
-			Digest:      d,
-			Annotations: map[string]string{bundleformat.AnnotationRefName: im.Name, bundleformat.AnnotationImageName: im.Name},
-			Platform:    &v1.Platform{OS: cf.OS, Architecture: cf.Architecture},
-		})
+		maps.Copy(b.json, all.json)
+		maps.Copy(b.layers, all.layers)
 	}
+	raw, err := json.Marshal(idx)
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	d := sha(raw)
+	b.json[bundleformat.BlobPrefix+d.Hex] = raw
+	top := named(v1.Descriptor{MediaType: types.OCIImageIndex, Size: int64(len(raw)), Digest: d}, ix.Name)
+	if ix.Held != nil {
+		held := slices.Sorted(slices.Values(ix.Held))
+		top.Annotations[bundleformat.AnnotationPlatforms] = strings.Join(held, ",")
+	}
+	e, err := b.entries([]v1.Descriptor{top})
+	return e, d, err
+}
+
+func platformOf(d v1.Descriptor) ocispec.Platform {
+	return ocispec.Platform{OS: d.Platform.OS, Architecture: d.Platform.Architecture, Variant: d.Platform.Variant}
+}
+
+// entries lays out index.json of top and the blobs in the format's order.
+func (b blobs) entries(top []v1.Descriptor) ([]Entry, error) {
+	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: top}
 	ij, err := json.Marshal(idx)
 	if err != nil {
 		return nil, err
@@ -212,13 +295,8 @@ func Entries(imgs ...Image) ([]Entry, error) {
 	for _, set := range []struct {
 		m     map[string][]byte
 		layer bool
-	}{{jsonBlobs, false}, {layerBlobs, true}} {
-		names := make([]string, 0, len(set.m))
-		for n := range set.m {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+	}{{b.json, false}, {b.layers, true}} {
+		for _, n := range slices.Sorted(maps.Keys(set.m)) {
 			entries = append(entries, file(n, set.m[n], set.layer))
 		}
 	}
