@@ -190,19 +190,16 @@ def _preseed_bundle_impl(ctx):
     ext = BUNDLE_EXTENSIONS[ctx.attr.compression]
     out = ctx.actions.declare_file(ctx.label.name + ext)
     layout = _layout_dir(ctx.attr.image, "image")
+    args = ctx.actions.args()
+    args.add("bundle")
+    args.add("--layout", layout.path)
+    args.add("--ref", ctx.attr.reference)
+    args.add("--compression", ctx.attr.compression)
+    args.add_all(ctx.attr.platforms, before_each = "--platform")
+    args.add("--out", out.path)
     ctx.actions.run(
         executable = ctx.executable._tool,
-        arguments = [
-            "bundle",
-            "--layout",
-            layout.path,
-            "--ref",
-            ctx.attr.reference,
-            "--compression",
-            ctx.attr.compression,
-            "--out",
-            out.path,
-        ],
+        arguments = [args],
         inputs = [layout],
         outputs = [out],
         mnemonic = "PreseedBundle",
@@ -239,6 +236,9 @@ or after decompression).""",
         "namespace": attr.string(
             doc = "The containerd namespace to import into; `k8s.io` for images the CRI uses.",
             default = "k8s.io",
+        ),
+        "platforms": attr.string_list(
+            doc = "os/arch[/variant] to keep from an index, e.g. [\"linux/amd64\"]; its other platforms are left out, the index blob and so the image's digest stay; empty keeps all.",
         ),
         "bundle_name": attr.string(
             doc = "File name (without extension) under /containerd/preseed/<namespace>/; defaults to the target name.",

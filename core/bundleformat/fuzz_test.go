@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,6 +37,14 @@ func FuzzReadMetadata(f *testing.F) {
 	// The first header's name, and the index.json header's size field.
 	f.Add(uint8(0), uint16(0), uint16(10), []byte("index.json"))
 	f.Add(uint8(0), uint16(1024+124), uint16(11), []byte("00000000777"))
+	// The narrowed bundle's platforms: one it left out, one the index lacks.
+	narrowed := len(bases) - 3
+	at := bytes.Index(bases[narrowed], []byte("linux/arm64\""))
+	if at < 0 {
+		f.Fatal("the narrowed bundle names no platform")
+	}
+	f.Add(uint8(narrowed), uint16(at), uint16(11), []byte("linux/amd64"))
+	f.Add(uint8(narrowed), uint16(at), uint16(11), []byte("linux/s390x"))
 	f.Fuzz(func(t *testing.T, base uint8, off, cut uint16, patch []byte) {
 		data := splice(bases[int(base)%len(bases)], int(off), int(cut), patch)
 		// Also with the header checksums made right, so that a mutated
@@ -75,11 +84,14 @@ func readBounded(t *testing.T, in []byte, p bundleformat.Policy) (*bundleformat.
 // amount in proportion to its input.
 const maxFuzzAlloc = 256 << 10
 
-// fuzzBases are the tars FuzzReadMetadata splices: two real bundles, and of
-// each its first three entries and its layout, index and last entry.
+// fuzzBases are the tars FuzzReadMetadata splices: three real bundles (a
+// single image, a two-platform index, that index narrowed to arm64), and
+// of each its first three entries and its layout, index and last entry.
 func fuzzBases(t testing.TB) [][]byte {
 	var out [][]byte
-	for _, b := range [][]byte{realBundle(t, singleLayout(t), "hello:1.0"), realBundle(t, indexLayout(t), "localhost/multi:2")} {
+	index := indexLayout(t)
+	for _, b := range [][]byte{realBundle(t, singleLayout(t), "hello:1.0"), realBundle(t, index, "localhost/multi:2"),
+		realBundle(t, index, "localhost/multi:2", "linux/arm64")} {
 		es := entries(t, b)
 		out = append(out, b, pack(t, es[:3]), pack(t, []entry{es[0], es[1], es[len(es)-1]}))
 	}
@@ -141,6 +153,7 @@ func checkAccepted(t *testing.T, data []byte, m *bundleformat.Metadata) {
 	if len(m.Images) == 0 {
 		t.Fatal("accepted a bundle naming no image")
 	}
+	checkNarrowed(t, m)
 	allowed := regexp.MustCompile(allowedNames)
 	tr := tar.NewReader(bytes.NewReader(data))
 	for i := 0; i < 2 || len(need) > 0; i++ {
@@ -159,6 +172,24 @@ func checkAccepted(t *testing.T, data []byte, m *bundleformat.Metadata) {
 		sum := sha256.Sum256(b)
 		if h := hex.EncodeToString(sum[:]); hdr.Name == bundleformat.BlobPrefix+h {
 			delete(need, h)
+		}
+	}
+}
+
+// checkNarrowed checks that an image whose index.json descriptor lists
+// platforms was followed only into manifests of those platforms.
+func checkNarrowed(t *testing.T, m *bundleformat.Metadata) {
+	for _, im := range m.Images {
+		v, ok := im.Target.Annotations[bundleformat.AnnotationPlatforms]
+		if !ok {
+			continue
+		}
+		listed := strings.Split(v, ",")
+		for _, mf := range im.Manifests {
+			p := mf.Descriptor.Platform
+			if p == nil || !slices.Contains(listed, bundleformat.FormatPlatform(*p)) {
+				t.Fatalf("image %s narrowed to %q followed manifest %s of platform %v", im.Name, v, mf.Descriptor.Digest, p)
+			}
 		}
 	}
 }

@@ -3,8 +3,10 @@ package bundleformat_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,19 +15,24 @@ import (
 )
 
 // realManifest is the preseed manifest the project's writer makes of a
-// bundle of each kind of compression.
+// bundle of each kind of compression (a single image, an index, a single
+// image) and of an index narrowed to linux/arm64.
 func realManifest(t testing.TB) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	var inputs []bundle.TreeInput
-	for i, layoutDir := range []string{singleLayout(t), indexLayout(t), singleLayout(t)} {
-		comp := bundleformat.Compressions()[i]
-		f := filepath.Join(dir, "b"+comp.Ext())
+	for i, layoutDir := range []string{singleLayout(t), indexLayout(t), singleLayout(t), indexLayout(t)} {
+		comp := bundleformat.Compressions()[i%3]
+		var platforms []string
+		if i == 3 {
+			platforms = []string{"linux/arm64"}
+		}
+		f := filepath.Join(dir, fmt.Sprintf("b%d%s", i, comp.Ext()))
 		out, err := os.Create(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := bundle.Write(out, layoutDir, "hello:1."+string(rune('0'+i)), comp); err != nil {
+		if err := bundle.Write(out, layoutDir, "hello:1."+string(rune('0'+i)), comp, platforms...); err != nil {
 			t.Fatal(err)
 		}
 		if err := out.Close(); err != nil {
@@ -48,8 +55,16 @@ func TestManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Bundles) != 3 || len(m.Bundles[1].Manifests) != 2 {
+	if len(m.Bundles) != 4 || len(m.Bundles[1].Manifests) != 2 || len(m.Bundles[1].References) != 4 {
 		t.Fatalf("bundles: %+v", m.Bundles)
+	}
+	// The narrowed index: its own digest, arm64's manifest only.
+	n := m.Bundles[3]
+	repo := "docker.io/library/hello"
+	want := []string{repo + ":1.3", repo + "@" + n.Target.Digest.String(), repo + "@" + n.Manifests[0].Digest.String()}
+	if n.Target.Annotations[bundleformat.AnnotationPlatforms] != "linux/arm64" || len(n.Manifests) != 1 ||
+		n.Manifests[0].Platform.Architecture != "arm64" || !slices.Equal(n.References, want) {
+		t.Errorf("narrowed bundle: %+v, want references %q", n, want)
 	}
 	again, err := m.Encode()
 	if err != nil {

@@ -207,12 +207,12 @@ func (r *reader) addImages(idx *ocispec.Index) error {
 		if err := d.Digest.Validate(); err != nil {
 			return fmt.Errorf("index.json entry %d (%s): %w", i, name, err)
 		}
-		if p := r.policy.Platform; p != nil && d.Platform != nil && !p.Match(*d.Platform) {
-			return fmt.Errorf("image %s is for %s, not this machine's platform", name, FormatPlatform(*d.Platform))
-		}
 		held, err := heldPlatforms(d)
 		if err != nil {
 			return fmt.Errorf("index.json entry %d (%s): %w", i, name, err)
+		}
+		if p := r.policy.Platform; p != nil && d.Platform != nil && !p.Match(*d.Platform) {
+			return fmt.Errorf("image %s is for %s, not this machine's platform", name, FormatPlatform(*d.Platform))
 		}
 		r.m.Images = append(r.m.Images, Image{Name: name, Target: d, Platforms: held})
 		if other, ok := r.pending[d.Digest]; ok && (other.desc.Size != d.Size || other.desc.MediaType != d.MediaType || !slices.Equal(other.held, held)) {

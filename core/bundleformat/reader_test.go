@@ -3,10 +3,15 @@ package bundleformat_test
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
@@ -99,4 +104,81 @@ func allocated(f func()) uint64 {
 	f()
 	metrics.Read(s)
 	return s[0].Value.Uint64() - before
+}
+
+// A bundle of a two-platform index narrowed to arm64, as the writer makes
+// it: the original index is the target, only arm64 is followed with or
+// without a platform choice, and another machine is told what the bundle
+// holds.
+func TestReadMetadataNarrowed(t *testing.T) {
+	dir := indexLayout(t)
+	b := realBundle(t, dir, "hello:1.0", "linux/arm64")
+	whole, err := read(t, realBundle(t, dir, "hello:1.0"), bundleformat.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := whole.Images[0].Target.Digest
+	for name, p := range map[string]bundleformat.Policy{"all": {}, "arm64": {Platform: platform{"linux", "arm64"}}} {
+		m, err := read(t, b, p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		im := m.Images[0]
+		if im.Target.Digest != target || !slices.Equal(im.Platforms, []string{"linux/arm64"}) {
+			t.Errorf("%s: target %s narrowed to %q, want %s narrowed to linux/arm64", name, im.Target.Digest, im.Platforms, target)
+		}
+		if len(im.Manifests) != 1 || im.Manifests[0].Descriptor.Platform.Architecture != "arm64" || len(m.Layers) != 1 {
+			t.Errorf("%s: manifests %+v, %d layers; want arm64's and its one layer", name, im.Manifests, len(m.Layers))
+		}
+	}
+	want := fmt.Sprintf("image docker.io/library/hello:1.0: the bundle holds only linux/arm64 of index %s, none for this machine's platform", target)
+	if _, err := read(t, b, bundleformat.Policy{Platform: platform{"linux", "amd64"}}); err == nil || err.Error() != want {
+		t.Errorf("amd64 machine: got %v, want %q", err, want)
+	}
+}
+
+// setPlatforms returns a bundle's entries with index.json's descriptor
+// carrying AnnotationPlatforms v.
+func setPlatforms(t *testing.T, es []entry, v string) []entry {
+	t.Helper()
+	var idx ocispec.Index
+	if err := json.Unmarshal(es[1].data, &idx); err != nil {
+		t.Fatal(err)
+	}
+	idx.Manifests[0].Annotations[bundleformat.AnnotationPlatforms] = v
+	data, err := json.Marshal(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := append([]entry{}, es...)
+	out[1].data, out[1].hdr.Size = data, int64(len(data))
+	return out
+}
+
+// A narrowing annotation that does not fit the bundle is refused.
+func TestReadMetadataNarrowedRejects(t *testing.T) {
+	narrowed := entries(t, realBundle(t, indexLayout(t), "hello:1.0", "linux/arm64"))
+	single := entries(t, realBundle(t, singleLayout(t), "hello:1.0"))
+	for name, c := range map[string]struct {
+		es []entry
+		// want is the error without a platform choice; onArm64 for
+		// an arm64 machine, if another.
+		want, onArm64 string
+	}{
+		"platform the index lacks": {setPlatforms(t, narrowed, "linux/arm64,linux/s390x"), "has no manifest for linux/s390x, which index.json's " + bundleformat.AnnotationPlatforms + " lists", ""},
+		"platform left out":        {setPlatforms(t, narrowed, "linux/amd64"), "missing blob", "the bundle holds only linux/amd64 of index"},
+		"on a manifest":            {setPlatforms(t, single, "linux/amd64"), "only an image index is narrowed to platforms", ""},
+		"unsorted":                 {setPlatforms(t, narrowed, "linux/arm64,linux/amd64"), "sorted, each once", ""},
+		"empty":                    {setPlatforms(t, narrowed, ""), `platform ""`, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := read(t, pack(t, c.es), bundleformat.Policy{}); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("every platform: want %q, got %v", c.want, err)
+			}
+			want := cmp.Or(c.onArm64, c.want)
+			if _, err := read(t, pack(t, c.es), bundleformat.Policy{Platform: platform{"linux", "arm64"}}); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("arm64: want %q, got %v", want, err)
+			}
+		})
+	}
 }

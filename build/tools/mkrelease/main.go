@@ -1,7 +1,8 @@
 // Command mkrelease packs the appliance's release: one tar archive holding
 // the kernel, the production initramfs, a manifest (JSON: version, kernel
-// package, Go version, every preseeded image with its digests, and the
-// sha256 of every artifact) and a SHA256SUMS file that `sha256sum -c` checks.
+// package, Go version, every preseeded image with its digests and the names
+// a pod may give it, and the sha256 of every artifact) and a SHA256SUMS
+// file that `sha256sum -c` checks.
 // The archive is deterministic: fixed entry order, mtime 0, uid/gid 0.
 // It must not read anything but its inputs, nor put a timestamp or a host
 // path into the release.
@@ -52,14 +53,22 @@ type Package struct {
 
 // Image is one preseeded image (from the build's preseed manifest).
 type Image struct {
-	Namespace       string   `json:"namespace"`
-	Name            string   `json:"name"`
-	Reference       string   `json:"reference"`
-	Bundle          string   `json:"bundle"`
-	IndexDigest     string   `json:"index_digest"`
+	Namespace   string `json:"namespace"`
+	Name        string `json:"name"`
+	Reference   string `json:"reference"`
+	Bundle      string `json:"bundle"`
+	IndexDigest string `json:"index_digest"`
+	// TargetDigest is the image's digest: what it was built or pinned as
+	// (for an index, the index's).
+	TargetDigest string `json:"target_digest"`
+	// Platforms are those an index was narrowed to; absent if it holds all.
+	Platforms       []string `json:"platforms,omitempty"`
 	ManifestDigests []string `json:"manifest_digests"`
-	Size            int64    `json:"size"`
-	SHA256          string   `json:"sha256"`
+	// References are the names a pod may give the image: its tag,
+	// repo@target digest and repo@ each manifest digest.
+	References []string `json:"references"`
+	Size       int64    `json:"size"`
+	SHA256     string   `json:"sha256"`
 }
 
 // Artifact is one file of the release.
@@ -137,6 +146,28 @@ func version(statusFile, fallback string) (string, error) {
 	return fallback, sc.Err()
 }
 
+// preseededImages lists the preseed manifest's bundles for the release,
+// sorted by namespace and name.
+func preseededImages(pm *bundleformat.Manifest) []Image {
+	var out []Image
+	for _, b := range pm.Bundles {
+		img := Image{Namespace: b.Namespace, Name: b.Name, Reference: b.Reference, Bundle: b.Path,
+			IndexDigest: b.IndexDigest.String(), TargetDigest: b.Target.Digest.String(),
+			References: b.References, Size: b.Size, SHA256: b.SHA256}
+		if v := b.Target.Annotations[bundleformat.AnnotationPlatforms]; v != "" {
+			img.Platforms = strings.Split(v, ",")
+		}
+		for _, md := range b.Manifests {
+			img.ManifestDigests = append(img.ManifestDigests, md.Digest.String())
+		}
+		out = append(out, img)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name
+	})
+	return out
+}
+
 type input struct{ name, path string }
 
 func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback, out string) error {
@@ -157,17 +188,7 @@ func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback,
 		m.Kernel.Packages = append(m.Kernel.Packages, Package{Name: p.Package, Version: p.Version, SHA256: p.SHA256})
 	}
 	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
-	for _, b := range pm.Bundles {
-		img := Image{Namespace: b.Namespace, Name: b.Name, Reference: b.Reference, Bundle: b.Path,
-			IndexDigest: b.IndexDigest.String(), Size: b.Size, SHA256: b.SHA256}
-		for _, md := range b.Manifests {
-			img.ManifestDigests = append(img.ManifestDigests, md.Digest.String())
-		}
-		m.Images = append(m.Images, img)
-	}
-	sort.Slice(m.Images, func(i, j int) bool {
-		return m.Images[i].Namespace+"/"+m.Images[i].Name < m.Images[j].Namespace+"/"+m.Images[j].Name
-	})
+	m.Images = preseededImages(pm)
 
 	files := []input{{"vmlinuz", kernelPath}, {filepath.Base(initramfsPath), initramfsPath}}
 	var sums bytes.Buffer

@@ -24,7 +24,7 @@ const usage = `usage: ocitool <command> [flags]
 commands:
   layer  --spec FILE --out TAR            files → deterministic layer tar
   image  --spec FILE --out DIR [--digest FILE]  image spec → OCI layout
-  bundle --layout DIR --ref REF [--compression zstd|gzip] --out FILE
+  bundle --layout DIR --ref REF [--compression zstd|gzip] [--platform os/arch]... --out FILE
   tree   --spec FILE --out TAR --manifest JSON   bundles → preseed tree
   pull   --image REPO --digest DIGEST [--platform os/arch]... [--mirror REPO]...
          [--docker-config FILE] --out DIR
@@ -92,6 +92,8 @@ func run(ctx context.Context, cmd string, args []string) error {
 		layoutDir := fs.String("layout", "", "OCI layout directory")
 		ref := fs.String("ref", "", "image reference")
 		comp := fs.String("compression", "", `"", "gzip" or "zstd"`)
+		var plats listFlag
+		fs.Var(&plats, "platform", "os/arch[/variant] to keep from an index, repeatable")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -99,7 +101,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		if err != nil {
 			return err
 		}
-		return writeFile(*out, func(f *os.File) error { return bundle.Write(f, *layoutDir, *ref, c) })
+		return writeFile(*out, func(f *os.File) error { return bundle.Write(f, *layoutDir, *ref, c, plats...) })
 	case "tree":
 		manifest := fs.String("manifest", "", "JSON manifest output")
 		if err := fs.Parse(args); err != nil {

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
+	"github.com/appliance-bundler/appliance/core/bundleformat"
+)
+
+// preseedManifest writes real bundles (a single image and a two-platform
+// index narrowed to arm64) with the project's writer, places them with
+// WriteTree, and returns the preseed manifest's path and what it says.
+func preseedManifest(t *testing.T) (string, *bundleformat.Manifest) {
+	t.Helper()
+	dir := t.TempDir()
+	var inputs []bundle.TreeInput
+	for _, b := range []struct {
+		name, layout, ref string
+		platforms         []string
+	}{
+		{"hello", layouttest.Single(t, "linux/amd64", "hello\n"), "hello:1.0", nil},
+		{"multi", layouttest.Index(t, "linux/amd64", "linux/arm64"), "example.com/multi:2", []string{"linux/arm64"}},
+	} {
+		var buf bytes.Buffer
+		if err := bundle.Write(&buf, b.layout, b.ref, bundleformat.Zstd, b.platforms...); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, b.name+".tar.zst")
+		if err := os.WriteFile(f, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, bundle.TreeInput{Namespace: "k8s.io", Name: b.name, Compression: bundleformat.Zstd, File: f})
+	}
+	data, err := bundle.WriteTree(io.Discard, inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "preseed.json")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pm, err := bundleformat.ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, pm
+}
+
+// release runs mkrelease on small real inputs and returns the archive's
+// files by name.
+func release(t *testing.T, preseed string) map[string][]byte {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{"vmlinuz": "kernel", "initramfs.cpio.zst": "initramfs",
+		"kernel.lock.json": `{"packages": {"linux-image": {"package": "linux-image-amd64", "version": "6.1", "sha256": "00"}}}`}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "release.tar")
+	if err := run(filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initramfs.cpio.zst"), filepath.Join(dir, "kernel.lock.json"),
+		preseed, "", "1.2.3", out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[strings.TrimPrefix(hdr.Name, "appliance-1.2.3/")] = b
+	}
+}
+
+// The release manifest lists each preseeded image's target digest, the
+// platforms a narrowed index holds and the references a pod may use, as
+// the preseed manifest has them; SHA256SUMS covers the manifest.
+func TestReleaseManifestReferences(t *testing.T) {
+	preseed, pm := preseedManifest(t)
+	files := release(t, preseed)
+	var m Manifest
+	if err := bundleformat.DecodeStrict(files["manifest.json"], &m); err != nil {
+		t.Fatalf("manifest.json: %v\n%s", err, files["manifest.json"])
+	}
+	if len(m.Images) != 2 {
+		t.Fatalf("images: %+v", m.Images)
+	}
+	for i, img := range m.Images {
+		b := pm.Bundles[i]
+		if img.Reference != b.Reference || img.TargetDigest != b.Target.Digest.String() || !slices.Equal(img.References, b.References) {
+			t.Errorf("image %s: reference %s, target %s, references %q; the preseed manifest has %s, %s, %q",
+				img.Name, img.Reference, img.TargetDigest, img.References, b.Reference, b.Target.Digest, b.References)
+		}
+	}
+	multi := m.Images[1]
+	repo := "example.com/multi"
+	want := []string{repo + ":2", repo + "@" + multi.TargetDigest, repo + "@" + multi.ManifestDigests[0]}
+	if multi.Name != "multi" || !slices.Equal(multi.Platforms, []string{"linux/arm64"}) || len(multi.ManifestDigests) != 1 || !slices.Equal(multi.References, want) {
+		t.Errorf("narrowed index: %+v, want platforms [linux/arm64] and references %q", multi, want)
+	}
+	if hello := m.Images[0]; hello.Platforms != nil || len(hello.References) != 2 || hello.TargetDigest != hello.ManifestDigests[0] {
+		t.Errorf("single image: %+v, want no platforms and its tag and digest", hello)
+	}
+	sum := sha256.Sum256(files["manifest.json"])
+	if !strings.Contains(string(files["SHA256SUMS"]), hex.EncodeToString(sum[:])+"  manifest.json\n") {
+		t.Errorf("SHA256SUMS does not hold manifest.json's sum:\n%s", files["SHA256SUMS"])
+	}
+	if again := release(t, preseed); !bytes.Equal(again["manifest.json"], files["manifest.json"]) {
+		t.Error("two releases of the same inputs differ in manifest.json")
+	}
+}
+
+// A preseed manifest without references is refused, naming the file.
+func TestReleaseRefusesManifestWithoutReferences(t *testing.T) {
+	preseed, _ := preseedManifest(t)
+	data, err := os.ReadFile(preseed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string][]map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m["bundles"][0], "references")
+	if data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(preseed, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(t.TempDir(), "kernel.lock.json")
+	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(lock, lock, lock, preseed, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	if err == nil || !strings.Contains(err.Error(), preseed) || !strings.Contains(err.Error(), "references") {
+		t.Fatalf("want an error naming %s and its references, got %v", preseed, err)
+	}
+}
