@@ -21,12 +21,17 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
@@ -471,5 +476,62 @@ func waitManaged(t *testing.T, cl *client.Client, names ...string) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+}
+
+// A two-platform index narrowed by the build's own bundle writer
+// (build/oci/bundle.Write with a platform) keeps its original index blob,
+// so the image keeps the digest it was built as, and imports, unpacks and
+// is named by that digest, checked against the build's preseed manifest.
+func TestNarrowedIndexFromBundleWriter(t *testing.T) {
+	f := newFixture(t)
+	host, other := hostPlatform(), otherPlatform()
+	hostImg, otherImg := platformImage(t, host, 800, 128<<10), platformImage(t, other, 810, 128<<10)
+	idx := mutate.IndexMediaType(mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: otherImg, Descriptor: v1.Descriptor{Platform: &other}},
+		mutate.IndexAddendum{Add: hostImg, Descriptor: v1.Descriptor{Platform: &host}}), types.OCIImageIndex)
+	built, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "layout")
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	name := "preseed.test/built:1"
+	out, err := os.Create(filepath.Join(f.root, ns, "built.tar.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.Write(out, dir, name, bundleformat.Zstd, host.OS+"/"+host.Architecture); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.good[name] = goodImage{file: "built.tar.zst", digest: built.String()}
+	cfg := f.config()
+	cfg.Manifest = f.writeManifest(f.goodFiles()...)
+	st := f.run(cfg)
+	if st.Imported != 3 || st.Failed != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	f.checkGood(st)
+	hostDigest := digestOf(t, hostImg)
+	want := []string{name, repoAt(name, built.String()), repoAt(name, hostDigest)}
+	if got := bundleStatus(t, st, "built.tar.zst").Images[0].References; !slices.Equal(got, want) {
+		t.Errorf("references %q, want %q", got, want)
+	}
+	ctx := namespaces.WithNamespace(context.Background(), ns)
+	if _, err := f.cl.ContentStore().Info(ctx, digest.Digest(digestOf(t, otherImg))); !errdefs.IsNotFound(err) {
+		t.Errorf("the other platform's manifest is in the store (%v)", err)
+	}
+	checkCRI(t, criClient(t, f.d.Address), name, want[1], want[2])
+	if st := f.run(cfg); st.Skipped != 3 || st.Failed != 0 {
+		t.Errorf("second run: %+v", st)
 	}
 }
