@@ -1,8 +1,9 @@
 // Package bundle writes preseed bundles (docs/bundle-format.md, declared in
 // core/bundleformat): one image of an OCI image layout in a single
 // deterministic tar, optionally compressed, named for containerd by its full
-// reference. It also lays out a set of bundles under /containerd/preseed/
-// <namespace>/ with the preseed manifest, and inspects bundles for it.
+// reference, an index optionally narrowed to some platforms. It also lays
+// out a set of bundles under /containerd/preseed/<namespace>/ with the
+// preseed manifest, and inspects bundles for it.
 // It must not talk to containerd or to a registry, nor declare any part of
 // the format itself.
 package bundle

@@ -56,7 +56,8 @@ func checkName(name string) error {
 }
 
 // Inspect reads a bundle file up to the end of its JSON blobs, with the
-// format's one metadata reader following every manifest, and returns what
+// format's one metadata reader following every manifest it holds (of a
+// narrowed index, the listed platforms'), and returns what
 // it names: the bundle fields of its preseed manifest entry (Reference,
 // IndexDigest, Target and Manifests; the caller fills in the rest). It
 // checks the JSON blobs' digests; it does not read the layers.
