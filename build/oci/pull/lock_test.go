@@ -132,3 +132,30 @@ func TestLockRefusesBadEntries(t *testing.T) {
 		})
 	}
 }
+
+// TestLockMirrors: an entry's mirrors are read, kept in order by Encode,
+// and a mirror that is not a repository name is refused naming the file.
+func TestLockMirrors(t *testing.T) {
+	path := writeLock(t, `{"images": [{"name": "base", "image": "127.0.0.1:5000/library/base",
+  "digest": "sha256:`+strings.Repeat("a", 64)+`",
+  "mirrors": ["127.0.0.1:5001/mirror/base", "127.0.0.1:5002/other/base"]}]}`)
+	l, err := pull.ReadLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := l.Images[0].Mirrors; len(m) != 2 || m[0] != "127.0.0.1:5001/mirror/base" || m[1] != "127.0.0.1:5002/other/base" {
+		t.Fatalf("mirrors read as %q", m)
+	}
+	data, err := l.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "\"mirrors\": [\n        \"127.0.0.1:5001/mirror/base\",\n        \"127.0.0.1:5002/other/base\"") {
+		t.Errorf("encoded lock does not keep the mirrors in order:\n%s", data)
+	}
+	bad := writeLock(t, `{"images": [{"name": "base", "image": "127.0.0.1:5000/library/base",
+  "digest": "sha256:`+strings.Repeat("a", 64)+`", "mirrors": ["127.0.0.1:5001/mirror/base@sha256:`+strings.Repeat("b", 64)+`"]}]}`)
+	if _, err := pull.ReadLock(bad); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "mirror") {
+		t.Errorf("want an error naming the file and the mirror, got %v", err)
+	}
+}
