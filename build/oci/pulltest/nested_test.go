@@ -83,12 +83,45 @@ common --repo_env=GOMODCACHE=%s
 build --incompatible_strict_action_env
 build --show_progress_rate_limit=30
 `, filepath.Join(userRoot, "cache/repos/v1"), modCache)
+	overrides, err := outerGoRepos(outputBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc += overrides
 	n.rcs = []string{filepath.Join(scratch, "pulltest.bazelrc"), hostRC}
 	if err := os.WriteFile(n.rcs[0], []byte(rc), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.shutdown(t) })
 	return n
+}
+
+// outerGoRepos returns --override_repository lines that point the nested
+// build's Go module repositories (and gazelle's tools) at the outer build's
+// copies, fetched from the same go.mod and go.sum with the same gazelle
+// settings: generating them again takes a minute (most of a warm run) and
+// tests nothing of the pull path. Only completely fetched ones are used
+// (Bazel writes the marker file last); the others are fetched as usual.
+func outerGoRepos(outputBase string) (string, error) {
+	external := filepath.Join(outputBase, "external")
+	ents, err := os.ReadDir(external)
+	if err != nil {
+		return "", fmt.Errorf("failed to list the outer build's repositories: %w", err)
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		n := e.Name()
+		reuse := strings.HasPrefix(n, "gazelle~~go_deps~") && !strings.HasSuffix(n, "~bazel_gazelle_go_repository_config") ||
+			n == "gazelle~~non_module_deps~bazel_gazelle_go_repository_tools"
+		if !reuse || !e.IsDir() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(external, "@"+n+".marker")); err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "common --override_repository=%s=%s\n", n, filepath.Join(external, n))
+	}
+	return b.String(), nil
 }
 
 func (n *nested) bazel(ctx context.Context, args ...string) *exec.Cmd {
