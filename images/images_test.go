@@ -31,12 +31,13 @@ type image struct {
 	// platforms of the image's manifests, in index order; more than one:
 	// the image is an index.
 	platforms []string
-	// bundled are the platforms the bundles hold.
+	// bundled are the platforms the bundles hold; fewer than platforms:
+	// the index is narrowed in them, and <name>_BUNDLE_ALL holds all.
 	bundled []string
 }
 
 var images = []image{
-	{"HELLO", "docker.io/library/hello:1.0", []string{"linux/amd64", "linux/arm64"}, []string{"linux/amd64", "linux/arm64"}},
+	{"HELLO", "docker.io/library/hello:1.0", []string{"linux/amd64", "linux/arm64"}, []string{"linux/amd64"}},
 	{"PAUSE", "localhost/appliance/pause:1.0", []string{"linux/amd64"}, []string{"linux/amd64"}},
 }
 
@@ -208,7 +209,19 @@ func TestBundles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, kind := range []string{"_BUNDLE", "_BUNDLE_AGAIN", "_BUNDLE_ZSTD"} {
+			narrowed := len(img.bundled) < len(img.platforms)
+			kinds := []string{"_BUNDLE", "_BUNDLE_AGAIN", "_BUNDLE_ZSTD"}
+			if narrowed {
+				kinds = append(kinds, "_BUNDLE_ALL")
+			}
+			for _, kind := range kinds {
+				want, annotation := img.bundled, ""
+				if narrowed {
+					annotation = strings.Join(img.bundled, ",")
+				}
+				if kind == "_BUNDLE_ALL" {
+					want, annotation = img.platforms, ""
+				}
 				scratch := t.TempDir()
 				res, err := validate.Bundle(runfile.Path(t, img.name+kind), scratch)
 				if err != nil {
@@ -217,11 +230,16 @@ func TestBundles(t *testing.T) {
 				if res.Reference != img.ref {
 					t.Errorf("%s names %q, want %q", kind, res.Reference, img.ref)
 				}
+				// Narrowed or not, the bundle holds the image's own
+				// index blob: its digest is the image's.
 				if res.Index[0].Digest != layout.Index[0].Digest {
 					t.Errorf("%s holds %s, the image is %s", kind, res.Index[0].Digest, layout.Index[0].Digest)
 				}
-				if got := platformsOf(inspect(t, scratch, res.Result)); !slices.Equal(got, img.bundled) {
-					t.Errorf("%s holds platforms %v, want %v", kind, got, img.bundled)
+				if got := res.Index[0].Annotations[bundleformat.AnnotationPlatforms]; got != annotation {
+					t.Errorf("%s: index.json says platforms %q, want %q", kind, got, annotation)
+				}
+				if got := platformsOf(inspect(t, scratch, res.Result)); !slices.Equal(got, want) {
+					t.Errorf("%s holds platforms %v, want %v", kind, got, want)
 				}
 			}
 			a, size := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE"))
@@ -230,6 +248,13 @@ func TestBundles(t *testing.T) {
 				t.Errorf("bundles of the same image differ: %s and %s", a, b)
 			}
 			t.Logf("%s bundle %d bytes, sha256 %s", img.name, size, a)
+			if narrowed {
+				_, all := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE_ALL"))
+				if all <= size {
+					t.Errorf("the bundle of all platforms has %d bytes, the one of %v %d", all, img.bundled, size)
+				}
+				t.Logf("%s bundle of all platforms %d bytes", img.name, all)
+			}
 		})
 	}
 }

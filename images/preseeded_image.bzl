@@ -18,7 +18,7 @@ _ARCHITECTURE = select({
     "@rules_go//go/platform:arm64": "arm64",
 })
 
-def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s.io", user = "65534:65534", platforms = None):
+def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s.io", user = "65534:65534", platforms = None, bundle_platforms = None):
     """Declares the image targets of one preseeded Go program in its package.
 
     Targets: `<name>` (OCI layout, entrypoint `path`), `<name>_layer` (the
@@ -27,6 +27,8 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
     in separate actions, which //images:images_test compares for
     reproducibility. With `platforms`, `<name>` is an oci_image_index of
     `<name>_platform` built for each platform (the binary must be pure Go).
+    With `bundle_platforms`, the bundles hold only those platforms of the
+    index (its digest unchanged), and `bundle_all` holds every platform.
 
     Args:
       name: the image target's name.
@@ -38,6 +40,8 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
       user: the image's user.
       platforms: rules_go platforms (e.g. `@rules_go//go/toolchain:linux_arm64`)
         to build a multi-platform index for; none: a linux/amd64 image.
+      bundle_platforms: os/arch of the index to keep in the bundles (e.g.
+        the appliance's own, `["linux/amd64"]`); none: all.
     """
     go_layer(
         name = name + "_layer",
@@ -76,6 +80,7 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
             bundle_name = bundle_name,
             image = ":" + name + suffix,
             namespace = namespace,
+            platforms = bundle_platforms,
             reference = reference,
             visibility = visibility,
         )
@@ -85,6 +90,16 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
         compression = "zstd",
         image = ":" + name,
         namespace = namespace,
+        platforms = bundle_platforms,
         reference = reference,
         visibility = _USERS,
     )
+    if bundle_platforms:
+        preseed_bundle(
+            name = "bundle_all",
+            bundle_name = bundle_name,
+            image = ":" + name,
+            namespace = namespace,
+            reference = reference,
+            visibility = _USERS,
+        )
