@@ -179,3 +179,37 @@ func TestLinksInside(t *testing.T) {
 	dir, _ := mustLoad(t, linked, "")
 	sameImage(t, dir, img)
 }
+
+// An index of which the tarball holds no manifest at all is refused; so is
+// an oci-layout file of another version.
+func TestOCIErrors(t *testing.T) {
+	ii, _ := index(t)
+	exported := ctrExport(t, ii, "docker.io/library/multi:1.0")
+	im, _ := ii.IndexManifest()
+	wantError(t, edit(t, exported, func(e entry) []entry {
+		for _, m := range im.Manifests {
+			if path.Base(e.hdr.Name) == m.Digest.Hex {
+				return nil
+			}
+		}
+		return keep(e)
+	}), "", "holds none of the 2 manifests")
+	wantError(t, edit(t, exported, func(e entry) []entry {
+		if e.hdr.Name == "oci-layout" {
+			e.body = []byte(`{"imageLayoutVersion":"2.0.0"}`)
+		}
+		return keep(e)
+	}), "", "oci-layout is not an image layout of version 1.0.0")
+}
+
+func TestOCISelect(t *testing.T) {
+	a, b := image(t, "linux", "amd64"), image(t, "linux", "arm64")
+	data := ctrExportMany(t, map[string]v1.Image{"docker.io/library/a:1": a, "docker.io/team/b:2": b})
+	wantError(t, data, "", "holds 2 images", "docker.io/library/a:1", "docker.io/team/b:2")
+	wantError(t, data, "c:3", `holds no image "c:3"`, "docker.io/library/a:1", "docker.io/team/b:2")
+	dir, _ := mustLoad(t, data, "team/b:2")
+	sameImage(t, dir, b)
+	ad, _ := a.Digest()
+	dir, _ = mustLoad(t, data, ad.String())
+	sameImage(t, dir, a)
+}

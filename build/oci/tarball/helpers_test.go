@@ -173,6 +173,36 @@ func ctrExport(t *testing.T, top any, ref string, opts ...archive.ExportOpt) []b
 	if err != nil {
 		t.Fatal(err)
 	}
+	desc := store(t, cs, top)
+	var b bytes.Buffer
+	opts = append([]archive.ExportOpt{archive.WithManifest(desc, ref)}, opts...)
+	if err := archive.Export(context.Background(), cs, &b, opts...); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// ctrExportMany exports several images (name → image) in one tarball.
+func ctrExportMany(t *testing.T, imgs map[string]v1.Image) []byte {
+	t.Helper()
+	cs, err := local.NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []archive.ExportOpt
+	for ref, img := range imgs {
+		opts = append(opts, archive.WithManifest(store(t, cs, img), ref))
+	}
+	var b bytes.Buffer
+	if err := archive.Export(context.Background(), cs, &b, opts...); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// store puts an index or an image with all its blobs in cs.
+func store(t *testing.T, cs content.Store, top any) ocispec.Descriptor {
+	t.Helper()
 	var desc ocispec.Descriptor
 	switch top := top.(type) {
 	case v1.Image:
@@ -195,12 +225,7 @@ func ctrExport(t *testing.T, top any, ref string, opts ...archive.ExportOpt) []b
 		}
 		desc = storeBlob(t, cs, ocispec.MediaTypeImageIndex, raw)
 	}
-	var b bytes.Buffer
-	opts = append([]archive.ExportOpt{archive.WithManifest(desc, ref)}, opts...)
-	if err := archive.Export(context.Background(), cs, &b, opts...); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return desc
 }
 
 // load writes data as a tarball file and loads it with selector.

@@ -2,6 +2,8 @@ package tarball_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
@@ -171,5 +174,66 @@ func TestContainerdExportManifest(t *testing.T) {
 	sameImage(t, dir, img)
 	if p := indexEntry(t, dir).Platform; p == nil || p.Architecture != "riscv64" {
 		t.Errorf("platform %v, want linux/riscv64", p)
+	}
+}
+
+// Docker before 25 saved layers uncompressed as <id>/layer.tar: they are
+// kept as they are, their digest being their diff_id.
+func TestDockerSaveUncompressedLayers(t *testing.T) {
+	img := image(t, "linux", "amd64")
+	saved := dockerSave(t, map[string]v1.Image{"busybox:1.36": img})
+	layers, _ := img.Layers()
+	var entries []entry
+	renames := map[string]string{}
+	for _, e := range readTar(t, saved) {
+		for i, l := range layers {
+			if d, _ := l.Digest(); e.hdr.Name == d.Hex+".tar.gz" {
+				rc, err := l.Uncompressed()
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.body, err = io.ReadAll(rc)
+				rc.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				renames[e.hdr.Name] = fmt.Sprintf("layer%d/layer.tar", i)
+				e.hdr.Name = renames[e.hdr.Name]
+			}
+		}
+		entries = append(entries, e)
+	}
+	for i, e := range entries {
+		if e.hdr.Name == "manifest.json" {
+			for from, to := range renames {
+				e.body = bytes.ReplaceAll(e.body, []byte(from), []byte(to))
+			}
+			entries[i] = e
+		}
+	}
+	dir, _ := mustLoad(t, writeTar(t, entries), "busybox:1.36")
+	if _, err := validate.Layout(dir); err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := lp.Image(indexEntry(t, dir).Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := got.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range layers {
+		id, _ := l.DiffID()
+		if d := m.Layers[i]; d.Digest != id || d.MediaType != types.OCIUncompressedLayer {
+			t.Errorf("layer %d: %s %s, want %s uncompressed", i, d.MediaType, d.Digest, id)
+		}
+	}
+	if c, _ := img.ConfigName(); m.Config.Digest != c {
+		t.Errorf("config %s, want %s", m.Config.Digest, c)
 	}
 }
