@@ -39,6 +39,12 @@ type file struct {
 
 // archive is a tarball unpacked into a scratch directory. Links are kept as
 // names of other entries and resolved on lookup, never made on disk.
+//
+// Hand-written rather than go-containerregistry's tarball opener, which
+// scans (and so decompresses) the whole tarball again for every file it
+// reads and follows links without asking where they point: here the tarball
+// is read once, every entry is checked as it comes, and each file's sha256
+// is taken on the way, so checking a blob needs no second read.
 type archive struct {
 	name    string // the tarball as given, for errors
 	scratch string
