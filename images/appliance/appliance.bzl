@@ -46,7 +46,7 @@ def appliance_initramfs(
         **kwargs
     )
 
-def appliance_with_bundles(name, init, bundles, **kwargs):
+def appliance_with_bundles(name, init, bundles, testonly = False, **kwargs):
     """An appliance initramfs with its own set of preseed bundles.
 
     Declares `<name>_tree` (a preseed_tree of `bundles`), `<name>_tree_tar`
@@ -58,26 +58,31 @@ def appliance_with_bundles(name, init, bundles, **kwargs):
       name: the initramfs target's name.
       init: the init binary (`//core/init` or its E2E variant).
       bundles: preseed_bundle targets.
+      testonly: whether the targets are testonly (needed when a bundle is).
       **kwargs: passed to the initramfs (visibility, tags, ...).
     """
     preseed_tree(
         name = name + "_tree",
         bundles = bundles,
+        testonly = testonly,
     )
     native.filegroup(
         name = name + "_tree_tar",
         srcs = [":" + name + "_tree"],
         output_group = "tar",
+        testonly = testonly,
     )
     native.filegroup(
         name = name + "_tree_json",
         srcs = [":" + name + "_tree"],
         output_group = "manifest",
+        testonly = testonly,
     )
     appliance_initramfs(
         name = name,
         init = init,
         preseed_manifest = ":" + name + "_tree_json",
         preseed_tar = ":" + name + "_tree_tar",
+        testonly = testonly,
         **kwargs
     )
