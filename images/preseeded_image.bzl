@@ -1,7 +1,6 @@
 """preseeded_image: a Go program as a one-layer image and its preseed bundles."""
 
-load("//build/oci:defs.bzl", "go_layer", "oci_image", "preseed_bundle")
-load("//build/oci:index.bzl", "oci_image_index")
+load("//build/oci:defs.bzl", "go_layer", "oci_image", "oci_image_index", "preseed_bundle")
 
 # Who uses the images and bundles: the appliance, the import tests and the E2E.
 _USERS = [

@@ -7,6 +7,12 @@ rules only pass paths and a JSON spec.
 """
 
 load(":bundle_format.bzl", "BUNDLE_EXTENSIONS", "PRESEED_ROOT")
+load(":index.bzl", _oci_image_index = "oci_image_index")
+load(":tarball.bzl", _oci_from_tarball = "oci_from_tarball")
+
+# Rules of their own files, loadable from here as from rules_oci's defs.bzl.
+oci_image_index = _oci_image_index
+oci_from_tarball = _oci_from_tarball
 
 _TOOL = Label("//build/oci/cmd/ocitool")
 
