@@ -13,6 +13,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
@@ -180,5 +181,25 @@ func TestReadMetadataNarrowedRejects(t *testing.T) {
 				t.Errorf("arm64: want %q, got %v", want, err)
 			}
 		})
+	}
+}
+
+// With a machine platform, the best match among the listed platforms is
+// chosen, not the index's best: the index prefers linux/arm64 (no variant)
+// to linux/arm64/v8 on this matcher, the bundle holds only v8.
+func TestReadMetadataNarrowedBestAmongListed(t *testing.T) {
+	dir := layouttest.Index(t, "linux/arm64", "linux/arm64/v8")
+	arm64 := bundleformat.Policy{Platform: platform{"linux", "arm64"}}
+	for _, c := range []struct {
+		platforms []string
+		want      string
+	}{{nil, ""}, {[]string{"linux/arm64/v8"}, "v8"}, {[]string{"linux/arm64", "linux/arm64/v8"}, ""}} {
+		m, err := read(t, realBundle(t, dir, "hello:1.0", c.platforms...), arm64)
+		if err != nil {
+			t.Fatalf("%v: %v", c.platforms, err)
+		}
+		if got := m.Images[0].Manifests; len(got) != 1 || got[0].Descriptor.Platform.Variant != c.want {
+			t.Errorf("bundle narrowed to %v: chose %+v, want variant %q", c.platforms, got, c.want)
+		}
 	}
 }
