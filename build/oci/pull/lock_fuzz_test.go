@@ -150,6 +150,13 @@ func entryAsGeneric(t *testing.T, e LockEntry) map[string]any {
 		}
 		out["platforms"] = ps
 	}
+	if len(e.Mirrors) > 0 {
+		ms := []any{}
+		for _, m := range e.Mirrors {
+			ms = append(ms, m)
+		}
+		out["mirrors"] = ms
+	}
 	if len(e.Manifests) > 0 {
 		ms := map[string]any{}
 		for k, v := range e.Manifests {
@@ -241,6 +248,7 @@ func lockSeeds() []string {
 }
 `,
 		`{"images": [{"name": "x", "image": "a/b:1.0"}]}`,
+		`{"images": [{"name": "m", "image": "127.0.0.1:5000/a/b", "digest": "sha256:e8a4044e0b4ae4257efa45fc026c0bc30ad320d43bd4c1a7d5271bd241e386d0", "mirrors": ["127.0.0.1:5001/a/b", "127.0.0.1:5002/c"]}]}`,
 		`{"images": [{"name": "x", "image": "a/b"}, {"name": "x", "image": "a/c"}]}`,
 	}
 }
@@ -256,6 +264,7 @@ func TestReadLockRefusesBadPins(t *testing.T) {
 		"manifest platform": {`"digest": "` + good + `", "manifests": {"/amd64": "` + good + `"}`, `invalid platform "/amd64"`},
 		"manifest digest":   {`"digest": "` + good + `", "manifests": {"linux/amd64": "latest"}`, `manifests[linux/amd64]: digest "latest"`},
 		"uppercase digest":  {`"digest": "` + strings.ToUpper(good) + `"`, "is not sha256"},
+		"mirror with tag":   {`"mirrors": ["127.0.0.1:5001/a/b:1.0"]`, `mirror "127.0.0.1:5001/a/b:1.0" is not a repository name`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			data := `{"images": [{"name": "x", "image": "a/b", ` + c.entry + `}]}`
