@@ -181,8 +181,17 @@ fi
 
 workdir=$PWD
 [[ $workdir == "$ws" || $workdir == "$ws"/* ]] || workdir=$ws
+binds=("$ws" "$output_user_root")
+# The caller's Docker config directory, at the same path: registry
+# credentials named with --@appliance//build/oci/pull:docker_config, and the
+# default keychain of `bazel run //images:update_lock`, are read inside.
+docker_config=${DOCKER_CONFIG:-${HOME:-/root}/.docker}
+if [[ -d $docker_config ]]; then
+  binds+=("$docker_config")
+  export DOCKER_CONFIG=$docker_config
+fi
 TOOLROOT_PATH=$toolroot_path exec nsenter --mount="$ns_file" \
-  "$offline/enter.sh" "$root" "$workdir" "$ws" "$output_user_root" -- \
+  "$offline/enter.sh" "$root" "$workdir" "${binds[@]}" -- \
   bazel \
   --output_user_root="$output_user_root" \
   --bazelrc="$offline/offline.bazelrc" \

@@ -53,7 +53,7 @@ env_vars=(
   "TERM=${TERM:-dumb}"
 )
 for name in GOPROXY GONOSUMDB GONOSUMCHECK GOSUMDB GOPRIVATE GOINSECURE \
-  http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY CI; do
+  http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY CI DOCKER_CONFIG; do
   if [[ -n ${!name:-} ]]; then
     env_vars+=("$name=${!name}")
   fi
