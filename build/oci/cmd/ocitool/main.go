@@ -26,6 +26,8 @@ commands:
   image  --spec FILE --out DIR [--digest FILE]  image spec → OCI layout
   bundle --layout DIR --ref REF [--compression zstd|gzip] [--platform os/arch]... --out FILE
   tree   --spec FILE --out TAR --manifest JSON   bundles → preseed tree
+  index  --image DIR... [--target LABEL] --out DIR [--digest FILE]  layouts → index layout
+  tarball --tarball FILE [--image SELECTOR] --out DIR [--digest FILE]  image tarball → OCI layout
   pull   --image REPO --digest DIGEST [--platform os/arch]... [--mirror REPO]...
          [--docker-config FILE] --out DIR
   lock   --lock FILE [--refresh NAME]...   resolve tags, rewrite the lock`
@@ -125,6 +127,8 @@ func run(ctx context.Context, cmd string, args []string) error {
 		return os.WriteFile(*manifest, m, 0o644)
 	case "pull":
 		return runPull(ctx, args)
+	case "tarball":
+		return runTarball(ctx, args)
 	case "lock":
 		return runLock(ctx, args)
 	}
