@@ -150,15 +150,10 @@ func fetchFrom(src string, req Request, plats []v1.Platform, dest string, opts [
 // writeSingle writes a single-manifest image, refusing it when platforms
 // were asked for and it is not one of them.
 func writeSingle(ref name.Digest, lp layout.Path, desc *remote.Descriptor, plats []v1.Platform, annotations map[string]string) error {
-	img, err := desc.Image()
+	img, p, err := singleImage(ref, desc)
 	if err != nil {
-		return fmt.Errorf("failed to read manifest %s: %w", ref, err)
+		return err
 	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return fmt.Errorf("failed to read config of %s: %w", ref, err)
-	}
-	p := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 	if len(plats) > 0 && !matchesAny(p, plats) {
 		return fmt.Errorf("image %s is a single %s image, not one of the requested platforms %v", ref, p.String(), platformStrings(plats))
 	}
@@ -169,6 +164,20 @@ func writeSingle(ref name.Digest, lp layout.Path, desc *remote.Descriptor, plats
 		return blobError(ref, err)
 	}
 	return nil
+}
+
+// singleImage reads the manifest desc names and the platform its config
+// declares.
+func singleImage(ref name.Digest, desc *remote.Descriptor) (v1.Image, v1.Platform, error) {
+	img, err := desc.Image()
+	if err != nil {
+		return nil, v1.Platform{}, fmt.Errorf("failed to read manifest %s: %w", ref, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, v1.Platform{}, fmt.Errorf("failed to read config of %s: %w", ref, err)
+	}
+	return img, v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}, nil
 }
 
 func platformStrings(plats []v1.Platform) []string {

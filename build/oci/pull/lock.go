@@ -318,15 +318,10 @@ func fillManifests(e *LockEntry, ropts []remote.Option) error {
 			}
 		}
 	default:
-		img, err := desc.Image()
+		_, p, err := singleImage(ref, desc)
 		if err != nil {
-			return fmt.Errorf("failed to read manifest %s: %w", ref, err)
+			return err
 		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			return fmt.Errorf("failed to read config of %s: %w", ref, err)
-		}
-		p := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 		manifests[p.String()] = desc.Digest.String()
 	}
 	for _, p := range plats {
