@@ -9,7 +9,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/pull"
+	"github.com/appliance-bundler/appliance/build/oci/pull/registrytest"
 )
 
 func writeLock(t *testing.T, content string) string {
@@ -26,10 +28,10 @@ func writeLock(t *testing.T, content string) string {
 // asked by name.
 func TestLockUpdate(t *testing.T) {
 	ctx := context.Background()
-	reg := newTestRegistry(t, bearer)
+	reg := registrytest.New(t, registrytest.Bearer)
 	tag, idx := pushIndex(t, reg, "library/multi:1.0")
 	im, _ := idx.IndexManifest()
-	single := push(t, reg, "library/app:2.0", platformImage(t, testPlatforms[0]))
+	single := reg.Push(t, "library/app:2.0", layouttest.RandomImage(t, testPlatforms[0]))
 	repo := tag.Context().Name()
 
 	path := writeLock(t, `{"images": [
@@ -40,7 +42,7 @@ func TestLockUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes, err := pull.Update(ctx, l, pull.UpdateOptions{Remote: []remote.Option{creds()}})
+	changes, err := pull.Update(ctx, l, pull.UpdateOptions{Remote: []remote.Option{registrytest.Creds()}})
 	if err != nil {
 		t.Fatalf("update failed: %v", err)
 	}
@@ -48,8 +50,8 @@ func TestLockUpdate(t *testing.T) {
 		t.Errorf("want 2 changes, got %q", changes)
 	}
 	e := l.Images[0]
-	if e.Digest != digestOf(t, idx) {
-		t.Fatalf("multi resolved to %s, want the index %s", e.Digest, digestOf(t, idx))
+	if e.Digest != registrytest.Digest(t, idx) {
+		t.Fatalf("multi resolved to %s, want the index %s", e.Digest, registrytest.Digest(t, idx))
 	}
 	want := map[string]string{"linux/amd64": im.Manifests[0].Digest.String(), "linux/arm64/v8": im.Manifests[1].Digest.String()}
 	if len(e.Manifests) != 2 || e.Manifests["linux/amd64"] != want["linux/amd64"] || e.Manifests["linux/arm64/v8"] != want["linux/arm64/v8"] {
@@ -78,7 +80,7 @@ func TestLockUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes, err = pull.Update(ctx, l, pull.UpdateOptions{Remote: []remote.Option{creds()}})
+	changes, err = pull.Update(ctx, l, pull.UpdateOptions{Remote: []remote.Option{registrytest.Creds()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,7 @@ func TestLockUpdate(t *testing.T) {
 	}
 
 	// Asked by name, it is re-resolved.
-	changes, err = pull.Update(ctx, l, pull.UpdateOptions{Refresh: []string{"multi"}, Remote: []remote.Option{creds()}})
+	changes, err = pull.Update(ctx, l, pull.UpdateOptions{Refresh: []string{"multi"}, Remote: []remote.Option{registrytest.Creds()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +104,13 @@ func TestLockUpdate(t *testing.T) {
 }
 
 func TestLockRefusesBadEntries(t *testing.T) {
-	reg := newTestRegistry(t, anonymous)
+	reg := registrytest.New(t, registrytest.Anonymous)
 	for name, content := range map[string]string{
 		"no tag or digest": `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x"}]}`,
 		"unknown platform": `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x", "tag": "1.0", "platforms": ["linux/s390x"]}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			push(t, reg, "library/x:1.0", platformImage(t, testPlatforms[0]))
+			reg.Push(t, "library/x:1.0", layouttest.RandomImage(t, testPlatforms[0]))
 			l, err := pull.ReadLock(writeLock(t, content))
 			if err != nil {
 				t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,32 +12,22 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/pull"
+	"github.com/appliance-bundler/appliance/build/oci/pull/registrytest"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 )
 
-// closedPort is a 127.0.0.1 address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestFetchTriesMirrorsInOrder(t *testing.T) {
-	origin := newTestRegistry(t, anonymous)
-	empty := newTestRegistry(t, anonymous)
-	mirror := newTestRegistry(t, anonymous)
+	origin := registrytest.New(t, registrytest.Anonymous)
+	empty := registrytest.New(t, registrytest.Anonymous)
+	mirror := registrytest.New(t, registrytest.Anonymous)
 	tag, idx := pushIndex(t, mirror, "mirror/multi:1.0")
-	unreachable := closedPort(t) + "/mirror/multi"
+	unreachable := registrytest.ClosedAddr(t) + "/mirror/multi"
 	missing := empty.Host() + "/mirror/multi"
 	req := pull.Request{
 		Image:     origin.Host() + "/library/multi",
-		Digest:    digestOf(t, idx),
+		Digest:    registrytest.Digest(t, idx),
 		Platforms: []string{"linux/amd64"},
 		Mirrors:   []string{unreachable, missing, tag.Context().Name()},
 	}
@@ -74,14 +63,14 @@ func TestFetchTriesMirrorsInOrder(t *testing.T) {
 }
 
 func TestFetchMirrorServingWrongBytesFallsBack(t *testing.T) {
-	bad := newTestRegistry(t, anonymous)
-	good := newTestRegistry(t, anonymous)
-	img := platformImage(t, testPlatforms[0])
-	badTag := push(t, bad, "mirror/app:1.0", img)
-	goodTag := push(t, good, "library/app:1.0", img)
+	bad := registrytest.New(t, registrytest.Anonymous)
+	good := registrytest.New(t, registrytest.Anonymous)
+	img := layouttest.RandomImage(t, testPlatforms[0])
+	badTag := bad.Push(t, "mirror/app:1.0", img)
+	goodTag := good.Push(t, "library/app:1.0", img)
 	layers, _ := img.Layers()
-	bad.tamper(digestOf(t, layers[0]))
-	req := pull.Request{Image: goodTag.Context().Name(), Digest: digestOf(t, img), Mirrors: []string{badTag.Context().Name()}}
+	bad.Tamper(registrytest.Digest(t, layers[0]))
+	req := pull.Request{Image: goodTag.Context().Name(), Digest: registrytest.Digest(t, img), Mirrors: []string{badTag.Context().Name()}}
 	dest := filepath.Join(t.TempDir(), "layout")
 	if err := pull.Fetch(context.Background(), req, dest); err != nil {
 		t.Fatalf("fetch did not fall back to the origin: %v", err)
@@ -90,7 +79,7 @@ func TestFetchMirrorServingWrongBytesFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The origin alone serving wrong bytes is a plain digest error.
-	good.tamper(digestOf(t, layers[0]))
+	good.Tamper(registrytest.Digest(t, layers[0]))
 	err := pull.Fetch(context.Background(), req, filepath.Join(t.TempDir(), "layout"))
 	if err == nil || strings.Count(err.Error(), "does not match its digest") != 2 {
 		t.Fatalf("want both sources refused for a digest mismatch, got %v", err)
@@ -118,20 +107,20 @@ func writeDockerConfig(t *testing.T, host, user, password string) string {
 }
 
 func TestFetchWithDockerConfig(t *testing.T) {
-	for _, mode := range []string{basic, bearer} {
+	for _, mode := range []string{registrytest.Basic, registrytest.Bearer} {
 		t.Run(mode, func(t *testing.T) {
-			reg := newTestRegistry(t, mode)
-			img := platformImage(t, testPlatforms[0])
-			tag := push(t, reg, "library/app:1.0", img)
-			req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, img)}
-			k, err := pull.DockerConfigKeychain(writeDockerConfig(t, reg.Host(), testUser, testPassword))
+			reg := registrytest.New(t, mode)
+			img := layouttest.RandomImage(t, testPlatforms[0])
+			tag := reg.Push(t, "library/app:1.0", img)
+			req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+			k, err := pull.DockerConfigKeychain(writeDockerConfig(t, reg.Host(), registrytest.User, registrytest.Password))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := pull.Fetch(context.Background(), req, filepath.Join(t.TempDir(), "l"), remote.WithAuthFromKeychain(k)); err != nil {
 				t.Fatalf("fetch with credentials from config.json failed: %v", err)
 			}
-			k, err = pull.DockerConfigKeychain(writeDockerConfig(t, reg.Host(), testUser, "wrong"))
+			k, err = pull.DockerConfigKeychain(writeDockerConfig(t, reg.Host(), registrytest.User, "wrong"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +144,7 @@ func TestDockerConfigErrors(t *testing.T) {
 	if _, err := pull.DockerConfigKeychain(bad); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("want an error naming the unparsable file, got %v", err)
 	}
-	path := writeDockerConfig(t, "127.0.0.1:5000", testUser, testPassword)
+	path := writeDockerConfig(t, "127.0.0.1:5000", registrytest.User, registrytest.Password)
 	k, err := pull.DockerConfigKeychain(path)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package pull_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,53 +12,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/pull"
+	"github.com/appliance-bundler/appliance/build/oci/pull/registrytest"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
-
-func creds() remote.Option {
-	return remote.WithAuth(&authn.Basic{Username: testUser, Password: testPassword})
-}
-
-// platformImage is a random image whose config names a platform.
-func platformImage(t *testing.T, p v1.Platform) v1.Image {
-	t.Helper()
-	img, err := random.Image(2048, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-func push(t *testing.T, reg *testRegistry, ref string, img v1.Image) name.Tag {
-	t.Helper()
-	tag, err := name.NewTag(reg.Host() + "/" + ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img, creds()); err != nil {
-		t.Fatalf("failed to push %s: %v", tag, err)
-	}
-	return tag
-}
 
 var testPlatforms = []v1.Platform{
 	{OS: "linux", Architecture: "amd64"},
@@ -67,41 +29,22 @@ var testPlatforms = []v1.Platform{
 	{OS: "linux", Architecture: "arm", Variant: "v7"},
 }
 
-func pushIndex(t *testing.T, reg *testRegistry, ref string) (name.Tag, v1.ImageIndex) {
+// pushIndex pushes an index of a random image per testPlatforms as ref.
+func pushIndex(t *testing.T, reg *registrytest.Registry, ref string) (name.Tag, v1.ImageIndex) {
 	t.Helper()
-	idx := v1.ImageIndex(empty.Index)
-	for _, p := range testPlatforms {
-		p := p
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: platformImage(t, p), Descriptor: v1.Descriptor{Platform: &p}})
-	}
-	tag, err := name.NewTag(reg.Host() + "/" + ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(tag, idx, creds()); err != nil {
-		t.Fatalf("failed to push index %s: %v", tag, err)
-	}
-	return tag, idx
-}
-
-func digestOf(t *testing.T, d interface{ Digest() (v1.Hash, error) }) string {
-	t.Helper()
-	h, err := d.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h.String()
+	idx := layouttest.RandomIndex(t, testPlatforms...)
+	return reg.PushIndex(t, ref, idx), idx
 }
 
 func TestFetchGoodPull(t *testing.T) {
-	for _, mode := range []string{anonymous, basic, bearer} {
+	for _, mode := range []string{registrytest.Anonymous, registrytest.Basic, registrytest.Bearer} {
 		t.Run(mode, func(t *testing.T) {
-			reg := newTestRegistry(t, mode)
-			img := platformImage(t, testPlatforms[0])
-			tag := push(t, reg, "library/app:1.0", img)
+			reg := registrytest.New(t, mode)
+			img := layouttest.RandomImage(t, testPlatforms[0])
+			tag := reg.Push(t, "library/app:1.0", img)
 			dest := filepath.Join(t.TempDir(), "layout")
-			req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, img)}
-			if err := pull.Fetch(context.Background(), req, dest, creds()); err != nil {
+			req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+			if err := pull.Fetch(context.Background(), req, dest, registrytest.Creds()); err != nil {
 				t.Fatalf("pull failed: %v", err)
 			}
 			res, err := validate.Layout(dest)
@@ -113,12 +56,12 @@ func TestFetchGoodPull(t *testing.T) {
 			}
 			layers, _ := img.Layers()
 			for _, l := range layers {
-				d := digestOf(t, l)
+				d := registrytest.Digest(t, l)
 				if _, ok := res.Blobs[d]; !ok {
 					t.Errorf("layer %s missing from the pulled layout", d)
 				}
 			}
-			if mode == bearer && reg.tokens == 0 {
+			if mode == registrytest.Bearer && reg.Tokens() == 0 {
 				t.Error("no token was requested: the bearer flow was not exercised")
 			}
 		})
@@ -126,13 +69,13 @@ func TestFetchGoodPull(t *testing.T) {
 }
 
 func TestFetchWrongCredentialsRefused(t *testing.T) {
-	for _, mode := range []string{basic, bearer} {
+	for _, mode := range []string{registrytest.Basic, registrytest.Bearer} {
 		t.Run(mode, func(t *testing.T) {
-			reg := newTestRegistry(t, mode)
-			img := platformImage(t, testPlatforms[0])
-			tag := push(t, reg, "library/app:1.0", img)
-			req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, img)}
-			err := pull.Fetch(context.Background(), req, t.TempDir(), remote.WithAuth(&authn.Basic{Username: testUser, Password: "wrong"}))
+			reg := registrytest.New(t, mode)
+			img := layouttest.RandomImage(t, testPlatforms[0])
+			tag := reg.Push(t, "library/app:1.0", img)
+			req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+			err := pull.Fetch(context.Background(), req, t.TempDir(), remote.WithAuth(&authn.Basic{Username: registrytest.User, Password: "wrong"}))
 			if err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") && !strings.Contains(err.Error(), "401") {
 				t.Fatalf("want an authentication error, got %v", err)
 			}
@@ -141,15 +84,15 @@ func TestFetchWrongCredentialsRefused(t *testing.T) {
 }
 
 func TestFetchRefusesTamperedLayer(t *testing.T) {
-	reg := newTestRegistry(t, bearer)
-	img := platformImage(t, testPlatforms[0])
-	tag := push(t, reg, "library/app:1.0", img)
+	reg := registrytest.New(t, registrytest.Bearer)
+	img := layouttest.RandomImage(t, testPlatforms[0])
+	tag := reg.Push(t, "library/app:1.0", img)
 	layers, _ := img.Layers()
-	bad := digestOf(t, layers[1])
-	reg.tamper(bad)
+	bad := registrytest.Digest(t, layers[1])
+	reg.Tamper(bad)
 	dest := filepath.Join(t.TempDir(), "layout")
-	req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, img)}
-	err := pull.Fetch(context.Background(), req, dest, creds())
+	req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+	err := pull.Fetch(context.Background(), req, dest, registrytest.Creds())
 	if err == nil {
 		t.Fatal("pull of an image with a corrupted layer succeeded")
 	}
@@ -165,56 +108,38 @@ func TestFetchRefusesTamperedLayer(t *testing.T) {
 }
 
 func TestFetchRefusesTamperedConfig(t *testing.T) {
-	reg := newTestRegistry(t, basic)
-	img := platformImage(t, testPlatforms[0])
-	tag := push(t, reg, "library/app:1.0", img)
+	reg := registrytest.New(t, registrytest.Basic)
+	img := layouttest.RandomImage(t, testPlatforms[0])
+	tag := reg.Push(t, "library/app:1.0", img)
 	m, _ := img.Manifest()
-	reg.tamper(m.Config.Digest.String())
-	req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, img)}
-	err := pull.Fetch(context.Background(), req, t.TempDir(), creds())
+	reg.Tamper(m.Config.Digest.String())
+	req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+	err := pull.Fetch(context.Background(), req, t.TempDir(), registrytest.Creds())
 	if err == nil || !strings.Contains(err.Error(), m.Config.Digest.String()) {
 		t.Fatalf("want an error naming config blob %s, got %v", m.Config.Digest, err)
 	}
 }
 
 func TestFetchRefusesManifestNotMatchingDigest(t *testing.T) {
-	reg := newTestRegistry(t, bearer)
-	img := platformImage(t, testPlatforms[0])
-	tag := push(t, reg, "library/app:1.0", img)
+	reg := registrytest.New(t, registrytest.Bearer)
+	img := layouttest.RandomImage(t, testPlatforms[0])
+	tag := reg.Push(t, "library/app:1.0", img)
 	// The pinned digest is another image's: the registry serves, under
 	// that digest, a manifest whose bytes do not hash to it.
-	other := digestOf(t, platformImage(t, testPlatforms[0]))
+	other := registrytest.Digest(t, layouttest.RandomImage(t, testPlatforms[0]))
 	raw, _ := img.RawManifest()
-	serveUnder(t, reg, tag.Context().RepositoryStr(), other, raw)
+	reg.ServeManifest(tag.Context().RepositoryStr(), other, types.OCIManifestSchema1, raw)
 	req := pull.Request{Image: tag.Context().Name(), Digest: other}
-	err := pull.Fetch(context.Background(), req, t.TempDir(), creds())
+	err := pull.Fetch(context.Background(), req, t.TempDir(), registrytest.Creds())
 	if err == nil || !strings.Contains(err.Error(), other) {
 		t.Fatalf("want an error naming digest %s, got %v", other, err)
 	}
 	t.Logf("refused: %v", err)
 }
 
-// serveUnder makes the registry answer GET/HEAD of manifests/<digest> with
-// body, whatever its digest.
-func serveUnder(t *testing.T, reg *testRegistry, repo, digest string, body []byte) {
-	t.Helper()
-	inner := reg.inner
-	reg.inner = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/v2/"+repo+"/manifests/"+digest {
-			w.Header().Set("Content-Type", string(types.OCIManifestSchema1))
-			w.Header().Set("Docker-Content-Digest", digest)
-			if req.Method == http.MethodGet {
-				_, _ = w.Write(body)
-			}
-			return
-		}
-		inner.ServeHTTP(w, req)
-	})
-}
-
 func TestFetchRefusesMissingBlob(t *testing.T) {
-	reg := newTestRegistry(t, bearer)
-	img := platformImage(t, testPlatforms[0])
+	reg := registrytest.New(t, registrytest.Bearer)
+	img := layouttest.RandomImage(t, testPlatforms[0])
 	tag, err := name.NewTag(reg.Host() + "/library/partial:1.0")
 	if err != nil {
 		t.Fatal(err)
@@ -222,16 +147,16 @@ func TestFetchRefusesMissingBlob(t *testing.T) {
 	// Upload the config but no layer, then the manifest: the registry
 	// holds a manifest whose layers it does not have.
 	rawCfg, _ := img.RawConfigFile()
-	if err := remote.WriteLayer(tag.Context(), static.NewLayer(rawCfg, types.OCIConfigJSON), creds()); err != nil {
+	if err := remote.WriteLayer(tag.Context(), static.NewLayer(rawCfg, types.OCIConfigJSON), registrytest.Creds()); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Put(tag, img, creds()); err != nil {
+	if err := remote.Put(tag, img, registrytest.Creds()); err != nil {
 		t.Fatal(err)
 	}
 	layers, _ := img.Layers()
-	missing := digestOf(t, layers[0])
-	req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, img)}
-	err = pull.Fetch(context.Background(), req, t.TempDir(), creds())
+	missing := registrytest.Digest(t, layers[0])
+	req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+	err = pull.Fetch(context.Background(), req, t.TempDir(), registrytest.Creds())
 	if err == nil {
 		t.Fatal("pull of an image with a missing blob succeeded")
 	}
@@ -244,8 +169,8 @@ func TestFetchRefusesMissingBlob(t *testing.T) {
 }
 
 func TestFetchRefusesTagOnly(t *testing.T) {
-	reg := newTestRegistry(t, anonymous)
-	tag := push(t, reg, "library/app:1.0", platformImage(t, testPlatforms[0]))
+	reg := registrytest.New(t, registrytest.Anonymous)
+	tag := reg.Push(t, "library/app:1.0", layouttest.RandomImage(t, testPlatforms[0]))
 	for _, image := range []string{tag.String(), tag.Context().Name()} {
 		err := pull.Fetch(context.Background(), pull.Request{Image: image}, t.TempDir())
 		if err == nil || !strings.Contains(err.Error(), "no digest") || !strings.Contains(err.Error(), "update_lock") {
@@ -260,25 +185,25 @@ func TestFetchRefusesTagOnly(t *testing.T) {
 }
 
 func TestFetchNarrowsIndex(t *testing.T) {
-	reg := newTestRegistry(t, bearer)
+	reg := registrytest.New(t, registrytest.Bearer)
 	tag, idx := pushIndex(t, reg, "library/multi:1.0")
 	im, _ := idx.IndexManifest()
 	dest := filepath.Join(t.TempDir(), "layout")
-	req := pull.Request{Image: tag.Context().Name(), Digest: digestOf(t, idx), Platforms: []string{"linux/arm64"}}
-	if err := pull.Fetch(context.Background(), req, dest, creds()); err != nil {
+	req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, idx), Platforms: []string{"linux/arm64"}}
+	if err := pull.Fetch(context.Background(), req, dest, registrytest.Creds()); err != nil {
 		t.Fatalf("pull failed: %v", err)
 	}
 	checkNarrowed(t, dest, req.Digest, im, "linux/arm64/v8")
 	// Two platforms, and the whole index.
 	dest2 := filepath.Join(t.TempDir(), "two")
 	req.Platforms = []string{"linux/amd64", "linux/arm/v7"}
-	if err := pull.Fetch(context.Background(), req, dest2, creds()); err != nil {
+	if err := pull.Fetch(context.Background(), req, dest2, registrytest.Creds()); err != nil {
 		t.Fatal(err)
 	}
 	checkNarrowed(t, dest2, req.Digest, im, "linux/amd64", "linux/arm/v7")
 	dest3 := filepath.Join(t.TempDir(), "all")
 	req.Platforms = nil
-	if err := pull.Fetch(context.Background(), req, dest3, creds()); err != nil {
+	if err := pull.Fetch(context.Background(), req, dest3, registrytest.Creds()); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := validate.Layout(dest3); err != nil || len(res.Manifests) != 3 || res.Index[0].Digest != req.Digest {
@@ -286,7 +211,7 @@ func TestFetchNarrowsIndex(t *testing.T) {
 	}
 
 	req.Platforms = []string{"linux/s390x"}
-	err := pull.Fetch(context.Background(), req, t.TempDir(), creds())
+	err := pull.Fetch(context.Background(), req, t.TempDir(), registrytest.Creds())
 	if err == nil || !strings.Contains(err.Error(), "linux/s390x") {
 		t.Fatalf("want an error naming the missing platform, got %v", err)
 	}

@@ -21,6 +21,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
+	"github.com/appliance-bundler/appliance/build/oci/pull/registrytest"
 )
 
 // nested is a Bazel server of its own (output_user_root under the test's
@@ -284,8 +287,8 @@ func projectRoot(t *testing.T) string {
 
 func TestPullPathUnderBazel(t *testing.T) {
 	n := setupNested(t)
-	idx := testIndex(t)
-	pinned := digestOf(t, idx)
+	idx := layouttest.RandomIndex(t, v1.Platform{OS: "linux", Architecture: "amd64"}, v1.Platform{OS: "linux", Architecture: "arm64"})
+	pinned := registrytest.Digest(t, idx)
 	im, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
@@ -302,15 +305,15 @@ func TestPullPathUnderBazel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	origin := newTestRegistry(t, false)
-	repo := origin.push(t, "test/base", idx)
-	mirror := newTestRegistry(t, false)
-	mirrorRepo := mirror.push(t, "mirror/base", idx)
+	origin := registrytest.New(t, registrytest.Anonymous)
+	repo := origin.PushIndex(t, "test/base:1", idx).Context()
+	mirror := registrytest.New(t, registrytest.Anonymous)
+	mirrorRepo := mirror.PushIndex(t, "mirror/base:1", idx).Context()
 
 	// A site that reaches only its mirror: the image's own registry and the
 	// first mirror are unreachable, the second mirror lacks the image, the
 	// third serves it.
-	unreachable := closedAddr(t)
+	unreachable := registrytest.ClosedAddr(t)
 	mirrors := []string{unreachable + "/mirror/base", origin.Host() + "/mirror/missing", mirrorRepo.Name()}
 	n.write(t, "MODULE.bazel", moduleFile(projectRoot(t), pinned, mirrors, unreachable+"/origin/base"))
 	n.write(t, "BUILD.bazel", buildFile)
@@ -322,14 +325,14 @@ func TestPullPathUnderBazel(t *testing.T) {
 	checkNarrowedBundle(t, "base_bundle", base, pinned, arm64.Digest.String(), amd64.Digest.String(), armImg)
 	mirrored := readBundle(t, filepath.Join(n.ws, "bazel-bin/mirrored_bundle.tar"))
 	checkNarrowedBundle(t, "mirrored_bundle", mirrored, pinned, arm64.Digest.String(), amd64.Digest.String(), armImg)
-	if mirror.manifestGets() == 0 {
+	if mirror.ManifestGets() == 0 {
 		t.Error("the mirror that holds the image served no manifest")
 	}
 	checkAppOnBase(t, filepath.Join(n.ws, "bazel-bin/app"), armImg)
 
 	t.Run("credentials from a named config.json", func(t *testing.T) {
-		authReg := newTestRegistry(t, true)
-		authRepo := authReg.push(t, "private/base", idx)
+		authReg := registrytest.New(t, registrytest.Basic)
+		authRepo := authReg.PushIndex(t, "private/base:1", idx).Context()
 		n.writeLock(t, authRepo.Name(), pinned)
 		out, err := n.build(t, "auth-without-credentials", "//:base_bundle")
 		if err == nil || !strings.Contains(out, "401") && !strings.Contains(out, "UNAUTHORIZED") {
@@ -342,14 +345,14 @@ func TestPullPathUnderBazel(t *testing.T) {
 	})
 
 	t.Run("different bytes for the pinned digest", func(t *testing.T) {
-		bad := newTestRegistry(t, false)
-		badRepo := bad.push(t, "test/base", idx)
+		bad := registrytest.New(t, registrytest.Anonymous)
+		badRepo := bad.PushIndex(t, "test/base:1", idx).Context()
 		layers, err := armImg.Layers()
 		if err != nil {
 			t.Fatal(err)
 		}
-		layer := digestOf(t, layers[0])
-		bad.tamper(layer)
+		layer := registrytest.Digest(t, layers[0])
+		bad.Tamper(layer)
 		n.writeLock(t, badRepo.Name(), pinned)
 		out, err := n.build(t, "tampered", "//:base_bundle")
 		if err == nil {
@@ -368,19 +371,10 @@ func writeDockerConfig(t *testing.T, path, host string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	data := fmt.Sprintf(`{"auths": {%q: {"username": %q, "password": %q}}}`, host, testUser, testPassword)
+	data := fmt.Sprintf(`{"auths": {%q: {"username": %q, "password": %q}}}`, host, registrytest.User, registrytest.Password)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func digestOf(t *testing.T, d interface{ Digest() (v1.Hash, error) }) string {
-	t.Helper()
-	h, err := d.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h.String()
 }
 
 // bundle is what a bundle tar holds: index.json and its blobs by digest.

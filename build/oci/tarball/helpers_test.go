@@ -16,14 +16,12 @@ import (
 	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	ggcrtarball "github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/tarball"
 )
 
@@ -62,21 +60,7 @@ func compress(t *testing.T, data []byte, kind string) []byte {
 // image is a random image of the given platform.
 func image(t *testing.T, os, arch string) v1.Image {
 	t.Helper()
-	img, err := random.Image(2048, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = os, arch
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return layouttest.RandomImage(t, v1.Platform{OS: os, Architecture: arch})
 }
 
 // dockerSave writes images by tag as go-containerregistry's tarball writer
@@ -101,16 +85,18 @@ func dockerSave(t *testing.T, imgs map[string]v1.Image) []byte {
 // index makes a two-platform index of fresh random images.
 func index(t *testing.T) (v1.ImageIndex, map[string]v1.Image) {
 	t.Helper()
-	imgs := map[string]v1.Image{"linux/amd64": image(t, "linux", "amd64"), "linux/arm64": image(t, "linux", "arm64")}
-	var adds []mutate.IndexAddendum
-	for _, p := range []string{"linux/amd64", "linux/arm64"} {
-		plat, err := v1.ParsePlatform(p)
-		if err != nil {
+	ii := layouttest.RandomIndex(t, v1.Platform{OS: "linux", Architecture: "amd64"}, v1.Platform{OS: "linux", Architecture: "arm64"})
+	im, err := ii.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs := map[string]v1.Image{}
+	for _, d := range im.Manifests {
+		if imgs[d.Platform.String()], err = ii.Image(d.Digest); err != nil {
 			t.Fatal(err)
 		}
-		adds = append(adds, mutate.IndexAddendum{Add: imgs[p], Descriptor: v1.Descriptor{Platform: plat}})
 	}
-	return mutate.AppendManifests(empty.Index, adds...), imgs
+	return ii, imgs
 }
 
 // storeBlob puts raw bytes in containerd's local content store.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
-	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
@@ -19,27 +18,7 @@ import (
 // newLayout builds a one-layer image with imagebuild and returns its layout.
 func newLayout(t *testing.T) (string, *validate.Result) {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "hello")
-	if err := os.WriteFile(src, []byte("#!/bin/true\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var layer bytes.Buffer
-	if err := imagebuild.WriteLayer(&layer, []imagebuild.LayerFile{{Path: "/bin/hello", Source: src, Mode: 0o755}}); err != nil {
-		t.Fatal(err)
-	}
-	tarPath := filepath.Join(dir, "layer.tar")
-	if err := os.WriteFile(tarPath, layer.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img, err := imagebuild.Build(imagebuild.Spec{Layers: []string{tarPath}, OS: "linux", Architecture: "amd64", Entrypoint: []string{"/bin/hello"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "layout")
-	if _, err := imagebuild.WriteLayout(out, img); err != nil {
-		t.Fatal(err)
-	}
+	out := layouttest.Single(t, "linux/amd64", "#!/bin/true\n")
 	res, err := validate.Layout(out)
 	if err != nil {
 		t.Fatalf("fresh layout is invalid: %v", err)

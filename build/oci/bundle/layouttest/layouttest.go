@@ -2,8 +2,9 @@
 // project's image builder: a single-platform image, a multi-platform index,
 // and an index narrowed to some platforms as the fetcher writes it (the
 // original index blob, bundleformat.AnnotationPlatforms on index.json's
-// descriptor, the other platforms' blobs absent). It is test-only and must
-// not be used by a build tool.
+// descriptor, the other platforms' blobs absent); and, for tests that need
+// no real content, random images and indexes naming their platforms. It is
+// test-only and must not be used by a build tool.
 package layouttest
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
@@ -51,6 +53,38 @@ func Image(t testing.TB, platform, content string) v1.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// RandomImage is an image of two random 2 KiB layers whose config names
+// platform p.
+func RandomImage(t testing.TB, p v1.Platform) v1.Image {
+	t.Helper()
+	img, err := random.Image(2048, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// RandomIndex is an index of one RandomImage per platform, in order, each
+// descriptor naming its platform.
+func RandomIndex(t testing.TB, platforms ...v1.Platform) v1.ImageIndex {
+	t.Helper()
+	var adds []mutate.IndexAddendum
+	for _, p := range platforms {
+		adds = append(adds, mutate.IndexAddendum{Add: RandomImage(t, p), Descriptor: v1.Descriptor{Platform: &p}})
+	}
+	return mutate.AppendManifests(empty.Index, adds...)
 }
 
 // Single writes the layout of one image for platform and returns its
