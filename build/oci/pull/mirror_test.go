@@ -110,9 +110,7 @@ func TestFetchWithDockerConfig(t *testing.T) {
 	for _, mode := range []string{registrytest.Basic, registrytest.Bearer} {
 		t.Run(mode, func(t *testing.T) {
 			reg := registrytest.New(t, mode)
-			img := layouttest.RandomImage(t, testPlatforms[0])
-			tag := reg.Push(t, "library/app:1.0", img)
-			req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+			_, req := pushApp(t, reg)
 			k, err := pull.DockerConfigKeychain(writeDockerConfig(t, reg.Host(), registrytest.User, registrytest.Password))
 			if err != nil {
 				t.Fatal(err)

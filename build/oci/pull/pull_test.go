@@ -36,14 +36,21 @@ func pushIndex(t *testing.T, reg *registrytest.Registry, ref string) (name.Tag, 
 	return reg.PushIndex(t, ref, idx), idx
 }
 
+// pushApp pushes a random image as library/app:1.0 and returns it with the
+// request that fetches it by digest.
+func pushApp(t *testing.T, reg *registrytest.Registry) (v1.Image, pull.Request) {
+	t.Helper()
+	img := layouttest.RandomImage(t, testPlatforms[0])
+	tag := reg.Push(t, "library/app:1.0", img)
+	return img, pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+}
+
 func TestFetchGoodPull(t *testing.T) {
 	for _, mode := range []string{registrytest.Anonymous, registrytest.Basic, registrytest.Bearer} {
 		t.Run(mode, func(t *testing.T) {
 			reg := registrytest.New(t, mode)
-			img := layouttest.RandomImage(t, testPlatforms[0])
-			tag := reg.Push(t, "library/app:1.0", img)
+			img, req := pushApp(t, reg)
 			dest := filepath.Join(t.TempDir(), "layout")
-			req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
 			if err := pull.Fetch(context.Background(), req, dest, registrytest.Creds()); err != nil {
 				t.Fatalf("pull failed: %v", err)
 			}
@@ -72,9 +79,7 @@ func TestFetchWrongCredentialsRefused(t *testing.T) {
 	for _, mode := range []string{registrytest.Basic, registrytest.Bearer} {
 		t.Run(mode, func(t *testing.T) {
 			reg := registrytest.New(t, mode)
-			img := layouttest.RandomImage(t, testPlatforms[0])
-			tag := reg.Push(t, "library/app:1.0", img)
-			req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
+			_, req := pushApp(t, reg)
 			err := pull.Fetch(context.Background(), req, t.TempDir(), remote.WithAuth(&authn.Basic{Username: registrytest.User, Password: "wrong"}))
 			if err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") && !strings.Contains(err.Error(), "401") {
 				t.Fatalf("want an authentication error, got %v", err)
@@ -85,19 +90,17 @@ func TestFetchWrongCredentialsRefused(t *testing.T) {
 
 func TestFetchRefusesTamperedLayer(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Bearer)
-	img := layouttest.RandomImage(t, testPlatforms[0])
-	tag := reg.Push(t, "library/app:1.0", img)
+	img, req := pushApp(t, reg)
 	layers, _ := img.Layers()
 	bad := registrytest.Digest(t, layers[1])
 	reg.Tamper(bad)
 	dest := filepath.Join(t.TempDir(), "layout")
-	req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
 	err := pull.Fetch(context.Background(), req, dest, registrytest.Creds())
 	if err == nil {
 		t.Fatal("pull of an image with a corrupted layer succeeded")
 	}
 	t.Logf("refused: %v", err)
-	for _, want := range []string{bad, tag.Context().Name(), "does not match its digest"} {
+	for _, want := range []string{bad, req.Image, "does not match its digest"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -109,11 +112,9 @@ func TestFetchRefusesTamperedLayer(t *testing.T) {
 
 func TestFetchRefusesTamperedConfig(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Basic)
-	img := layouttest.RandomImage(t, testPlatforms[0])
-	tag := reg.Push(t, "library/app:1.0", img)
+	img, req := pushApp(t, reg)
 	m, _ := img.Manifest()
 	reg.Tamper(m.Config.Digest.String())
-	req := pull.Request{Image: tag.Context().Name(), Digest: registrytest.Digest(t, img)}
 	err := pull.Fetch(context.Background(), req, t.TempDir(), registrytest.Creds())
 	if err == nil || !strings.Contains(err.Error(), m.Config.Digest.String()) {
 		t.Fatalf("want an error naming config blob %s, got %v", m.Config.Digest, err)
