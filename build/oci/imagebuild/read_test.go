@@ -1,7 +1,6 @@
-package imagebuild
+package imagebuild_test
 
 import (
-	"encoding/json"
 	"io"
 	"io/fs"
 	"os"
@@ -9,39 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
+	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
+	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
-
-// buildLayout writes an image of one layer holding /name for arch to a new
-// layout and returns the layout's directory.
-func buildLayout(t *testing.T, name, arch string) string {
-	t.Helper()
-	src := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(src, []byte("content of "+name), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tarPath := filepath.Join(t.TempDir(), name+".tar")
-	f, err := os.Create(tarPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteLayer(f, []LayerFile{{Path: "/" + name, Source: src, Mode: 0o644}}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	img, err := Build(Spec{OS: "linux", Architecture: arch, Layers: []string{tarPath}, Entrypoint: []string{"/" + name}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "layout")
-	if _, err := WriteLayout(dir, img); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 // symlinkTree mirrors dir with every file a symlink to the original, as
 // Bazel stages a tree artifact in the sandbox.
@@ -67,9 +38,9 @@ func symlinkTree(t *testing.T, dir string) string {
 // TestBuildOnSymlinkedBase: a base staged as Bazel stages a tree artifact
 // (every file a symlink) is read, and its layers come first.
 func TestBuildOnSymlinkedBase(t *testing.T) {
-	baseDir := buildLayout(t, "base", "amd64")
-	top := buildLayout(t, "top", "amd64")
-	topImg, err := LoadImage(top, "", "", "")
+	baseDir := layouttest.Single(t, "linux/amd64", "content of base")
+	top := layouttest.Single(t, "linux/amd64", "content of top")
+	topImg, err := imagebuild.LoadImage(top, "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +48,7 @@ func TestBuildOnSymlinkedBase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseImg, err := LoadImage(baseDir, "", "", "")
+	baseImg, err := imagebuild.LoadImage(baseDir, "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +70,12 @@ func TestBuildOnSymlinkedBase(t *testing.T) {
 	if err := os.WriteFile(tarPath, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	img, err := Build(Spec{Base: symlinkTree(t, baseDir), Layers: []string{tarPath}})
+	img, err := imagebuild.Build(imagebuild.Spec{Base: symlinkTree(t, baseDir), Layers: []string{tarPath}})
 	if err != nil {
 		t.Fatalf("building on a symlinked base: %v", err)
 	}
 	dir := filepath.Join(t.TempDir(), "out")
-	if _, err := WriteLayout(dir, img); err != nil {
+	if _, err := imagebuild.WriteLayout(dir, img); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := validate.Layout(dir); err != nil {
@@ -124,8 +95,8 @@ func TestBuildOnSymlinkedBase(t *testing.T) {
 }
 
 func TestSymlinkedBlobMustMatchDigest(t *testing.T) {
-	staged := symlinkTree(t, buildLayout(t, "base", "amd64"))
-	img, err := LoadImage(staged, "", "", "")
+	staged := symlinkTree(t, layouttest.Single(t, "linux/amd64", "content of base"))
+	img, err := imagebuild.LoadImage(staged, "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +116,9 @@ func TestSymlinkedBlobMustMatchDigest(t *testing.T) {
 	if err := os.Symlink(other, layer); err != nil {
 		t.Fatal(err)
 	}
-	img, err = Build(Spec{Base: staged})
+	img, err = imagebuild.Build(imagebuild.Spec{Base: staged})
 	if err == nil {
-		_, err = WriteLayout(filepath.Join(t.TempDir(), "out"), img)
+		_, err = imagebuild.WriteLayout(filepath.Join(t.TempDir(), "out"), img)
 	}
 	if err == nil || !strings.Contains(err.Error(), "has content digest") || !strings.Contains(err.Error(), m.Layers[0].Digest.String()) {
 		t.Fatalf("want a digest mismatch naming %s, got %v", m.Layers[0].Digest, err)
@@ -155,10 +126,10 @@ func TestSymlinkedBlobMustMatchDigest(t *testing.T) {
 }
 
 func TestWriteIndexAndPick(t *testing.T) {
-	amd := symlinkTree(t, buildLayout(t, "a", "amd64"))
-	arm := symlinkTree(t, buildLayout(t, "b", "arm64"))
+	amd := symlinkTree(t, layouttest.Single(t, "linux/amd64", "content of a"))
+	arm := symlinkTree(t, layouttest.Single(t, "linux/arm64", "content of b"))
 	out := filepath.Join(t.TempDir(), "index")
-	h, err := WriteIndex("//x:index", out, []string{amd, arm})
+	h, err := imagebuild.WriteIndex("//x:index", out, []string{amd, arm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,33 +141,33 @@ func TestWriteIndexAndPick(t *testing.T) {
 		t.Fatalf("want index.json naming index %s of 2 manifests, got %+v", h, res)
 	}
 	again := filepath.Join(t.TempDir(), "index")
-	if h2, err := WriteIndex("//x:index", again, []string{amd, arm}); err != nil || h2 != h {
+	if h2, err := imagebuild.WriteIndex("//x:index", again, []string{amd, arm}); err != nil || h2 != h {
 		t.Fatalf("index written again: %s, %v; first %s", h2, err, h)
 	}
-	img, err := LoadImage(symlinkTree(t, out), "linux", "arm64", "")
+	img, err := imagebuild.LoadImage(symlinkTree(t, out), "linux", "arm64", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "arm64" {
 		t.Fatalf("picked %+v, %v; want arm64", cf, err)
 	}
-	if _, err := LoadImage(out, "linux", "s390x", ""); err == nil || !strings.Contains(err.Error(), "no manifest for linux/s390x (it holds linux/amd64, linux/arm64)") {
+	if _, err := imagebuild.LoadImage(out, "linux", "s390x", ""); err == nil || !strings.Contains(err.Error(), "no manifest for linux/s390x (it holds linux/amd64, linux/arm64)") {
 		t.Fatalf("want an error naming the missing platform, got %v", err)
 	}
 }
 
 func TestWriteIndexRefuses(t *testing.T) {
-	amd := buildLayout(t, "a", "amd64")
-	amd2 := buildLayout(t, "b", "amd64")
-	_, err := WriteIndex("//x:dup", filepath.Join(t.TempDir(), "o"), []string{amd, amd2})
+	amd := layouttest.Single(t, "linux/amd64", "content of a")
+	amd2 := layouttest.Single(t, "linux/amd64", "content of b")
+	_, err := imagebuild.WriteIndex("//x:dup", filepath.Join(t.TempDir(), "o"), []string{amd, amd2})
 	if err == nil || !strings.Contains(err.Error(), "oci_image_index //x:dup: images "+amd+" and "+amd2+" are both for platform linux/amd64") {
 		t.Fatalf("two amd64 images: got %v", err)
 	}
 	idx := filepath.Join(t.TempDir(), "idx")
-	if _, err := WriteIndex("//x:idx", idx, []string{amd}); err != nil {
+	if _, err := imagebuild.WriteIndex("//x:idx", idx, []string{amd}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = WriteIndex("//x:nested", filepath.Join(t.TempDir(), "o"), []string{idx})
+	_, err = imagebuild.WriteIndex("//x:nested", filepath.Join(t.TempDir(), "o"), []string{idx})
 	if err == nil || !strings.Contains(err.Error(), "oci_image_index //x:nested: image "+idx+" must be an OCI layout of exactly one image manifest") {
 		t.Fatalf("an index as input: got %v", err)
 	}
@@ -207,39 +178,16 @@ func TestWriteIndexRefuses(t *testing.T) {
 // says which platforms it holds when asked for arm64.
 func TestPickFromNarrowedIndex(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "index")
-	if _, err := WriteIndex("//x:index", out, []string{buildLayout(t, "a", "amd64"), buildLayout(t, "b", "arm64")}); err != nil {
+	if _, err := imagebuild.WriteIndex("//x:index", out, []string{layouttest.Single(t, "linux/amd64", "content of a"), layouttest.Single(t, "linux/arm64", "content of b")}); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(out, "index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var top v1.IndexManifest
-	if err := json.Unmarshal(data, &top); err != nil {
-		t.Fatal(err)
-	}
-	top.Manifests[0].Annotations = map[string]string{bundleformat.AnnotationPlatforms: "linux/amd64"}
-	// The arm64 manifest is absent, as in a narrowed pulled index.
-	idxData, err := os.ReadFile(filepath.Join(out, "blobs", "sha256", top.Manifests[0].Digest.Hex))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx v1.IndexManifest
-	if err := json.Unmarshal(idxData, &idx); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(out, "blobs", "sha256", idx.Manifests[1].Digest.Hex)); err != nil {
-		t.Fatal(err)
-	}
-	data, _ = json.Marshal(top)
-	if err := os.WriteFile(filepath.Join(out, "index.json"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img, err := LoadImage(out, "linux", "arm64", "")
+	// As the fetcher writes a pull narrowed to amd64: the arm64 manifest is absent.
+	layouttest.Narrow(t, out, "linux/amd64")
+	img, err := imagebuild.LoadImage(out, "linux", "arm64", "")
 	if err == nil || !strings.Contains(err.Error(), "holds no manifest for linux/arm64 (it holds linux/amd64)") {
 		t.Fatalf("arm64 from an index narrowed to amd64: got %v, %v", img, err)
 	}
-	img, err = LoadImage(out, "linux", "amd64", "")
+	img, err = imagebuild.LoadImage(out, "linux", "amd64", "")
 	if err != nil {
 		t.Fatal(err)
 	}
