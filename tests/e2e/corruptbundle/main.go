@@ -50,13 +50,15 @@ func corruptBundle(data []byte) ([]byte, error) {
 	if err := json.Unmarshal(entries[i].data, &idx); err != nil || len(idx.Manifests) != 1 {
 		return nil, fmt.Errorf("index.json is not a one-image index (%v)", err)
 	}
-	m, ok := at["blobs/sha256/"+idx.Manifests[0].Digest.Hex]
-	if !ok {
-		return nil, errors.New("the bundle lacks its manifest blob")
-	}
-	var man v1.Manifest
-	if err := json.Unmarshal(entries[m].data, &man); err != nil {
-		return nil, fmt.Errorf("bad manifest: %w", err)
+	man, err := manifestOf(idx.Manifests[0], func(h v1.Hash) ([]byte, bool) {
+		i, ok := at["blobs/sha256/"+h.Hex]
+		if !ok {
+			return nil, false
+		}
+		return entries[i].data, true
+	})
+	if err != nil {
+		return nil, err
 	}
 	c, ok := at["blobs/sha256/"+man.Config.Digest.Hex]
 	if !ok {
@@ -87,6 +89,32 @@ func corruptBundle(data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("the corrupted bundle is %d bytes, the original %d", out.Len(), len(data))
 	}
 	return out.Bytes(), nil
+}
+
+// manifestOf reads the image manifest d names; for an index, the first of
+// its manifests that the bundle holds (a narrowed index holds only some).
+func manifestOf(d v1.Descriptor, blob func(v1.Hash) ([]byte, bool)) (*v1.Manifest, error) {
+	data, ok := blob(d.Digest)
+	if !ok {
+		return nil, fmt.Errorf("the bundle lacks blob %s", d.Digest)
+	}
+	if d.MediaType.IsImage() {
+		man, err := v1.ParseManifest(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("bad manifest %s: %w", d.Digest, err)
+		}
+		return man, nil
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("bad index %s: %w", d.Digest, err)
+	}
+	for _, c := range idx.Manifests {
+		if _, ok := blob(c.Digest); ok && c.MediaType.IsImage() {
+			return manifestOf(c, blob)
+		}
+	}
+	return nil, fmt.Errorf("index %s: the bundle holds none of its manifests", d.Digest)
 }
 
 func run(in, entry, out string) error {
