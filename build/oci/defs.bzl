@@ -299,7 +299,8 @@ as a tar (`<name>.tar`: directories 0755, files 0644, owner 0:0, mtime 0,
 sorted, paths relative to the root) for an appliance rule to unpack, as a
 dict of path to file (PreseedTreeInfo) for a rule that maps files itself, and
 `<name>.json`: for each bundle its namespace, name, path, reference, index.json
-digest, target descriptor, manifest digests with platforms, size and sha256,
+digest, target descriptor, manifest digests with platforms, the references
+pods may name it by (tag, repo@index digest, repo@manifest digest), size and sha256,
 sorted by path.""",
     attrs = {
         "bundles": attr.label_list(
