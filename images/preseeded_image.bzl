@@ -5,6 +5,7 @@ load("//build/oci:defs.bzl", "go_layer", "oci_image", "oci_image_index", "presee
 # Who uses the images and bundles: the appliance, the import tests and the E2E.
 _USERS = [
     "//build/oci/importtest:__pkg__",
+    "//build/pods:__pkg__",
     "//core/preseed:__pkg__",
     "//images:__subpackages__",
     "//tests/e2e:__subpackages__",

@@ -1,0 +1,79 @@
+// Command podtool is the build tool behind the static_pod rule
+// (build/pods/static_pod.bzl): it reads a pod manifest and the preseed
+// bundles named in a JSON spec, and writes the pinned manifest and its info
+// (staticpod.Info). It reads only the paths it is given and must not hold
+// logic of its own beyond argument handling: that lives in staticpod.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/appliance-bundler/appliance/build/pods/staticpod"
+)
+
+const usage = `usage: podtool --src POD.yaml --name POD --spec SPEC.json --out OUT.yaml --info OUT.json
+SPEC.json: {"bundles": [{"file": PATH, "namespace": NS}, ...]}`
+
+// spec is what the rule passes besides paths of outputs.
+type spec struct {
+	Bundles []staticpod.Bundle `json:"bundles"`
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "podtool: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("podtool", flag.ContinueOnError)
+	src := fs.String("src", "", "pod manifest (YAML)")
+	name := fs.String("name", "", "the pod's metadata.name, as the rule knows it")
+	specFile := fs.String("spec", "", "JSON spec naming the bundles")
+	out := fs.String("out", "", "pinned pod manifest to write")
+	infoOut := fs.String("info", "", "pod info JSON to write")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *src == "" || *name == "" || *specFile == "" || *out == "" || *infoOut == "" || fs.NArg() != 0 {
+		return fmt.Errorf("missing or extra arguments\n%s", usage)
+	}
+	s, err := readSpec(*specFile)
+	if err != nil {
+		return err
+	}
+	pod, info, err := staticpod.Build(*src, *name, s.Bundles)
+	if err != nil {
+		return err
+	}
+	infoJSON, err := info.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, pod, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %w", *out, err)
+	}
+	if err := os.WriteFile(*infoOut, infoJSON, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %w", *infoOut, err)
+	}
+	return nil
+}
+
+func readSpec(file string) (*spec, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read spec: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s spec
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("failed to parse spec %s: %w", file, err)
+	}
+	return &s, nil
+}

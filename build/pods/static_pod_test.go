@@ -1,0 +1,72 @@
+package pods_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/appliance-bundler/appliance/build/pods/staticpod"
+	"github.com/appliance-bundler/appliance/tests/runfile"
+)
+
+// TestHelloPod checks the static_pod rule's outputs for the hello pod: its
+// image pinned to the digest of the hello index that //images/hello built,
+// never pulled, and the manifest a valid v1 Pod again.
+func TestHelloPod(t *testing.T) {
+	digest, err := os.ReadFile(runfile.Path(t, "HELLO_INDEX_DIGEST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "docker.io/library/hello@" + strings.TrimSpace(string(digest))
+	if !strings.HasPrefix(want, "docker.io/library/hello@sha256:") {
+		t.Fatalf("the index digest file holds %q", digest)
+	}
+	podFile := runfile.Path(t, "HELLO_POD")
+	data, err := os.ReadFile(podFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := staticpod.Parse(podFile, data)
+	if err != nil {
+		t.Fatalf("the rule's output does not parse back: %v", err)
+	}
+	if len(pod.Spec.Containers) != 1 || len(pod.Spec.InitContainers) != 0 {
+		t.Fatalf("hello pod has %d containers and %d init containers, want 1 and 0", len(pod.Spec.Containers), len(pod.Spec.InitContainers))
+	}
+	c := pod.Spec.Containers[0]
+	if c.Image != want {
+		t.Errorf("hello runs %q, want %q", c.Image, want)
+	}
+	if c.ImagePullPolicy != corev1.PullNever {
+		t.Errorf("hello has imagePullPolicy %q, want Never", c.ImagePullPolicy)
+	}
+	if pod.Name != "hello" || pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("pod %q with restartPolicy %q, want hello with Never", pod.Name, pod.Spec.RestartPolicy)
+	}
+	again, err := staticpod.Encode(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, data) {
+		t.Errorf("the rule's output is not in the canonical encoding:\n%s\nwant\n%s", data, again)
+	}
+
+	infoData, err := os.ReadFile(runfile.Path(t, "HELLO_POD_JSON"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(infoData))
+	dec.DisallowUnknownFields()
+	var info staticpod.Info
+	if err := dec.Decode(&info); err != nil {
+		t.Fatalf("pod json %s: %v", infoData, err)
+	}
+	if info.Name != "hello" || info.Path != "/etc/kubernetes/manifests/hello.yaml" ||
+		len(info.Images) != 1 || info.Images[0] != (staticpod.Image{Container: "hello", Image: want}) {
+		t.Errorf("pod json is %s, want hello at /etc/kubernetes/manifests/hello.yaml running %s", infoData, want)
+	}
+}
