@@ -2,8 +2,12 @@ package pods_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -68,5 +72,52 @@ func TestHelloPod(t *testing.T) {
 	if info.Name != "hello" || info.Path != "/etc/kubernetes/manifests/hello.yaml" ||
 		len(info.Images) != 1 || info.Images[0] != (staticpod.Image{Container: "hello", Image: want}) {
 		t.Errorf("pod json is %s, want hello at /etc/kubernetes/manifests/hello.yaml running %s", infoData, want)
+	}
+}
+
+// TestPodtoolRefusesBadInput runs the rule's tool as the rule does, with
+// the real hello bundle, on each bad manifest of testdata: it must fail,
+// naming the file and the reason, and write nothing.
+func TestPodtoolRefusesBadInput(t *testing.T) {
+	tool := runfile.Path(t, "PODTOOL")
+	bundle := runfile.Path(t, "HELLO_BUNDLE")
+	spec := filepath.Join(t.TempDir(), "spec.json")
+	specJSON, err := json.Marshal(map[string]any{"bundles": []staticpod.Bundle{{File: bundle, Namespace: "k8s.io"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spec, specJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  string
+		want []string
+	}{
+		{"UNKNOWN_FIELD", []string{`strict decoding error: unknown field "spec.containers[0].imagePullPolicyy"`}},
+		{"UNPARSEABLE", []string{"does not parse", "yaml: line 8"}},
+		{"WRONG_KIND", []string{`apiVersion "apps/v1" and kind "Deployment"`}},
+		{"NOT_PRESEEDED", []string{`pod "hello"`, `image "hello:2.0" (docker.io/library/hello:2.0), which no bundle provides`,
+			"the bundles provide: docker.io/library/hello:1.0, docker.io/library/hello@sha256:"}},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			src := runfile.Path(t, tc.env)
+			out := filepath.Join(t.TempDir(), "out.yaml")
+			cmd := exec.CommandContext(context.Background(), tool, "--src", src, "--name", "hello",
+				"--spec", spec, "--out", out, "--info", out+".json")
+			stderr, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("podtool: %v, want exit status 1; output:\n%s", err, stderr)
+			}
+			t.Logf("podtool: %s", stderr)
+			for _, w := range append([]string{src}, tc.want...) {
+				if !strings.Contains(string(stderr), w) {
+					t.Errorf("podtool's error does not contain %q", w)
+				}
+			}
+			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("podtool wrote %s for bad input (stat: %v)", out, err)
+			}
+		})
 	}
 }
