@@ -7,7 +7,8 @@ The work is done by //build/pods/cmd/podtool (package
 
 load("//build/oci:defs.bzl", "PreseedBundleInfo")
 
-# The kubelet's staticPodPath in the appliance (staticpod.ManifestDir).
+# The kubelet's staticPodPath in the appliance: staticpod.ManifestDir, which
+# podtool checks the path against.
 _MANIFEST_DIR = "/etc/kubernetes/manifests"
 
 _TOOL = Label("//build/pods/cmd/podtool")
@@ -25,6 +26,7 @@ StaticPodInfo = provider(
 
 def _static_pod_impl(ctx):
     pod_name = ctx.attr.pod_name or ctx.label.name
+    path = "%s/%s.yaml" % (_MANIFEST_DIR, pod_name)
     out = ctx.actions.declare_file(ctx.label.name + ".yaml")
     pod_json = ctx.actions.declare_file(ctx.label.name + ".pod.json")
     infos = [b[PreseedBundleInfo] for b in ctx.attr.bundles]
@@ -37,6 +39,7 @@ def _static_pod_impl(ctx):
     args = ctx.actions.args()
     args.add("--src", ctx.file.src)
     args.add("--name", pod_name)
+    args.add("--path", path)
     args.add("--spec", spec)
     args.add("--out", out)
     args.add("--info", pod_json)
@@ -53,7 +56,7 @@ def _static_pod_impl(ctx):
         StaticPodInfo(
             name = pod_name,
             file = out,
-            path = "%s/%s.yaml" % (_MANIFEST_DIR, pod_name),
+            path = path,
             pod_json = pod_json,
             bundles = bundles,
         ),

@@ -1,8 +1,9 @@
+// Package pods_test checks the static_pod rule as a build uses it: its
+// outputs for the hello pod and its tool's errors on bad manifests.
 package pods_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -102,8 +103,8 @@ func TestPodtoolRefusesBadInput(t *testing.T) {
 		t.Run(tc.env, func(t *testing.T) {
 			src := runfile.Path(t, tc.env)
 			out := filepath.Join(t.TempDir(), "out.yaml")
-			cmd := exec.CommandContext(context.Background(), tool, "--src", src, "--name", "hello",
-				"--spec", spec, "--out", out, "--info", out+".json")
+			cmd := exec.CommandContext(t.Context(), tool, "--src", src, "--name", "hello",
+				"--path", "/etc/kubernetes/manifests/hello.yaml", "--spec", spec, "--out", out, "--info", out+".json")
 			stderr, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != 1 {

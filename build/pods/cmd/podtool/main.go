@@ -15,7 +15,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/pods/staticpod"
 )
 
-const usage = `usage: podtool --src POD.yaml --name POD --spec SPEC.json --out OUT.yaml --info OUT.json
+const usage = `usage: podtool --src POD.yaml --name POD --path PATH --spec SPEC.json --out OUT.yaml --info OUT.json
 SPEC.json: {"bundles": [{"file": PATH, "namespace": NS}, ...]}`
 
 // spec is what the rule passes besides paths of outputs.
@@ -34,13 +34,14 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("podtool", flag.ContinueOnError)
 	src := fs.String("src", "", "pod manifest (YAML)")
 	name := fs.String("name", "", "the pod's metadata.name, as the rule knows it")
+	path := fs.String("path", "", "where the rule places the pod in the appliance")
 	specFile := fs.String("spec", "", "JSON spec naming the bundles")
 	out := fs.String("out", "", "pinned pod manifest to write")
 	infoOut := fs.String("info", "", "pod info JSON to write")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *src == "" || *name == "" || *specFile == "" || *out == "" || *infoOut == "" || fs.NArg() != 0 {
+	if *src == "" || *name == "" || *path == "" || *specFile == "" || *out == "" || *infoOut == "" || fs.NArg() != 0 {
 		return fmt.Errorf("missing or extra arguments\n%s", usage)
 	}
 	s, err := readSpec(*specFile)
@@ -50,6 +51,11 @@ func run(args []string) error {
 	pod, info, err := staticpod.Build(*src, *name, s.Bundles)
 	if err != nil {
 		return err
+	}
+	// The rule states the path (it must be known before the build runs);
+	// the kubelet's directory is staticpod's, and the two must agree.
+	if info.Path != *path {
+		return fmt.Errorf("pod manifest %s: the rule places pod %q at %s, but the kubelet reads it from %s", *src, *name, *path, info.Path)
 	}
 	infoJSON, err := info.JSON()
 	if err != nil {
