@@ -217,6 +217,9 @@ func normalize(l *Lock) []LockEntry {
 		if len(e.Manifests) == 0 {
 			e.Manifests = nil
 		}
+		if len(e.Mirrors) == 0 {
+			e.Mirrors = nil
+		}
 		out = append(out, e)
 	}
 	slices.SortFunc(out, func(a, b LockEntry) int { return strings.Compare(a.Name, b.Name) })
@@ -250,6 +253,8 @@ func lockSeeds() []string {
 		`{"images": [{"name": "x", "image": "a/b:1.0"}]}`,
 		`{"images": [{"name": "m", "image": "127.0.0.1:5000/a/b", "digest": "sha256:e8a4044e0b4ae4257efa45fc026c0bc30ad320d43bd4c1a7d5271bd241e386d0", "mirrors": ["127.0.0.1:5001/a/b", "127.0.0.1:5002/c"]}]}`,
 		`{"images": [{"name": "x", "image": "a/b"}, {"name": "x", "image": "a/c"}]}`,
+		// Found by CI's fuzz step: an empty mirrors list is absent once encoded.
+		`{"images": [{"name": "0", "image": "a/b", "mirrors": [], "platforms": [], "manifests": {}}]}`,
 	}
 }
 
