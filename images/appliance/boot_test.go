@@ -1,13 +1,17 @@
 // Package appliance_test boots the production appliance image under QEMU and
 // checks what its serial console says: modules loaded, the network up,
-// containerd ready, preseed's summary (2 imported, 0 failed), and a clean
-// power-off on the ACPI power button. It must not need anything the
-// production image lacks (it has no test endpoint).
+// containerd ready, preseed's summary (3 imported, 0 failed), the static
+// pod hello-web answering on its port (started by the appliance's kubelet),
+// and a clean power-off on the ACPI power button. It must not need anything
+// the production image lacks (it has no test endpoint).
 package appliance_test
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +33,12 @@ type logLine struct {
 	Duration float64 `json:"duration_seconds"`
 }
 
+// hello-web (images/hello-web) answers on this guest port, with this.
+const (
+	helloWebPort     = 8080
+	helloWebGreeting = "Hello from hello-web"
+)
+
 func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	outDir := os.Getenv("TEST_UNDECLARED_OUTPUTS_DIR")
 	if outDir == "" {
@@ -40,6 +50,7 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 		Kernel:    runfile.Path(t, "KERNEL"),
 		Initramfs: runfile.Path(t, "INITRAMFS"),
 		SerialLog: filepath.Join(outDir, "serial.log"),
+		Forward:   []int{helloWebPort},
 		Timeout:   8 * time.Minute,
 	})
 	if err != nil {
@@ -63,9 +74,11 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	t.Logf("preseed done %s after QEMU start: %s", since(), line)
 	var summary logLine
 	json.Unmarshal([]byte(line), &summary)
-	if summary.Imported != 2 || summary.Failed != 0 {
-		t.Errorf("preseed imported %d and failed %d, want 2 imported and 0 failed", summary.Imported, summary.Failed)
+	if summary.Imported != 3 || summary.Failed != 0 {
+		t.Errorf("preseed imported %d and failed %d, want 3 imported and 0 failed", summary.Imported, summary.Failed)
 	}
+	answer := waitHelloWeb(ctx, t, vm.Ports[helloWebPort])
+	t.Logf("hello-web answered %s after QEMU start: %q", since(), answer)
 	loaded := make(map[string]bool)
 	for _, l := range vm.Lines() {
 		var ll logLine
@@ -96,4 +109,50 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 		t.Fatalf("QEMU did not exit cleanly after power-off: %v", err)
 	}
 	t.Logf("powered off %s after QEMU start", since())
+}
+
+// waitHelloWeb polls GET / of hello-web on port (on 127.0.0.1, forwarded to
+// the guest) until it answers with its greeting, and returns the answer.
+func waitHelloWeb(ctx context.Context, t *testing.T, port int) string {
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	var last error
+	for {
+		body, err := get(ctx, url)
+		if err == nil && strings.Contains(body, helloWebGreeting) {
+			return body
+		}
+		last = err
+		if err == nil {
+			last = fmt.Errorf("answer %q lacks %q", body, helloWebGreeting)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("hello-web did not answer on %s: %v", url, last)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// get fetches url and wants 200 OK.
+func get(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(body), nil
 }

@@ -259,7 +259,13 @@ func LogMessage(logger, msg string) func(string) bool {
 // WaitForLine waits until a serial line satisfies match and returns it,
 // scanning from the first line. It fails when ctx ends or QEMU exits first.
 func (vm *VM) WaitForLine(ctx context.Context, what string, match func(string) bool) (string, error) {
-	seen := 0
+	return vm.WaitForLineFrom(ctx, 0, what, match)
+}
+
+// WaitForLineFrom is WaitForLine scanning from line number from (0-based;
+// len(vm.Lines()) taken before an action sees only what follows it).
+func (vm *VM) WaitForLineFrom(ctx context.Context, from int, what string, match func(string) bool) (string, error) {
+	seen := from
 	for {
 		vm.mu.Lock()
 		lines, changed := vm.lines[seen:], vm.changed

@@ -66,7 +66,7 @@ func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 	vm, err := launch.Start(ctx, launch.Options{
 		Kernel:    runfile.Path(t, "KERNEL"),
 		Initramfs: runfile.Path(t, "INITRAMFS"),
-		Forward:   []int{criPort, statusPort},
+		Forward:   []int{criPort, statusPort, HelloWebPort},
 		Disks:     extra.Disks,
 		Append:    extra.Append,
 		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),

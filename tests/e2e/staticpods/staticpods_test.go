@@ -1,0 +1,154 @@
+// Package staticpods_test is the E2E proof that the appliance runs its own
+// workloads: the E2E appliance boots under QEMU, its kubelet starts the
+// static pods declared in Bazel (hello and hello-web) from preseeded images
+// only, and a kubelet killed inside the VM is restarted by the init's
+// supervisor while hello-web keeps answering. The test starts no pod
+// itself.
+package staticpods_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/appliance-bundler/appliance/tests/e2e/node"
+	"github.com/appliance-bundler/appliance/tests/launch"
+)
+
+// kubeletLogger is the supervisor's logger of the kubelet runnable.
+const kubeletLogger = "supervisor.root.containerd.kubelet"
+
+func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	n := node.Boot(ctx, t)
+	if _, err := n.VM.WaitForLine(ctx, "containerd ready", launch.LogMessage("supervisor.root.containerd", "containerd ready")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("containerd ready %s after QEMU start", n.Since())
+
+	answer := waitHelloWeb(ctx, t, n)
+	t.Logf("hello-web answered %s after QEMU start: %q", n.Since(), answer)
+	st := n.PreseedStatus(ctx)
+	t.Logf("preseed: imported %d, skipped %d, failed %d", st.Imported, st.Skipped, st.Failed)
+
+	hello := waitPhase(ctx, t, n, node.HelloPod, corev1.PodSucceeded)
+	t.Logf("pod %s Succeeded (seen %s after QEMU start)", hello.Name, n.Since())
+	checkHelloLog(ctx, t, n, hello)
+	web := waitPhase(ctx, t, n, node.HelloWebPod, corev1.PodRunning)
+	checkPinnedImages(t, hello, web)
+	if mem, err := n.MemAvailable(ctx); err != nil {
+		t.Errorf("MemAvailable: %v", err)
+	} else {
+		t.Logf("guest MemAvailable with the pods running: %d kB", mem)
+	}
+
+	restartKubelet(ctx, t, n, web)
+	n.CheckNoPulls(t)
+}
+
+// waitHelloWeb waits until hello-web answers GET / through the forwarded
+// port and returns its answer.
+func waitHelloWeb(ctx context.Context, t *testing.T, n *node.Node) string {
+	t.Helper()
+	var answer string
+	node.Eventually(ctx, t, "hello-web answering", func(ctx context.Context) error {
+		a, err := n.HelloWeb(ctx)
+		answer = a
+		return err
+	})
+	return answer
+}
+
+// waitPhase waits until the kubelet reports its static pod name in phase.
+func waitPhase(ctx context.Context, t *testing.T, n *node.Node, name string, phase corev1.PodPhase) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	node.Eventually(ctx, t, fmt.Sprintf("static pod %s %s", name, phase), func(ctx context.Context) error {
+		pods, err := n.KubeletPods(ctx)
+		if err != nil {
+			return err
+		}
+		p, err := node.StaticPod(pods, name)
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != phase {
+			return fmt.Errorf("pod %s is %s (%s), want %s", p.Name, p.Status.Phase, p.Status.Message, phase)
+		}
+		pod = p
+		return nil
+	})
+	return pod
+}
+
+// checkHelloLog wants hello's greeting in the log the kubelet's container
+// left under /var/log/pods/<namespace>_<name>_<uid>/<container>/0.log.
+func checkHelloLog(ctx context.Context, t *testing.T, n *node.Node, hello *corev1.Pod) {
+	t.Helper()
+	for _, c := range hello.Status.ContainerStatuses {
+		if c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
+			t.Errorf("container %s of %s: state %+v, want terminated with exit code 0", c.Name, hello.Name, c.State)
+		}
+	}
+	rel := fmt.Sprintf("%s_%s_%s/%s/0.log", hello.Namespace, hello.Name, hello.UID, hello.Spec.Containers[0].Name)
+	node.Eventually(ctx, t, "hello's log", func(ctx context.Context) error {
+		log, err := n.PodLog(ctx, rel)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(log, node.Greeting) {
+			return fmt.Errorf("%s is %q, without %q", rel, log, node.Greeting)
+		}
+		t.Logf("%s: %q", rel, log)
+		return nil
+	})
+}
+
+// checkPinnedImages wants every container of the pods to run the digest
+// reference static_pod pinned, with imagePullPolicy Never.
+func checkPinnedImages(t *testing.T, pods ...*corev1.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		for _, c := range p.Spec.Containers {
+			if !strings.Contains(c.Image, "@sha256:") || c.ImagePullPolicy != corev1.PullNever {
+				t.Errorf("pod %s container %s: image %q, pull policy %s; want a digest reference and Never", p.Name, c.Name, c.Image, c.ImagePullPolicy)
+			}
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			t.Logf("pod %s container %s: image %s, image ID %s", p.Name, c.Name, c.Image, c.ImageID)
+		}
+	}
+}
+
+// restartKubelet kills the kubelet inside the VM and wants the supervisor
+// to start a new one, which reports hello-web running (its container kept,
+// not restarted), while hello-web keeps answering.
+func restartKubelet(ctx context.Context, t *testing.T, n *node.Node, web *corev1.Pod) {
+	t.Helper()
+	before := len(n.VM.Lines())
+	pid, err := n.KillKubelet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := n.Since()
+	t.Logf("killed the kubelet (pid %d) %s after QEMU start", pid, killed)
+	started := func(l string) bool {
+		return launch.LogMessage(kubeletLogger, "started")(l) && !strings.Contains(l, fmt.Sprintf(`"pid":%d`, pid))
+	}
+	if _, err := n.VM.WaitForLineFrom(ctx, before, "a new kubelet", started); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a new kubelet started %s after QEMU start", n.Since())
+	again := waitPhase(ctx, t, n, node.HelloWebPod, corev1.PodRunning)
+	t.Logf("the new kubelet reports %s Running %s after QEMU start", again.Name, n.Since())
+	if again.UID != web.UID {
+		t.Errorf("hello-web has UID %s after the restart, %s before", again.UID, web.UID)
+	}
+	waitHelloWeb(ctx, t, n)
+	t.Logf("hello-web answers after the kubelet's restart, %s after QEMU start", n.Since())
+}
