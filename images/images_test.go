@@ -38,6 +38,7 @@ type image struct {
 
 var images = []image{
 	{"HELLO", "docker.io/library/hello:1.0", []string{"linux/amd64", "linux/arm64"}, []string{"linux/amd64"}},
+	{"HELLO_WEB", "localhost/appliance/hello-web:1.0", []string{"linux/amd64"}, []string{"linux/amd64"}},
 	{"PAUSE", "localhost/appliance/pause:1.0", []string{"linux/amd64"}, []string{"linux/amd64"}},
 }
 
@@ -270,8 +271,8 @@ func TestPreseedTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Bundles) != 2 {
-		t.Fatalf("want 2 bundles in the manifest, got %d", len(m.Bundles))
+	if len(m.Bundles) != len(images) {
+		t.Fatalf("want %d bundles in the manifest, got %d", len(images), len(m.Bundles))
 	}
 	f, err := os.Open(runfile.Path(t, "PRESEED_TAR"))
 	if err != nil {
@@ -300,11 +301,16 @@ func TestPreseedTree(t *testing.T) {
 		}
 		files["/"+hdr.Name] = hex.EncodeToString(h.Sum(nil))
 	}
-	for i, img := range images {
+	for _, img := range images {
+		want := "/containerd/preseed/k8s.io/" + strings.ReplaceAll(strings.ToLower(img.name), "_", "-") + ".tar"
+		i := slices.IndexFunc(m.Bundles, func(e bundleformat.Entry) bool { return e.Path == want })
+		if i < 0 {
+			t.Errorf("the manifest has no entry at %s", want)
+			continue
+		}
 		e := m.Bundles[i]
-		want := "/containerd/preseed/k8s.io/" + strings.ToLower(img.name) + ".tar"
-		if e.Path != want || e.Namespace != "k8s.io" || e.Reference != img.ref {
-			t.Errorf("manifest entry %d: %+v, want path %s, namespace k8s.io, reference %s", i, e, want, img.ref)
+		if e.Namespace != "k8s.io" || e.Reference != img.ref {
+			t.Errorf("manifest entry %d: %+v, want namespace k8s.io, reference %s", i, e, img.ref)
 		}
 		sum, size := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE"))
 		if e.SHA256 != sum || e.Size != size || files[e.Path] != sum {

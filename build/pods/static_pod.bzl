@@ -17,7 +17,7 @@ StaticPodInfo = provider(
     doc = "A static pod and where it goes in the appliance.",
     fields = {
         "name": "The pod's name: its metadata.name, which the rule's `pod_name` gives.",
-        "file": "The pinned pod manifest (`<name>.yaml`).",
+        "file": "The pinned pod manifest (`<name>.pinned.yaml`).",
         "path": "Its absolute path in the appliance: /etc/kubernetes/manifests/<name>.yaml.",
         "pod_json": "`<name>.pod.json`: {name, path, images: [{container, image}]}, each image the digest reference (`repo@sha256:...`) the container runs, init containers first. A file, because the digests are known only when the bundles are built.",
         "bundles": "List of the bundle Files given: the appliance must preseed them, or the pod cannot start.",
@@ -27,7 +27,9 @@ StaticPodInfo = provider(
 def _static_pod_impl(ctx):
     pod_name = ctx.attr.pod_name or ctx.label.name
     path = "%s/%s.yaml" % (_MANIFEST_DIR, pod_name)
-    out = ctx.actions.declare_file(ctx.label.name + ".yaml")
+
+    # Not <name>.yaml: that may well be the source's own name (pod.yaml).
+    out = ctx.actions.declare_file(ctx.label.name + ".pinned.yaml")
     pod_json = ctx.actions.declare_file(ctx.label.name + ".pod.json")
     infos = [b[PreseedBundleInfo] for b in ctx.attr.bundles]
     bundles = [info.file for info in infos]
@@ -37,6 +39,7 @@ def _static_pod_impl(ctx):
         for info in infos
     ]}))
     args = ctx.actions.args()
+    args.add("pin")
     args.add("--src", ctx.file.src)
     args.add("--name", pod_name)
     args.add("--path", path)
@@ -80,7 +83,7 @@ moved tag cannot change what runs, and `imagePullPolicy` is set to `Never`.
 An image no bundle provides fails the build, naming the pod, the file and the
 image, and listing the names the bundles provide.
 
-Outputs: `<name>.yaml`, the pinned manifest (deterministic bytes, keys
+Outputs: `<name>.pinned.yaml`, the pinned manifest (deterministic bytes, keys
 sorted), and `<name>.pod.json` (output group `pod_json`) for the release
 manifest; StaticPodInfo describes both.""",
     attrs = {

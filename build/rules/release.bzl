@@ -7,9 +7,10 @@ def _release_archive_impl(ctx):
     args.add("-initramfs", ctx.file.initramfs)
     args.add("-kernel_lock", ctx.file.kernel_lock)
     args.add("-preseed_manifest", ctx.file.preseed_manifest)
+    args.add("-pods", ctx.file.pods)
     args.add("-default_version", ctx.attr.default_version)
     args.add("-out", out)
-    inputs = [ctx.file.kernel, ctx.file.initramfs, ctx.file.kernel_lock, ctx.file.preseed_manifest]
+    inputs = [ctx.file.kernel, ctx.file.initramfs, ctx.file.kernel_lock, ctx.file.preseed_manifest, ctx.file.pods]
     if ctx.attr.stamp:
         args.add("-stable_status", ctx.info_file)
         inputs.append(ctx.info_file)
@@ -27,7 +28,8 @@ release_archive = rule(
     implementation = _release_archive_impl,
     doc = """Packs `appliance-<version>/` into one tar: `vmlinuz`, the initramfs,
 `manifest.json` (version, Go version, kernel packages, every preseeded image
-with namespace, name, index and manifest digests, size and sha256, and the
+with namespace, name, index and manifest digests, size and sha256, every
+static pod with its path and the digest reference each container runs, and the
 sha256 of every artifact) and `SHA256SUMS` for `sha256sum -c`. The archive is
 byte-identical for equal inputs.""",
     attrs = {
@@ -39,6 +41,11 @@ byte-identical for equal inputs.""",
         "kernel": attr.label(doc = "The kernel image.", mandatory = True, allow_single_file = True),
         "kernel_lock": attr.label(
             doc = "The kernel's package lock (its package versions go into the manifest).",
+            mandatory = True,
+            allow_single_file = [".json"],
+        ),
+        "pods": attr.label(
+            doc = "The static pods listing of the initramfs (a static_pods target's `pods_json` output group).",
             mandatory = True,
             allow_single_file = [".json"],
         ),

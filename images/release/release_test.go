@@ -1,7 +1,8 @@
 // Package release_test checks the release archive as a user verifies it:
 // unpacked, `sha256sum -c SHA256SUMS` passes, and manifest.json names every
-// preseeded image of the build with its digests and every artifact with its
-// sha256.
+// preseeded image of the build with its digests, the static pods hello and
+// hello-web with their paths and the digest references they run, and every
+// artifact with its sha256.
 package release_test
 
 import (
@@ -103,6 +104,14 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 			Size            int64    `json:"size"`
 			SHA256          string   `json:"sha256"`
 		} `json:"preseeded_images"`
+		Pods []struct {
+			Name       string `json:"name"`
+			Path       string `json:"path"`
+			Containers []struct {
+				Name  string `json:"name"`
+				Image string `json:"image"`
+			} `json:"containers"`
+		} `json:"static_pods"`
 		Artifacts []struct {
 			File   string `json:"file"`
 			SHA256 string `json:"sha256"`
@@ -117,8 +126,12 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 	}
 	var preseed struct {
 		Bundles []struct {
-			Namespace   string `json:"namespace"`
-			Name        string `json:"name"`
+			Namespace string `json:"namespace"`
+			Name      string `json:"name"`
+			Reference string `json:"reference"`
+			Target    struct {
+				Digest string `json:"digest"`
+			} `json:"target"`
 			IndexDigest string `json:"index_digest"`
 			SHA256      string `json:"sha256"`
 			Manifests   []struct {
@@ -130,8 +143,8 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 	if err := json.Unmarshal(pdata, &preseed); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Images) != len(preseed.Bundles) || len(m.Images) != 2 {
-		t.Fatalf("manifest lists %d images, the build preseeds %d (want 2)", len(m.Images), len(preseed.Bundles))
+	if len(m.Images) != len(preseed.Bundles) || len(m.Images) != 3 {
+		t.Fatalf("manifest lists %d images, the build preseeds %d (want 3)", len(m.Images), len(preseed.Bundles))
 	}
 	for _, b := range preseed.Bundles {
 		found := false
@@ -146,6 +159,28 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 		if !found {
 			t.Errorf("image %s/%s is not in the manifest", b.Namespace, b.Name)
 		}
+	}
+	// Each production pod runs its bundle's image by digest: the name
+	// preseed registers, repo@<target digest>.
+	pinned := map[string]string{}
+	for _, b := range preseed.Bundles {
+		// The references are name:tag, their tag after the last colon.
+		pinned[b.Name] = b.Reference[:strings.LastIndex(b.Reference, ":")] + "@" + b.Target.Digest
+	}
+	var pods []string
+	for _, p := range m.Pods {
+		var images []string
+		for _, c := range p.Containers {
+			images = append(images, c.Name+"="+c.Image)
+		}
+		pods = append(pods, p.Name+" "+p.Path+" "+strings.Join(images, ","))
+	}
+	wantPods := []string{
+		"hello /etc/kubernetes/manifests/hello.yaml hello=" + pinned["hello"],
+		"hello-web /etc/kubernetes/manifests/hello-web.yaml hello-web=" + pinned["hello-web"],
+	}
+	if strings.Join(pods, "\n") != strings.Join(wantPods, "\n") {
+		t.Errorf("the release lists the static pods\n%s\nwant\n%s", strings.Join(pods, "\n"), strings.Join(wantPods, "\n"))
 	}
 	for _, a := range m.Artifacts {
 		if got := sha(t, filepath.Join(rel, a.File)); got != a.SHA256 {

@@ -1,7 +1,9 @@
 // Command mkrelease packs the appliance's release: one tar archive holding
 // the kernel, the production initramfs, a manifest (JSON: version, kernel
 // package, Go version, every preseeded image with its digests and the names
-// a pod may give it, and the sha256 of every artifact) and a SHA256SUMS
+// a pod may give it, every static pod with its path in the appliance and the
+// digest reference each container runs, and the sha256 of every artifact)
+// and a SHA256SUMS
 // file that `sha256sum -c` checks.
 // The archive is deterministic: fixed entry order, mtime 0, uid/gid 0.
 // It must not read anything but its inputs, nor put a timestamp or a host
@@ -35,7 +37,69 @@ type Manifest struct {
 	GoVersion string     `json:"go_version"`
 	Kernel    Kernel     `json:"kernel"`
 	Images    []Image    `json:"preseeded_images"`
+	Pods      []Pod      `json:"static_pods"`
 	Artifacts []Artifact `json:"artifacts"`
+}
+
+// Pod is one static pod of the appliance (from the static_pods listing).
+type Pod struct {
+	Name string `json:"name"`
+	// Path is the pod's manifest in the appliance.
+	Path string `json:"path"`
+	// Containers are init containers, then containers, in the pod's order.
+	Containers []Container `json:"containers"`
+}
+
+// Container is what one container of a pod runs.
+type Container struct {
+	Name string `json:"name"`
+	// Image is the digest reference, repo@sha256:...: a preseeded image.
+	Image string `json:"image"`
+}
+
+// podsListing is the static_pods rule's JSON (staticpod.Pods).
+type podsListing struct {
+	Pods []struct {
+		Name   string `json:"name"`
+		Path   string `json:"path"`
+		Images []struct {
+			Container string `json:"container"`
+			Image     string `json:"image"`
+		} `json:"images"`
+	} `json:"pods"`
+}
+
+// readPods reads the appliance's pods listing and checks that each
+// container runs a reference of a preseeded image: the release must not
+// name an image it does not ship.
+func readPods(path string, pm *bundleformat.Manifest) ([]Pod, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	var l podsListing
+	if err := bundleformat.DecodeStrict(data, &l); err != nil {
+		return nil, fmt.Errorf("the pods listing %s is not valid: %w", path, err)
+	}
+	refs := map[string]bool{}
+	for _, b := range pm.Bundles {
+		for _, r := range b.References {
+			refs[r] = true
+		}
+	}
+	pods := []Pod{}
+	for _, p := range l.Pods {
+		pod := Pod{Name: p.Name, Path: p.Path, Containers: []Container{}}
+		for _, img := range p.Images {
+			if !refs[img.Image] {
+				return nil, fmt.Errorf("the pods listing %s: pod %q runs %s, which the preseed manifest does not provide", path, p.Name, img.Image)
+			}
+			pod.Containers = append(pod.Containers, Container{Name: img.Container, Image: img.Image})
+		}
+		pods = append(pods, pod)
+	}
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	return pods, nil
 }
 
 // Kernel names the Debian packages the kernel comes from.
@@ -170,16 +234,25 @@ func preseededImages(pm *bundleformat.Manifest) []Image {
 
 type input struct{ name, path string }
 
-func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback, out string) error {
+// inputs are the files a release is made of.
+type inputs struct {
+	kernel, initramfs, kernelLock, preseed, pods string
+}
+
+func run(in inputs, statusFile, fallback, out string) error {
 	v, err := version(statusFile, fallback)
 	if err != nil {
 		return err
 	}
 	var lock kernelLock
-	if err := readJSON(lockPath, &lock); err != nil {
+	if err := readJSON(in.kernelLock, &lock); err != nil {
 		return err
 	}
-	pm, err := readPreseed(preseedPath)
+	pm, err := readPreseed(in.preseed)
+	if err != nil {
+		return err
+	}
+	pods, err := readPods(in.pods, pm)
 	if err != nil {
 		return err
 	}
@@ -189,8 +262,9 @@ func run(kernelPath, initramfsPath, lockPath, preseedPath, statusFile, fallback,
 	}
 	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
 	m.Images = preseededImages(pm)
+	m.Pods = pods
 
-	files := []input{{"vmlinuz", kernelPath}, {filepath.Base(initramfsPath), initramfsPath}}
+	files := []input{{"vmlinuz", in.kernel}, {filepath.Base(in.initramfs), in.initramfs}}
 	var sums bytes.Buffer
 	for _, f := range files {
 		sum, size, err := hashFile(f.path)
@@ -266,15 +340,17 @@ func main() {
 	initramfs := flag.String("initramfs", "", "the production initramfs")
 	lock := flag.String("kernel_lock", "", "third_party/linux/kernel.lock.json")
 	preseed := flag.String("preseed_manifest", "", "the preseed manifest (//images:preseed_json)")
+	pods := flag.String("pods", "", "the static pods listing (//images:pods_json)")
 	status := flag.String("stable_status", "", "Bazel's stable status file (stamped builds)")
 	fallback := flag.String("default_version", "0.0.0-dev", "the version when not stamped")
 	out := flag.String("out", "", "the release archive to write")
 	flag.Parse()
-	if *kernel == "" || *initramfs == "" || *lock == "" || *preseed == "" || *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: mkrelease -kernel F -initramfs F -kernel_lock F -preseed_manifest F [-stable_status F] -out F")
+	if *kernel == "" || *initramfs == "" || *lock == "" || *preseed == "" || *pods == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: mkrelease -kernel F -initramfs F -kernel_lock F -preseed_manifest F -pods F [-stable_status F] -out F")
 		os.Exit(2)
 	}
-	if err := run(*kernel, *initramfs, *lock, *preseed, *status, *fallback, *out); err != nil {
+	in := inputs{kernel: *kernel, initramfs: *initramfs, kernelLock: *lock, preseed: *preseed, pods: *pods}
+	if err := run(in, *status, *fallback, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "mkrelease:", err)
 		os.Exit(1)
 	}

@@ -58,9 +58,21 @@ func preseedManifest(t *testing.T) (string, *bundleformat.Manifest) {
 	return p, pm
 }
 
+// writePods writes a static_pods listing (staticpod.Pods' format) of
+// one pod running image.
+func writePods(t *testing.T, image string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pods.json")
+	data := `{"pods": [{"name": "web", "path": "/etc/kubernetes/manifests/web.yaml", "images": [{"container": "web", "image": "` + image + `"}]}]}`
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // release runs mkrelease on small real inputs and returns the archive's
 // files by name.
-func release(t *testing.T, preseed string) map[string][]byte {
+func release(t *testing.T, preseed, pods string) map[string][]byte {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{"vmlinuz": "kernel", "initramfs.cpio.zst": "initramfs",
@@ -71,8 +83,9 @@ func release(t *testing.T, preseed string) map[string][]byte {
 		}
 	}
 	out := filepath.Join(dir, "release.tar")
-	if err := run(filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initramfs.cpio.zst"), filepath.Join(dir, "kernel.lock.json"),
-		preseed, "", "1.2.3", out); err != nil {
+	in := inputs{kernel: filepath.Join(dir, "vmlinuz"), initramfs: filepath.Join(dir, "initramfs.cpio.zst"),
+		kernelLock: filepath.Join(dir, "kernel.lock.json"), preseed: preseed, pods: pods}
+	if err := run(in, "", "1.2.3", out); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(out)
@@ -103,7 +116,9 @@ func release(t *testing.T, preseed string) map[string][]byte {
 // the preseed manifest has them; SHA256SUMS covers the manifest.
 func TestReleaseManifestReferences(t *testing.T) {
 	preseed, pm := preseedManifest(t)
-	files := release(t, preseed)
+	pinned := "example.com/multi@" + pm.Bundles[1].Target.Digest.String()
+	pods := writePods(t, pinned)
+	files := release(t, preseed, pods)
 	var m Manifest
 	if err := bundleformat.DecodeStrict(files["manifest.json"], &m); err != nil {
 		t.Fatalf("manifest.json: %v\n%s", err, files["manifest.json"])
@@ -127,11 +142,15 @@ func TestReleaseManifestReferences(t *testing.T) {
 	if hello := m.Images[0]; hello.Platforms != nil || len(hello.References) != 2 || hello.TargetDigest != hello.ManifestDigests[0] {
 		t.Errorf("single image: %+v, want no platforms and its tag and digest", hello)
 	}
+	wantPods := []Pod{{Name: "web", Path: "/etc/kubernetes/manifests/web.yaml", Containers: []Container{{Name: "web", Image: pinned}}}}
+	if len(m.Pods) != 1 || m.Pods[0].Name != "web" || m.Pods[0].Path != wantPods[0].Path || !slices.Equal(m.Pods[0].Containers, wantPods[0].Containers) {
+		t.Errorf("static pods %+v, want %+v", m.Pods, wantPods)
+	}
 	sum := sha256.Sum256(files["manifest.json"])
 	if !strings.Contains(string(files["SHA256SUMS"]), hex.EncodeToString(sum[:])+"  manifest.json\n") {
 		t.Errorf("SHA256SUMS does not hold manifest.json's sum:\n%s", files["SHA256SUMS"])
 	}
-	if again := release(t, preseed); !bytes.Equal(again["manifest.json"], files["manifest.json"]) {
+	if again := release(t, preseed, pods); !bytes.Equal(again["manifest.json"], files["manifest.json"]) {
 		t.Error("two releases of the same inputs differ in manifest.json")
 	}
 }
@@ -158,8 +177,24 @@ func TestReleaseRefusesManifestWithoutReferences(t *testing.T) {
 	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = run(lock, lock, lock, preseed, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	err = run(inputs{kernel: lock, initramfs: lock, kernelLock: lock, preseed: preseed, pods: writePods(t, "hello:1.0")}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
 	if err == nil || !strings.Contains(err.Error(), preseed) || !strings.Contains(err.Error(), "references") {
 		t.Fatalf("want an error naming %s and its references, got %v", preseed, err)
+	}
+}
+
+// A pod running an image the preseed manifest does not provide is refused,
+// naming the listing, the pod and the image.
+func TestReleaseRefusesPodNotPreseeded(t *testing.T) {
+	preseed, _ := preseedManifest(t)
+	image := "docker.io/library/other@sha256:" + strings.Repeat("0", 64)
+	pods := writePods(t, image)
+	lock := filepath.Join(t.TempDir(), "kernel.lock.json")
+	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(inputs{kernel: lock, initramfs: lock, kernelLock: lock, preseed: preseed, pods: pods}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	if err == nil || !strings.Contains(err.Error(), pods) || !strings.Contains(err.Error(), `pod "web"`) || !strings.Contains(err.Error(), image) {
+		t.Fatalf("want an error naming %s, pod web and %s, got %v", pods, image, err)
 	}
 }

@@ -1,8 +1,10 @@
-// Command podtool is the build tool behind the static_pod rule
-// (build/pods/static_pod.bzl): it reads a pod manifest and the preseed
-// bundles named in a JSON spec, and writes the pinned manifest and its info
-// (staticpod.Info). It reads only the paths it is given and must not hold
-// logic of its own beyond argument handling: that lives in staticpod.
+// Command podtool is the build tool behind the static_pod and static_pods
+// rules (build/pods/*.bzl). `podtool pin` reads a pod manifest and the
+// preseed bundles named in a JSON spec, and writes the pinned manifest and
+// its info (staticpod.Info). `podtool tree` checks pinned pods against an
+// appliance's preseed manifest and writes their tar and listing
+// (staticpod.WriteTree). It reads only the paths it is given and must not
+// hold logic of its own beyond argument handling: that lives in staticpod.
 package main
 
 import (
@@ -15,8 +17,10 @@ import (
 	"github.com/appliance-bundler/appliance/build/pods/staticpod"
 )
 
-const usage = `usage: podtool --src POD.yaml --name POD --path PATH --spec SPEC.json --out OUT.yaml --info OUT.json
-SPEC.json: {"bundles": [{"file": PATH, "namespace": NS}, ...]}`
+const usage = `usage: podtool pin --src POD.yaml --name POD --path PATH --spec SPEC.json --out OUT.yaml --info OUT.json
+SPEC.json: {"bundles": [{"file": PATH, "namespace": NS}, ...]}
+       podtool tree --spec SPEC.json --preseed_manifest PRESEED.json --out PODS.tar --pods_json PODS.json
+SPEC.json: {"pods": [{"name": POD, "file": PINNED.yaml}, ...]}`
 
 // spec is what the rule passes besides paths of outputs.
 type spec struct {
@@ -31,7 +35,20 @@ func main() {
 }
 
 func run(args []string) error {
-	fs := flag.NewFlagSet("podtool", flag.ContinueOnError)
+	if len(args) == 0 {
+		return fmt.Errorf("no subcommand\n%s", usage)
+	}
+	switch args[0] {
+	case "pin":
+		return runPin(args[1:])
+	case "tree":
+		return runTree(args[1:])
+	}
+	return fmt.Errorf("unknown subcommand %q\n%s", args[0], usage)
+}
+
+func runPin(args []string) error {
+	fs := flag.NewFlagSet("podtool pin", flag.ContinueOnError)
 	src := fs.String("src", "", "pod manifest (YAML)")
 	name := fs.String("name", "", "the pod's metadata.name, as the rule knows it")
 	path := fs.String("path", "", "where the rule places the pod in the appliance")

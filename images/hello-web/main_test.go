@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/appliance-bundler/appliance/tests/runfile"
+)
+
+func TestHandler(t *testing.T) {
+	srv := httptest.NewServer(handler("box"))
+	defer srv.Close()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/", http.StatusOK, Greeting + " on box\n"},
+		{"GET", "/other", http.StatusNotFound, ""},
+		{"POST", "/", http.StatusMethodNotAllowed, ""},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), tc.method, srv.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.status || (tc.body != "" && string(body) != tc.body) {
+			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, body, tc.status, tc.body)
+		}
+	}
+}
+
+// TestBinaryServesAndStopsOnSIGTERM runs the built binary (the one the
+// image holds) on its fixed port: GET / answers, and SIGTERM ends it with
+// exit status 0.
+func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
+	cmd := exec.Command(runfile.Path(t, "HELLO_WEB"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stderr)
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"msg":"serving"`) {
+		t.Fatalf("hello-web's first log line is %q, want serving", lines.Text())
+	}
+	go io.Copy(io.Discard, stderr)
+	resp, err := http.Get("http://127.0.0.1:8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), Greeting) {
+		t.Fatalf("GET /: %d %q", resp.StatusCode, body)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("hello-web after SIGTERM: %v, want exit status 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("hello-web did not exit within 10 s of SIGTERM")
+	}
+}
