@@ -343,7 +343,7 @@ func TestPreseedTree(t *testing.T) {
 			t.Errorf("%s: no index digest", e.Path)
 		}
 	}
-	if len(files) != 2 {
-		t.Errorf("tree holds %d files, want 2: %v", len(files), files)
+	if len(files) != len(images) {
+		t.Errorf("tree holds %d files, want %d: %v", len(files), len(images), files)
 	}
 }

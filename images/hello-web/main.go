@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,9 +50,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "hello-web: failed to create logger: %v\n", err)
 		os.Exit(1)
 	}
+	// Only tests set -address: on a shared machine port 8080 may be taken.
+	addr := flag.String("address", net.JoinHostPort("", strconv.Itoa(Port)), "address to listen on")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := serve(ctx, log, net.JoinHostPort("", strconv.Itoa(Port))); err != nil {
+	if err := serve(ctx, log, *addr); err != nil {
 		log.Error("hello-web failed", zap.Error(err))
 		os.Exit(1)
 	}

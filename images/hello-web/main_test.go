@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -46,10 +47,10 @@ func TestHandler(t *testing.T) {
 }
 
 // TestBinaryServesAndStopsOnSIGTERM runs the built binary (the one the
-// image holds) on its fixed port: GET / answers, and SIGTERM ends it with
-// exit status 0.
+// image holds) on a free loopback port (8080 may be taken on the test
+// machine): GET / answers, and SIGTERM ends it with exit status 0.
 func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
-	cmd := exec.Command(runfile.Path(t, "HELLO_WEB"))
+	cmd := exec.Command(runfile.Path(t, "HELLO_WEB"), "-address", "127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +60,12 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	lines := bufio.NewScanner(stderr)
-	if !lines.Scan() || !strings.Contains(lines.Text(), `"msg":"serving"`) {
-		t.Fatalf("hello-web's first log line is %q, want serving", lines.Text())
+	var serving struct{ Msg, Address string }
+	if !lines.Scan() || json.Unmarshal(lines.Bytes(), &serving) != nil || serving.Msg != "serving" {
+		t.Fatalf("hello-web's first log line is %q, want serving and the address", lines.Text())
 	}
 	go io.Copy(io.Discard, stderr)
-	resp, err := http.Get("http://127.0.0.1:8080/")
+	resp, err := http.Get("http://" + serving.Address + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
