@@ -99,12 +99,12 @@ func TestSecondBootSkipsImport(t *testing.T) {
 	}
 
 	first, firstDone := boot(ctx, t, disk, false)
-	if first.Imported != 2 || first.Skipped != 0 || first.Failed != 0 {
-		t.Fatalf("first boot: imported %d, skipped %d, failed %d; want 2, 0, 0", first.Imported, first.Skipped, first.Failed)
+	if first.Imported != 3 || first.Skipped != 0 || first.Failed != 0 {
+		t.Fatalf("first boot: imported %d, skipped %d, failed %d; want 3, 0, 0", first.Imported, first.Skipped, first.Failed)
 	}
 	second, secondDone := boot(ctx, t, disk, true)
-	if second.Imported != 0 || second.Skipped != 2 || second.Failed != 0 {
-		t.Fatalf("second boot: imported %d, skipped %d, failed %d; want 0, 2, 0", second.Imported, second.Skipped, second.Failed)
+	if second.Imported != 0 || second.Skipped != 3 || second.Failed != 0 {
+		t.Fatalf("second boot: imported %d, skipped %d, failed %d; want 0, 3, 0", second.Imported, second.Skipped, second.Failed)
 	}
 	// Skipping reads the bundles' metadata only (the JSON blobs before the
 	// layers), a few KiB each.
