@@ -2,6 +2,8 @@
 // terminal: `bazel run //images/appliance:boot`. TCG by default; KVM only
 // when a probe boot shows it works (or -accel=kvm). Ctrl-C powers the
 // appliance off through its ACPI power button, a second Ctrl-C kills QEMU.
+// Guest ports named by -forward (default hello-web's 8080) are forwarded to
+// free ports on 127.0.0.1, printed at start.
 package main
 
 import (
@@ -11,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,14 +30,36 @@ func main() {
 	memory := flag.Int("memory", 2048, "memory in MiB")
 	cpus := flag.Int("cpus", 2, "virtual CPUs")
 	serial := flag.String("serial_log", "", "also write the serial console to this file")
+	forward := flag.String("forward", "8080", "comma-separated guest TCP ports to forward to 127.0.0.1 (8080: hello-web)")
 	flag.Parse()
-	if err := run(*kernel, *initramfs, *accel, *memory, *cpus, *serial); err != nil {
+	ports, err := parsePorts(*forward)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "boot: -forward:", err)
+		os.Exit(2)
+	}
+	if err := run(*kernel, *initramfs, *accel, *memory, *cpus, *serial, ports); err != nil {
 		fmt.Fprintln(os.Stderr, "boot:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kernel, initramfs, accel string, memory, cpus int, serial string) error {
+// parsePorts reads a comma-separated list of TCP ports ("" is none).
+func parsePorts(list string) ([]int, error) {
+	var ports []int
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.Atoi(f)
+		if err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("%q is not a TCP port", f)
+		}
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+func run(kernel, initramfs, accel string, memory, cpus int, serial string, forward []int) error {
 	var err error
 	if kernel, err = runfiles.Rlocation(kernel); err != nil {
 		return fmt.Errorf("kernel: %w", err)
@@ -53,13 +79,16 @@ func run(kernel, initramfs, accel string, memory, cpus int, serial string) error
 	vm, err := launch.Start(ctx, launch.Options{
 		Kernel: kernel, Initramfs: initramfs, Accel: accel,
 		MemoryMiB: memory, CPUs: cpus, SerialLog: serial, Console: os.Stdout,
-		Timeout: 24 * time.Hour,
+		Forward: forward, Timeout: 24 * time.Hour,
 	})
 	if err != nil {
 		return err
 	}
 	defer vm.Kill()
 	fmt.Fprintf(os.Stderr, "boot: QEMU started (accel %s); Ctrl-C powers the appliance off\n", vm.Accel)
+	for _, p := range forward {
+		fmt.Fprintf(os.Stderr, "boot: guest port %d is 127.0.0.1:%d\n", p, vm.Ports[p])
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
