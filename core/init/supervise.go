@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/kubelet"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
@@ -23,15 +27,54 @@ const sandboxImage = "localhost/appliance/pause:1.0"
 // changed at rest is not imported.
 const preseedManifest = bundleformat.ManifestPath
 
+// kubeletWaitsForPreseed chooses the kubelet's start: false starts it as
+// soon as containerd is healthy, overlapping its startup with the import;
+// a pod whose image is not imported yet fails with ErrImageNeverPull
+// (imagePullPolicy Never) and the kubelet retries it, so no pod fails for
+// good. true starts it only once preseed's status says done. The lead
+// measures both to "hello-web answers" (issue 12).
+const kubeletWaitsForPreseed = false
+
+// kubeletConfig is the kubelet's configuration: its state on the state disk
+// (mounted at containerd's root, statedisk.go) when there is one.
+func kubeletConfig(logger *zap.Logger) kubelet.Config {
+	c := kubelet.Config{WaitForPreseed: kubeletWaitsForPreseed}
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		logger.Error("failed to read mountinfo; the kubelet's state stays in memory", zap.Error(err))
+	} else if points, err := mountsBelow(info, stateDir); err != nil {
+		logger.Error("failed to parse mountinfo; the kubelet's state stays in memory", zap.Error(err))
+	} else if slices.Contains(points, stateDir) {
+		c.StateDir = filepath.Join(stateDir, "kubelet")
+	}
+	variantKubelet(&c)
+	return c
+}
+
 // supervise runs the supervisor tree until SIGTERM or SIGINT, then stops it
 // and returns the process exit status.
 func supervise(logger *zap.Logger) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer cancel()
+	kc := kubeletConfig(logger)
 	cd := containerd.Config{
 		SandboxImage: sandboxImage,
-		// preseed needs containerd: it runs under it and restarts with it.
-		Children: map[string]supervisor.Runnable{"preseed": preseed.Config{Manifest: preseedManifest}.Run},
+		// preseed and the kubelet need containerd: they run under it and
+		// restart with it. The kubelet is started by a runnable of its
+		// own that is Done at once, so that it is a group apart: a
+		// kubelet that dies restarts alone, without running preseed
+		// again.
+		Children: map[string]supervisor.Runnable{
+			"preseed": preseed.Config{Manifest: preseedManifest}.Run,
+			"pods": func(ctx context.Context) error {
+				if err := supervisor.Run(ctx, "kubelet", kc.Run); err != nil {
+					return err
+				}
+				supervisor.Signal(ctx, supervisor.SignalHealthy)
+				supervisor.Signal(ctx, supervisor.SignalDone)
+				return nil
+			},
+		},
 	}
 	root := func(ctx context.Context) error {
 		if err := supervisor.Run(ctx, "containerd", cd.Run); err != nil {

@@ -4,17 +4,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/kubelet"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
@@ -27,7 +31,14 @@ const podLogDir = "/var/log/pods"
 const (
 	criPort    = 7000 // containerd's socket (CRI and containerd API), as TCP
 	statusPort = 7001 // GET /preseed/status, GET /logs/<pod dir>/...: files the CRI leaves no API for
+	// kubeletReadOnlyPort is the kubelet's read-only API, on loopback only:
+	// the status server proxies its pod list.
+	kubeletReadOnlyPort = 10255
 )
+
+// variantKubelet of the E2E variant turns on the kubelet's read-only port
+// (on loopback), for GET /kubelet/pods; nothing else differs.
+func variantKubelet(c *kubelet.Config) { c.ReadOnlyPort = kubeletReadOnlyPort }
 
 // variantRunnables of the E2E variant: what the test harness needs to reach
 // the node from outside the VM, and nothing else.
@@ -89,6 +100,8 @@ func statusServer(ctx context.Context) error {
 		http.ServeFile(w, r, preseed.DefaultStatusPath)
 	})
 	mux.Handle("GET /logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(podLogDir))))
+	mux.HandleFunc("GET /kubelet/pods", kubeletPods)
+	mux.HandleFunc("POST /kubelet/kill", killKubelet)
 	srv := &http.Server{Addr: fmt.Sprintf(":%d", statusPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -99,4 +112,46 @@ func statusServer(ctx context.Context) error {
 		return fmt.Errorf("status server on port %d: %w", statusPort, err)
 	}
 	return ctx.Err()
+}
+
+// kubeletPods proxies the kubelet's pod list (with each pod's status) from
+// its read-only port.
+func kubeletPods(w http.ResponseWriter, r *http.Request) {
+	url := "http://" + net.JoinHostPort(kubelet.Loopback, strconv.Itoa(kubeletReadOnlyPort)) + "/pods"
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("failed to reach the kubelet at %s: %v", url, err), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// killKubelet sends SIGKILL to the running kubelet, as a crash would end
+// it, and answers {"pid": N}, or 404 when no kubelet runs.
+func killKubelet(w http.ResponseWriter, r *http.Request) {
+	pids, err := kubelet.Processes("/proc", kubelet.DefaultBinary)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if len(pids) == 0 {
+		http.Error(w, "no kubelet runs", http.StatusNotFound)
+		return
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			http.Error(w, fmt.Sprintf("failed to kill the kubelet (pid %d): %v", pid, err), http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]int{"pid": pids[0]})
 }

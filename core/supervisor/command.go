@@ -32,6 +32,21 @@ const (
 // ctx ended (a runnable that must not end treats nil as a failure anyway,
 // since it has not signalled Done).
 func RunCommand(ctx context.Context, cmd *exec.Cmd) error {
+	return RunCommandLines(ctx, cmd, LogLine)
+}
+
+// LineFunc logs one line of a child's output (without its newline) to
+// logger; stream is "stdout" or "stderr". line is valid only during the call.
+type LineFunc func(logger *zap.Logger, stream string, line []byte)
+
+// LogLine is RunCommand's LineFunc: message "output", fields stream and line.
+func LogLine(logger *zap.Logger, stream string, line []byte) {
+	logger.Info("output", zap.String("stream", stream), zap.String("line", string(line)))
+}
+
+// RunCommandLines is RunCommand with each output line given to logLine, for
+// a child whose lines carry structure of their own (JSON logs, say).
+func RunCommandLines(ctx context.Context, cmd *exec.Cmd, logLine LineFunc) error {
 	logger := Logger(ctx).With(zap.String("command", cmd.Path))
 	if cmd.Cancel == nil {
 		// exec.CommandContext sets Cancel; without it ctx cannot stop the
@@ -47,8 +62,8 @@ func RunCommand(ctx context.Context, cmd *exec.Cmd) error {
 	}
 	// exec copies each stream to its writer in a goroutine of its own, and
 	// Wait returns only once both are done: no lock needed.
-	stdout := &lineLogger{logger: logger, stream: "stdout"}
-	stderr := &lineLogger{logger: logger, stream: "stderr"}
+	stdout := &lineLogger{logger: logger, stream: "stdout", logLine: logLine}
+	stderr := &lineLogger{logger: logger, stream: "stderr", logLine: logLine}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("failed to start %s: %w", cmd.Path, err)
@@ -81,9 +96,10 @@ func killed(st *os.ProcessState) bool {
 
 // lineLogger logs what is written to it, one entry per line.
 type lineLogger struct {
-	logger *zap.Logger
-	stream string
-	buf    []byte // the start of a line not yet ended
+	logger  *zap.Logger
+	stream  string
+	logLine LineFunc
+	buf     []byte // the start of a line not yet ended
 }
 
 func (l *lineLogger) Write(p []byte) (int, error) {
@@ -114,6 +130,5 @@ func (l *lineLogger) flush() {
 }
 
 func (l *lineLogger) log(line []byte) {
-	line = bytes.TrimSuffix(line, []byte("\r"))
-	l.logger.Info("output", zap.String("stream", l.stream), zap.String("line", string(line)))
+	l.logLine(l.logger, l.stream, bytes.TrimSuffix(line, []byte("\r")))
 }

@@ -599,3 +599,32 @@ func TestRunCommandReportsExitStatus(t *testing.T) {
 		t.Fatalf("RunCommand = %v, want exit status 3", err)
 	}
 }
+
+// RunCommandLines hands each line, on either stream, to its LineFunc instead
+// of the default "output" entry.
+func TestRunCommandLinesUsesLineFunc(t *testing.T) {
+	result := make(chan error, 1)
+	_, logs, _ := start(t, func(ctx context.Context) error {
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `echo one; echo two >&2; printf three`)
+		result <- RunCommandLines(ctx, cmd, func(logger *zap.Logger, stream string, line []byte) {
+			logger.Info("parsed", zap.String("stream", stream), zap.String("upper", strings.ToUpper(string(line))))
+		})
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := recv(t, "RunCommandLines", result); err != nil {
+		t.Fatalf("RunCommandLines = %v, want nil", err)
+	}
+	for stream, lines := range map[string][]string{"stdout": {"ONE", "THREE"}, "stderr": {"TWO"}} {
+		for _, l := range lines {
+			got := logs.FilterMessage("parsed").FilterField(zap.String("upper", l)).FilterField(zap.String("stream", stream))
+			if got.Len() != 1 {
+				t.Errorf("%d entries with upper=%q on %s, want 1", got.Len(), l, stream)
+			}
+		}
+	}
+	if n := logs.FilterMessage("output").Len(); n != 0 {
+		t.Errorf("%d default \"output\" entries, want 0: the LineFunc replaces them", n)
+	}
+}

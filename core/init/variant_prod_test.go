@@ -1,0 +1,18 @@
+//go:build !appliance_e2e
+
+package main
+
+import (
+	"testing"
+
+	"github.com/appliance-bundler/appliance/core/kubelet"
+)
+
+// The production kubelet keeps its read-only port off.
+func TestVariantKubeletProduction(t *testing.T) {
+	c := kubelet.Config{}
+	variantKubelet(&c)
+	if c != (kubelet.Config{}) {
+		t.Errorf("variantKubelet changed the production config to %+v", c)
+	}
+}
