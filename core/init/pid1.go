@@ -86,12 +86,20 @@ func pid1(logger *zap.Logger) {
 	if err := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d"); err != nil {
 		logger.Error("failed to load kernel modules", zap.Error(err))
 	}
+	// persist is where state that must outlive a reboot goes, if anywhere.
+	persist := ""
 	if dev, err := mountStateDisk(); err != nil {
 		// containerd then keeps its state on tmpfs: the images are preseeded
 		// again, so the node still works.
 		logger.Error("failed to mount the state disk; containerd's state stays in memory", zap.String("device", dev), zap.Error(err))
 	} else if dev != "" {
 		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
+		persist = stateDir
+	}
+	if id, err := ensureMachineID(machineIDPath, persist); err != nil {
+		logger.Error("failed to write the machine ID", zap.Error(err))
+	} else {
+		logger.Info("machine ID", zap.String("machine_id", id), zap.Bool("persistent", persist != ""))
 	}
 	if err := network.Configure(ctx, logger, network.QEMUUser(hostname)); err != nil {
 		logger.Error("failed to configure the network", zap.Error(err))

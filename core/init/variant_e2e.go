@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -92,8 +93,9 @@ func criProxy(ctx context.Context) error {
 	}
 }
 
-// statusServer serves the preseed status file and the pods' log files
-// (which kubelet would read from disk) over HTTP, read-only.
+// statusServer serves the preseed status file, the pods' log files, the
+// kubelet's pod list and the guest's /proc/meminfo over HTTP, read-only, and
+// kills the kubelet on request.
 func statusServer(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /preseed/status", func(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +104,7 @@ func statusServer(ctx context.Context) error {
 	mux.Handle("GET /logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(podLogDir))))
 	mux.HandleFunc("GET /kubelet/pods", kubeletPods)
 	mux.HandleFunc("POST /kubelet/kill", killKubelet)
+	mux.HandleFunc("GET /meminfo", meminfo)
 	srv := &http.Server{Addr: fmt.Sprintf(":%d", statusPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -154,4 +157,16 @@ func killKubelet(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]int{"pid": pids[0]})
+}
+
+// meminfo serves /proc/meminfo, read whole: http.ServeFile trusts the size
+// stat gives, which is 0 for /proc files.
+func meminfo(w http.ResponseWriter, _ *http.Request) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write(b)
 }

@@ -63,6 +63,10 @@ def appliance_initramfs(
         },
         files = {
             Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
+            # root only. The kubelet reads them (user namespace mappings)
+            # and fails to start without them.
+            Label("//images/appliance:group"): "/etc/group",
+            Label("//images/appliance:passwd"): "/etc/passwd",
             # The manifest of the preseeded bundles, which preseed enforces
             # (core/init sets preseed.Config.Manifest to this path).
             preseed_manifest or Label("//images:preseed_json"): PRESEED_MANIFEST_PATH,

@@ -1,13 +1,15 @@
 // Package runc_test checks the runc that the appliance ships: built from its
-// Go module with cgo and linked statically. It proves that cgo works in the
-// build; it must not test runc itself.
+// Go module with cgo and seccomp, linked statically. It proves that cgo and
+// libseccomp work in the build; it must not test runc itself.
 package runc_test
 
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/json"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,5 +49,35 @@ func TestRuns(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(out), "runc version 1.5.2") {
 		t.Fatalf("runc --version printed %q, want version 1.5.2", out)
+	}
+}
+
+// The kubelet runs every pod sandbox under the RuntimeDefault seccomp
+// profile: runc must say it supports seccomp, with the actions containerd's
+// default profile uses.
+func TestSeccomp(t *testing.T) {
+	out, err := exec.Command(runfile.Path(t, "RUNC"), "features").Output()
+	if err != nil {
+		t.Fatalf("runc features: %v", err)
+	}
+	var features struct {
+		Linux struct {
+			Seccomp struct {
+				Enabled *bool    `json:"enabled"`
+				Actions []string `json:"actions"`
+			} `json:"seccomp"`
+		} `json:"linux"`
+	}
+	if err := json.Unmarshal(out, &features); err != nil {
+		t.Fatalf("runc features printed %q: %v", out, err)
+	}
+	sc := features.Linux.Seccomp
+	if sc.Enabled == nil || !*sc.Enabled {
+		t.Fatalf("runc features: seccomp not enabled: %s", out)
+	}
+	for _, a := range []string{"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"} {
+		if !slices.Contains(sc.Actions, a) {
+			t.Errorf("runc features: seccomp actions %q lack %s", sc.Actions, a)
+		}
 	}
 }

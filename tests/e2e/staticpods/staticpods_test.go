@@ -20,7 +20,7 @@ import (
 )
 
 // kubeletLogger is the supervisor's logger of the kubelet runnable.
-const kubeletLogger = "supervisor.root.containerd.kubelet"
+const kubeletLogger = "supervisor.root.containerd.pods.kubelet"
 
 func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
