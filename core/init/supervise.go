@@ -31,8 +31,11 @@ const preseedManifest = bundleformat.ManifestPath
 // soon as containerd is healthy, overlapping its startup with the import;
 // a pod whose image is not imported yet fails with ErrImageNeverPull
 // (imagePullPolicy Never) and the kubelet retries it, so no pod fails for
-// good. true starts it only once preseed's status says done. The lead
-// measures both to "hello-web answers" (issue 12).
+// good. true starts it only once preseed's status says done. Measured to
+// "hello-web answers" under TCG (//tests/e2e/staticpods, one boot each):
+// false 30.5 s, true 32.2 s after QEMU start. The kubelet's own startup
+// (about 2 s) overlaps the import, and hello-web's image is imported
+// before the kubelet's first retry matters, so false is the faster.
 const kubeletWaitsForPreseed = false
 
 // kubeletConfig is the kubelet's configuration: its state on the state disk
