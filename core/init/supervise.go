@@ -33,9 +33,8 @@ const preseedManifest = bundleformat.ManifestPath
 // (imagePullPolicy Never) and the kubelet retries it, so no pod fails for
 // good. true starts it only once preseed's status says done. Measured to
 // "hello-web answers" under TCG (//tests/e2e/staticpods, one boot each):
-// false 30.5 s, true 32.2 s after QEMU start. The kubelet's own startup
-// (about 2 s) overlaps the import, and hello-web's image is imported
-// before the kubelet's first retry matters, so false is the faster.
+// false 30.5 s, true 32.2 s after QEMU start: with false the kubelet's own
+// startup overlaps the import, so false is the faster.
 const kubeletWaitsForPreseed = false
 
 // kubeletConfig is the kubelet's configuration: its state on the state disk
