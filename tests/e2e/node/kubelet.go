@@ -116,17 +116,19 @@ func (n *Node) do(ctx context.Context, method, url string) ([]byte, int, error) 
 	return body, resp.StatusCode, nil
 }
 
-// MemAvailable is the guest's MemAvailable in kB, from its /proc/meminfo.
-func (n *Node) MemAvailable(ctx context.Context) (int, error) {
+// Memory is the guest's MemTotal and MemAvailable in kB, from its
+// /proc/meminfo.
+func (n *Node) Memory(ctx context.Context) (total, available int, err error) {
 	body, err := n.get(ctx, "/meminfo")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, l := range strings.Split(string(body), "\n") {
-		var kb int
-		if _, err := fmt.Sscanf(l, "MemAvailable: %d kB", &kb); err == nil {
-			return kb, nil
-		}
+		fmt.Sscanf(l, "MemTotal: %d kB", &total)
+		fmt.Sscanf(l, "MemAvailable: %d kB", &available)
 	}
-	return 0, fmt.Errorf("no MemAvailable in the guest's /proc/meminfo: %q", body)
+	if total == 0 || available == 0 {
+		return 0, 0, fmt.Errorf("no MemTotal or MemAvailable in the guest's /proc/meminfo: %q", body)
+	}
+	return total, available, nil
 }

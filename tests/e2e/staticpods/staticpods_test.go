@@ -41,10 +41,10 @@ func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	checkHelloLog(ctx, t, n, hello)
 	web := waitPhase(ctx, t, n, node.HelloWebPod, corev1.PodRunning)
 	checkPinnedImages(t, hello, web)
-	if mem, err := n.MemAvailable(ctx); err != nil {
-		t.Errorf("MemAvailable: %v", err)
+	if total, avail, err := n.Memory(ctx); err != nil {
+		t.Errorf("guest memory: %v", err)
 	} else {
-		t.Logf("guest MemAvailable with the pods running: %d kB", mem)
+		t.Logf("guest memory with the pods running: MemTotal %d kB, MemAvailable %d kB, in use %d kB", total, avail, total-avail)
 	}
 
 	restartKubelet(ctx, t, n, web)
