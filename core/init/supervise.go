@@ -38,9 +38,10 @@ const preseedManifest = bundleformat.ManifestPath
 const kubeletWaitsForPreseed = false
 
 // kubeletConfig is the kubelet's configuration: its state on the state disk
-// (mounted at containerd's root, statedisk.go) when there is one.
-func kubeletConfig(logger *zap.Logger) kubelet.Config {
-	c := kubelet.Config{WaitForPreseed: kubeletWaitsForPreseed}
+// (mounted at containerd's root, statedisk.go) when there is one. run is
+// false when the variant turns the kubelet off (only the E2E variant can).
+func kubeletConfig(logger *zap.Logger) (c kubelet.Config, run bool) {
+	c = kubelet.Config{WaitForPreseed: kubeletWaitsForPreseed}
 	info, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		logger.Error("failed to read mountinfo; the kubelet's state stays in memory", zap.Error(err))
@@ -49,8 +50,11 @@ func kubeletConfig(logger *zap.Logger) kubelet.Config {
 	} else if slices.Contains(points, stateDir) {
 		c.StateDir = filepath.Join(stateDir, "kubelet")
 	}
-	variantKubelet(&c)
-	return c
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		logger.Error("failed to read the kernel command line", zap.Error(err))
+	}
+	return c, variantKubelet(&c, string(cmdline))
 }
 
 // supervise runs the supervisor tree until SIGTERM or SIGINT, then stops it
@@ -58,7 +62,7 @@ func kubeletConfig(logger *zap.Logger) kubelet.Config {
 func supervise(logger *zap.Logger) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer cancel()
-	kc := kubeletConfig(logger)
+	kc, runKubelet := kubeletConfig(logger)
 	cd := containerd.Config{
 		SandboxImage: sandboxImage,
 		// preseed and the kubelet need containerd: they run under it and
@@ -77,6 +81,10 @@ func supervise(logger *zap.Logger) int {
 				return nil
 			},
 		},
+	}
+	if !runKubelet {
+		logger.Warn("the kubelet is turned off on the kernel command line")
+		delete(cd.Children, "pods")
 	}
 	root := func(ctx context.Context) error {
 		if err := supervisor.Run(ctx, "containerd", cd.Run); err != nil {

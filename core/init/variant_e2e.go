@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,9 +39,19 @@ const (
 	kubeletReadOnlyPort = 10255
 )
 
+// kubeletOff on the kernel command line boots the E2E variant without a
+// kubelet, for the tests that drive the CRI themselves (tests/e2e/node): a
+// kubelet stops every pod sandbox it did not start.
+const kubeletOff = "appliance.e2e.kubelet=off"
+
 // variantKubelet of the E2E variant turns on the kubelet's read-only port
-// (on loopback), for GET /kubelet/pods; nothing else differs.
-func variantKubelet(c *kubelet.Config) { c.ReadOnlyPort = kubeletReadOnlyPort }
+// (on loopback), for GET /kubelet/pods; nothing else differs. It tells
+// whether to run the kubelet: not when cmdline (/proc/cmdline) has
+// kubeletOff.
+func variantKubelet(c *kubelet.Config, cmdline string) bool {
+	c.ReadOnlyPort = kubeletReadOnlyPort
+	return !slices.Contains(strings.Fields(cmdline), kubeletOff)
+}
 
 // variantRunnables of the E2E variant: what the test harness needs to reach
 // the node from outside the VM, and nothing else.

@@ -11,6 +11,7 @@ import (
 // endpoint at all; the E2E variant (variant_e2e.go) adds its own.
 func variantRunnables() map[string]supervisor.Runnable { return nil }
 
-// variantKubelet of the production variant changes nothing: the kubelet
-// listens on loopback only, with its read-only port off.
-func variantKubelet(*kubelet.Config) {}
+// variantKubelet of the production variant changes nothing, whatever the
+// command line: the kubelet always runs, on loopback only, with its
+// read-only port off.
+func variantKubelet(*kubelet.Config, string) bool { return true }

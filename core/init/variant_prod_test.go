@@ -11,7 +11,9 @@ import (
 // The production kubelet keeps its read-only port off.
 func TestVariantKubeletProduction(t *testing.T) {
 	c := kubelet.Config{}
-	variantKubelet(&c)
+	if !variantKubelet(&c, "appliance.e2e.kubelet=off") {
+		t.Error("the production variant let the command line turn the kubelet off")
+	}
 	if c != (kubelet.Config{}) {
 		t.Errorf("variantKubelet changed the production config to %+v", c)
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +47,14 @@ type Extra struct {
 	Disks []string
 	// Append is added to the kernel command line.
 	Append string
+	// Kubelet runs the node's kubelet. Off by default: the tests that
+	// start their own pods through the CRI need it off, as a kubelet stops
+	// every pod sandbox it did not start (core/init/variant_e2e.go).
+	Kubelet bool
 }
+
+// kubeletOff turns the E2E variant's kubelet off (core/init/variant_e2e.go).
+const kubeletOff = "appliance.e2e.kubelet=off"
 
 // Boot starts the VM of the kernel in $KERNEL and the initramfs in
 // $INITRAMFS (runfiles paths), with the serial log in the test's undeclared
@@ -68,7 +76,7 @@ func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 		Initramfs: runfile.Path(t, "INITRAMFS"),
 		Forward:   []int{criPort, statusPort, HelloWebPort},
 		Disks:     extra.Disks,
-		Append:    extra.Append,
+		Append:    appendArgs(extra),
 		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),
 		Console:   prefixWriter{prefix: "serial: ", w: os.Stderr},
 		Timeout:   10 * time.Minute,
@@ -85,6 +93,14 @@ func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &Node{VM: vm, Runtime: runtimeapi.NewRuntimeServiceClient(conn), Images: runtimeapi.NewImageServiceClient(conn), conn: conn, t: t}
+}
+
+// appendArgs is the kernel command line's addition for extra.
+func appendArgs(extra Extra) string {
+	if extra.Kubelet {
+		return extra.Append
+	}
+	return strings.TrimSpace(extra.Append + " " + kubeletOff)
 }
 
 // Since is the time since QEMU started.

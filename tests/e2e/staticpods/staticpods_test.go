@@ -25,7 +25,7 @@ const kubeletLogger = "supervisor.root.containerd.pods.kubelet"
 func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	n := node.Boot(ctx, t)
+	n := node.BootWith(ctx, t, node.Extra{Kubelet: true})
 	if _, err := n.VM.WaitForLine(ctx, "containerd ready", launch.LogMessage("supervisor.root.containerd", "containerd ready")); err != nil {
 		t.Fatal(err)
 	}
