@@ -24,6 +24,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/zap"
 
+	"github.com/appliance-bundler/appliance/core/atomicfile"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -208,14 +209,7 @@ func (c Config) WriteConfig() error {
 	if err != nil {
 		return fmt.Errorf("failed to write %s: %w", c.ConfigPath, err)
 	}
-	tmp := c.ConfigPath + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("failed to write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, c.ConfigPath); err != nil {
-		return fmt.Errorf("failed to rename %s to %s: %w", tmp, c.ConfigPath, err)
-	}
-	return nil
+	return atomicfile.Write(c.ConfigPath, b, 0o600)
 }
 
 // Command returns the command that runs containerd with the written

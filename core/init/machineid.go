@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/appliance-bundler/appliance/core/atomicfile"
 )
 
 // machineIDPath is where the kubelet (and anything systemd-minded) reads
@@ -54,12 +56,5 @@ func ensureMachineID(path, persist string) (string, error) {
 
 // writeMachineID writes id to path, whole or not at all.
 func writeMachineID(path, id string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o444); err != nil {
-		return fmt.Errorf("failed to write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("failed to write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, []byte(id+"\n"), 0o444)
 }

@@ -32,6 +32,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/appliance-bundler/appliance/core/atomicfile"
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
@@ -168,14 +169,7 @@ func (c Config) WriteConfig() error {
 	if err := os.MkdirAll(filepath.Dir(c.ConfigPath), 0o700); err != nil {
 		return fmt.Errorf("failed to create directory of %s: %w", c.ConfigPath, err)
 	}
-	tmp := c.ConfigPath + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("failed to write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, c.ConfigPath); err != nil {
-		return fmt.Errorf("failed to rename %s to %s: %w", tmp, c.ConfigPath, err)
-	}
-	return nil
+	return atomicfile.Write(c.ConfigPath, b, 0o600)
 }
 
 // Command returns the command that runs the kubelet until ctx ends.

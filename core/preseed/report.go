@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/atomicfile"
 )
 
 // report is the last phase: it turns the bundles' results into the status,
@@ -168,12 +170,5 @@ func writeStatus(path string, st *Status) error {
 	if err != nil {
 		return fmt.Errorf("failed to encode status: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("failed to write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("failed to rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
+	return atomicfile.Write(path, append(b, '\n'), 0o644)
 }
