@@ -67,6 +67,26 @@ func mountAll(logger *zap.Logger) {
 	}
 }
 
+// setUpState mounts the state disk, if there is one, and writes the machine
+// ID, kept on that disk so that it lasts across reboots.
+func setUpState(logger *zap.Logger) {
+	// persist is where state that must outlive a reboot goes, if anywhere.
+	persist := ""
+	if dev, err := mountStateDisk(); err != nil {
+		// containerd then keeps its state on tmpfs: the images are preseeded
+		// again, so the node still works.
+		logger.Error("failed to mount the state disk; containerd's state stays in memory", zap.String("device", dev), zap.Error(err))
+	} else if dev != "" {
+		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
+		persist = stateDir
+	}
+	if id, err := ensureMachineID(machineIDPath, persist); err != nil {
+		logger.Error("failed to write the machine ID", zap.Error(err))
+	} else {
+		logger.Info("machine ID", zap.String("machine_id", id), zap.Bool("persistent", persist != ""))
+	}
+}
+
 // pid1 never returns: the machine powers off at its end.
 func pid1(logger *zap.Logger) {
 	if !slices.Contains(os.Environ(), switchedEnv) {
@@ -86,21 +106,7 @@ func pid1(logger *zap.Logger) {
 	if err := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d"); err != nil {
 		logger.Error("failed to load kernel modules", zap.Error(err))
 	}
-	// persist is where state that must outlive a reboot goes, if anywhere.
-	persist := ""
-	if dev, err := mountStateDisk(); err != nil {
-		// containerd then keeps its state on tmpfs: the images are preseeded
-		// again, so the node still works.
-		logger.Error("failed to mount the state disk; containerd's state stays in memory", zap.String("device", dev), zap.Error(err))
-	} else if dev != "" {
-		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
-		persist = stateDir
-	}
-	if id, err := ensureMachineID(machineIDPath, persist); err != nil {
-		logger.Error("failed to write the machine ID", zap.Error(err))
-	} else {
-		logger.Info("machine ID", zap.String("machine_id", id), zap.Bool("persistent", persist != ""))
-	}
+	setUpState(logger)
 	if err := network.Configure(ctx, logger, network.QEMUUser(hostname)); err != nil {
 		logger.Error("failed to configure the network", zap.Error(err))
 	}
