@@ -25,6 +25,24 @@ func (r *reader) finish() error {
 			}
 			im.Manifests = append(im.Manifests, ImageManifest{Descriptor: desc, ChainID: chain})
 		}
+		if err := r.checkCached(im); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkCached refuses a cached layer that is no layer of the image. Only
+// when every manifest was followed (no platform policy): otherwise the
+// other platforms' layers are not known.
+func (r *reader) checkCached(im *Image) error {
+	if r.policy.Platform != nil {
+		return nil
+	}
+	for _, c := range im.CachedLayers {
+		if _, ok := r.m.Layers[c]; !ok {
+			return fmt.Errorf("image %s: %s lists %s, which is no layer of the image", im.Name, AnnotationCachedLayers, c)
+		}
 	}
 	return nil
 }

@@ -52,6 +52,10 @@ type Entry struct {
 	// Reference, Target and every manifest. Preseed registers Reference,
 	// repo@Target and repo@ the manifest it unpacks.
 	References []string `json:"references"`
+	// CachedLayers are the layers the bundle does not hold (its index.json
+	// lists them in AnnotationCachedLayers): the appliance carries them in
+	// its EROFS layer content cache. In the order of the manifests' layers.
+	CachedLayers []CachedLayer `json:"cached_layers,omitempty"`
 }
 
 // ManifestImage is one image manifest of a bundle.
@@ -128,7 +132,7 @@ func (e *Entry) Validate() error {
 			return fmt.Errorf("manifests: %w", err)
 		}
 	}
-	return nil
+	return validateCached(e.CachedLayers)
 }
 
 // Encode writes the manifest deterministically: bundles sorted by path,

@@ -56,6 +56,10 @@ type Image struct {
 	// platforms the bundle holds (FormatPlatform spelling); nil when it
 	// holds every manifest.
 	Platforms []string
+	// CachedLayers are the layers the bundle leaves out because the
+	// appliance's EROFS layer content cache holds them
+	// (AnnotationCachedLayers); nil when it holds every layer.
+	CachedLayers []digest.Digest
 	// Manifests are the image manifests followed from Target: with a
 	// Policy.Platform the one that is unpacked, else every one reachable,
 	// in index order without repeats.
@@ -80,6 +84,9 @@ type Metadata struct {
 	JSON map[digest.Digest][]byte
 	// Layers are the layer blobs the followed manifests need (not read).
 	Layers map[digest.Digest]ocispec.Descriptor
+	// Cached are the layers of Layers the bundle does not hold: its images'
+	// AnnotationCachedLayers. Every other layer must be in the bundle.
+	Cached map[digest.Digest]bool
 	// Owner names, for each needed blob, what needs it (for errors).
 	Owner map[digest.Digest]string
 }
@@ -111,7 +118,7 @@ func ReadMetadata(ctx context.Context, tr *tar.Reader, p Policy) (*Metadata, err
 	r := &reader{
 		tr:      tr,
 		policy:  p,
-		m:       &Metadata{JSON: map[digest.Digest][]byte{}, Layers: map[digest.Digest]ocispec.Descriptor{}, Owner: map[digest.Digest]string{}},
+		m:       &Metadata{JSON: map[digest.Digest][]byte{}, Layers: map[digest.Digest]ocispec.Descriptor{}, Cached: map[digest.Digest]bool{}, Owner: map[digest.Digest]string{}},
 		pending: map[digest.Digest]role{},
 		spare:   map[digest.Digest][]byte{},
 	}
@@ -211,10 +218,17 @@ func (r *reader) addImages(idx *ocispec.Index) error {
 		if err != nil {
 			return fmt.Errorf("index.json entry %d (%s): %w", i, name, err)
 		}
+		cached, err := cachedOf(d.Annotations)
+		if err != nil {
+			return fmt.Errorf("index.json entry %d (%s): %w", i, name, err)
+		}
 		if p := r.policy.Platform; p != nil && d.Platform != nil && !p.Match(*d.Platform) {
 			return fmt.Errorf("image %s is for %s, not this machine's platform", name, FormatPlatform(*d.Platform))
 		}
-		r.m.Images = append(r.m.Images, Image{Name: name, Target: d, Platforms: held})
+		for _, c := range cached {
+			r.m.Cached[c] = true
+		}
+		r.m.Images = append(r.m.Images, Image{Name: name, Target: d, Platforms: held, CachedLayers: cached})
 		if other, ok := r.pending[d.Digest]; ok && (other.desc.Size != d.Size || other.desc.MediaType != d.MediaType || !slices.Equal(other.held, held)) {
 			return fmt.Errorf("index.json entry %d (%s): %s is also %s with another size, media type or platforms", i, name, d.Digest, other.owner)
 		} else if !ok {

@@ -136,10 +136,35 @@ func Layout(dir string) (*Result, error) {
 	return v.res, nil
 }
 
-// walkTop walks an image of index.json. An index narrowed to some platforms
-// (bundleformat.AnnotationPlatforms) is followed only into their manifests:
-// each must be there, the others may be absent.
+// walkTop walks an image of index.json, with the layers it lists in
+// bundleformat.AnnotationCachedLayers (a slim bundle's) allowed absent:
+// each must be a layer of the image.
 func (v *validator) walkTop(i int, d Descriptor) error {
+	v.cached = map[string]bool{}
+	if a, ok := d.Annotations[bundleformat.AnnotationCachedLayers]; ok {
+		ds, err := bundleformat.ParseCachedLayers(a)
+		if err != nil {
+			return fmt.Errorf("layout %s: index.json manifests[%d]: %w", v.dir, i, err)
+		}
+		for _, c := range ds {
+			v.cached[c.String()] = false
+		}
+	}
+	if err := v.walkPlatforms(i, d); err != nil {
+		return err
+	}
+	for c, seen := range v.cached {
+		if !seen {
+			return fmt.Errorf("layout %s: index.json manifests[%d] lists %s in %s, which is no layer of the image", v.dir, i, c, bundleformat.AnnotationCachedLayers)
+		}
+	}
+	return nil
+}
+
+// walkPlatforms walks an image of index.json. An index narrowed to some
+// platforms (bundleformat.AnnotationPlatforms) is followed only into their
+// manifests: each must be there, the others may be absent.
+func (v *validator) walkPlatforms(i int, d Descriptor) error {
 	annotation, narrowed := d.Annotations[bundleformat.AnnotationPlatforms]
 	if !narrowed {
 		return v.walk(d)
@@ -181,6 +206,9 @@ func (p *Platform) format() string {
 type validator struct {
 	dir string
 	res *Result
+	// cached are the layers of the image being walked that a slim bundle
+	// leaves out, each true once seen in a manifest.
+	cached map[string]bool
 }
 
 func (v *validator) parseIndex(what string, data []byte) (*index, error) {
@@ -340,6 +368,10 @@ func (v *validator) manifest(d Descriptor, data []byte) error {
 	for i, l := range m.Layers {
 		if err := v.checkDescriptor(fmt.Sprintf("layers[%d] of manifest %s", i, d.Digest), l); err != nil {
 			return err
+		}
+		if _, ok := v.cached[l.Digest]; ok {
+			v.cached[l.Digest] = true
+			continue
 		}
 		if _, err := v.blob(l, false); err != nil {
 			return err
