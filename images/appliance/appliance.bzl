@@ -4,6 +4,7 @@ load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:static_pods.bzl", "static_pods")
 load("//build/rules:initramfs.bzl", "initramfs")
+load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
 
 def appliance_initramfs(
         name,
@@ -13,7 +14,7 @@ def appliance_initramfs(
         pods = None,
         testonly = False,
         **kwargs):
-    """The appliance image's initramfs: init, containerd, runc, CNI, the kubelet, kernel modules, the preseeded bundles with their manifest and the static pods.
+    """The appliance image's initramfs: init, containerd, runc, CNI, the kubelet, mkfs.erofs, kernel modules, the preseeded bundles with their manifest and the static pods.
 
     With neither `preseed_tar`, `preseed_manifest` nor `pods`, the image
     holds the production bundles (//images:preseed) and pods (//images:pods).
@@ -51,6 +52,9 @@ def appliance_initramfs(
         # /etc/kubernetes/manifests: the kubelet's staticPodPath, there even
         # when no pod is.
         dirs = ["/etc", "/etc/kubernetes/manifests", "/proc", "/run", "/sys", "/tmp", "/var"],
+        # Both also hold mkfs.erofs, its loader and its libraries, for
+        # containerd's EROFS differ: it converts the layers that are not in
+        # the build-time cache (third_party/erofs-utils).
         executables = {
             Label("//third_party/cni:bridge"): "/opt/cni/bin/bridge",
             Label("//third_party/cni:host-local"): "/opt/cni/bin/host-local",
@@ -60,7 +64,7 @@ def appliance_initramfs(
             Label("//third_party/kubernetes:kubelet"): "/usr/bin/kubelet",
             Label("//third_party/runc:runc"): "/usr/bin/runc",
             init: "/init",
-        },
+        } | MKFS_EROFS_EXECUTABLES,
         files = {
             Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
             # root only. The kubelet reads them (user namespace mappings)
@@ -70,7 +74,7 @@ def appliance_initramfs(
             # The manifest of the preseeded bundles, which preseed enforces
             # (core/init sets preseed.Config.Manifest to this path).
             preseed_manifest or Label("//images:preseed_json"): PRESEED_MANIFEST_PATH,
-        },
+        } | MKFS_EROFS_LIBRARIES,
         tars = [
             # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
             preseed_tar or Label("//images:preseed_tar"),
