@@ -7,7 +7,8 @@
 //     supervisor process if it dies, and powers the machine off on the ACPI
 //     power button or Ctrl-Alt-Del.
 //   - As the supervisor process ("init supervise") it runs the supervisor
-//     tree: containerd, and preseed under it.
+//     tree: the /dev/mapper links and the dm-verity log (core/devmapper),
+//     containerd (only if the kernel has erofs), and preseed under it.
 //
 // Splitting the roles keeps PID 1 free of work that can fail and lets it reap
 // every orphan without stealing exit statuses from the supervisor's own

@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/appliance-bundler/appliance/core/kmod"
 	"github.com/appliance-bundler/appliance/core/network"
 )
 
@@ -103,9 +102,7 @@ func pid1(logger *zap.Logger) {
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
 		logger.Warn("failed to route Ctrl-Alt-Del to init", zap.Error(err))
 	}
-	if err := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d"); err != nil {
-		logger.Error("failed to load kernel modules", zap.Error(err))
-	}
+	erofsUnavailable := loadModules(ctx, logger)
 	setUpState(logger)
 	if err := network.Configure(ctx, logger, network.QEMUUser(hostname)); err != nil {
 		logger.Error("failed to configure the network", zap.Error(err))
@@ -119,7 +116,7 @@ func pid1(logger *zap.Logger) {
 
 	restart := make(chan struct{}, 1)
 	later := func() { time.AfterFunc(restartDelay, func() { restart <- struct{}{} }) }
-	child := startSupervisor(logger)
+	child := startSupervisor(logger, erofsUnavailable)
 	if child == nil {
 		later()
 	}
@@ -135,7 +132,7 @@ func pid1(logger *zap.Logger) {
 			}
 		case <-restart:
 			if child == nil {
-				if child = startSupervisor(logger); child == nil {
+				if child = startSupervisor(logger, erofsUnavailable); child == nil {
 					later()
 				}
 			}
@@ -146,12 +143,15 @@ func pid1(logger *zap.Logger) {
 }
 
 // startSupervisor starts init's supervisor role as a child process with the
-// console as its output. On failure it returns nil and is retried on the
-// next SIGCHLD tick.
-func startSupervisor(logger *zap.Logger) *os.Process {
+// console as its output, telling it erofsUnavailable (loadModules). On
+// failure it returns nil and is retried on the next SIGCHLD tick.
+func startSupervisor(logger *zap.Logger, erofsUnavailable string) *os.Process {
 	cmd := exec.Command("/proc/self/exe", superviseArg)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = []string{"PATH=/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/root"}
+	if erofsUnavailable != "" {
+		cmd.Env = append(cmd.Env, erofsUnavailableEnv+"="+erofsUnavailable)
+	}
 	if err := cmd.Start(); err != nil {
 		logger.Error("failed to start the supervisor process", zap.Error(err))
 		return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/devmapper"
 	"github.com/appliance-bundler/appliance/core/kubelet"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
@@ -57,6 +58,37 @@ func kubeletConfig(logger *zap.Logger) (c kubelet.Config, run bool) {
 	return c, variantKubelet(&c, string(cmdline))
 }
 
+// rootRunnable starts the node's runnables, each a group of its own: the
+// device-mapper links before containerd, since containerd's dm-verity
+// mounts wait for them (nothing else makes them: there is no udev), and
+// containerd only when the kernel has erofs (erofsGate, with PID 1's reason
+// erofsUnavailable).
+func rootRunnable(cd containerd.Config, erofsUnavailable string) supervisor.Runnable {
+	return func(ctx context.Context) error {
+		children := []struct {
+			name string
+			run  supervisor.Runnable
+		}{
+			{"devmapper", devmapper.Links{}.Run},
+			{"verity-log", devmapper.VerityLog{}.Run},
+			{"containerd", erofsGate(cd.Run, erofsUnavailable, procFilesystems)},
+		}
+		for _, c := range children {
+			if err := supervisor.Run(ctx, c.name, c.run); err != nil {
+				return err
+			}
+		}
+		for name, r := range variantRunnables() {
+			if err := supervisor.Run(ctx, name, r); err != nil {
+				return err
+			}
+		}
+		supervisor.Signal(ctx, supervisor.SignalHealthy)
+		supervisor.Signal(ctx, supervisor.SignalDone)
+		return nil
+	}
+}
+
 // supervise runs the supervisor tree until SIGTERM or SIGINT, then stops it
 // and returns the process exit status.
 func supervise(logger *zap.Logger) int {
@@ -86,19 +118,7 @@ func supervise(logger *zap.Logger) int {
 		logger.Warn("the kubelet is turned off on the kernel command line")
 		delete(cd.Children, "pods")
 	}
-	root := func(ctx context.Context) error {
-		if err := supervisor.Run(ctx, "containerd", cd.Run); err != nil {
-			return err
-		}
-		for name, r := range variantRunnables() {
-			if err := supervisor.Run(ctx, name, r); err != nil {
-				return err
-			}
-		}
-		supervisor.Signal(ctx, supervisor.SignalHealthy)
-		supervisor.Signal(ctx, supervisor.SignalDone)
-		return nil
-	}
+	root := rootRunnable(cd, os.Getenv(erofsUnavailableEnv))
 	s := supervisor.New(ctx, logger, root)
 	<-ctx.Done()
 	logger.Info("stopping the supervisor tree")

@@ -1,0 +1,156 @@
+package devmapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/supervisor"
+)
+
+// VerityLog is the runnable that follows the kernel log for dm-verity's
+// corruption messages and logs each as an error naming the layer.
+type VerityLog struct {
+	Sys  string // sysfs; DefaultSys if empty
+	Kmsg string // the kernel log device; DefaultKmsg if empty
+}
+
+// kmsgRecord is one /dev/kmsg record: "prio,seq,usec,flags;message".
+type kmsgRecord struct {
+	Priority int // facility*8 + level
+	Seq      uint64
+	Message  string
+}
+
+// parseKmsg parses one record as read from /dev/kmsg (one per read). The
+// lines after the first, " KEY=value" metadata, are dropped.
+func parseKmsg(rec []byte) (kmsgRecord, error) {
+	header, msg, ok := strings.Cut(string(rec), ";")
+	if !ok {
+		return kmsgRecord{}, fmt.Errorf("kmsg record %q has no ';'", rec)
+	}
+	f := strings.Split(header, ",")
+	if len(f) < 4 {
+		return kmsgRecord{}, fmt.Errorf("kmsg record header %q has fewer than 4 fields", header)
+	}
+	prio, err := strconv.Atoi(f[0])
+	if err != nil {
+		return kmsgRecord{}, fmt.Errorf("kmsg record header %q: bad priority: %w", header, err)
+	}
+	seq, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return kmsgRecord{}, fmt.Errorf("kmsg record header %q: bad sequence number: %w", header, err)
+	}
+	msg, _, _ = strings.Cut(msg, "\n")
+	return kmsgRecord{Priority: prio, Seq: seq, Message: msg}, nil
+}
+
+// corruption is the kernel's "device-mapper: verity: 7:0: data block 1234
+// is corrupted": the device is dm-verity's data device (the loop device
+// under the dm device), Kind "data" or "metadata" (a hash block).
+type corruption struct {
+	Dev   string
+	Kind  string
+	Block uint64
+}
+
+// parseCorruption parses a dm-verity corruption message; ok is false for
+// any other message.
+func parseCorruption(msg string) (c corruption, ok bool) {
+	rest, ok := strings.CutPrefix(msg, "device-mapper: verity: ")
+	if !ok {
+		return corruption{}, false
+	}
+	dev, rest, ok := strings.Cut(rest, ": ")
+	if !ok || !isDevNumber(dev) {
+		return corruption{}, false
+	}
+	kind, rest, ok := strings.Cut(rest, " block ")
+	if !ok || kind == "" || strings.Contains(kind, " ") {
+		return corruption{}, false
+	}
+	num, ok := strings.CutSuffix(rest, " is corrupted")
+	block, err := strconv.ParseUint(num, 10, 64)
+	if !ok || err != nil {
+		return corruption{}, false
+	}
+	return corruption{Dev: dev, Kind: kind, Block: block}, true
+}
+
+// isDevNumber tells whether s is "major:minor" in decimal.
+func isDevNumber(s string) bool {
+	maj, min, ok := strings.Cut(s, ":")
+	_, err1 := strconv.ParseUint(maj, 10, 32)
+	_, err2 := strconv.ParseUint(min, 10, 32)
+	return ok && err1 == nil && err2 == nil
+}
+
+// handle logs rec if it is a dm-verity corruption message, with the layer
+// under the device it names as sysfs shows it now (the device is still
+// there: the read that failed holds its mount).
+func (c VerityLog) handle(logger *zap.Logger, rec []byte) {
+	r, err := parseKmsg(rec)
+	if err != nil {
+		logger.Warn("failed to parse a kernel log record", zap.Error(err))
+		return
+	}
+	cor, ok := parseCorruption(r.Message)
+	if !ok {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("reported_dev", cor.Dev), zap.String("block_type", cor.Kind),
+		zap.Uint64("block", cor.Block), zap.Uint64("kmsg_seq", r.Seq),
+	}
+	d, err := describeDev(c.Sys, cor.Dev)
+	if err != nil {
+		logger.Error("dm-verity: corrupted block on a device whose layer is unknown", append(fields, zap.Error(err))...)
+		return
+	}
+	logger.Error("dm-verity: corrupted block in a layer blob", append(fields, d.fields()...)...)
+}
+
+// Run reads the kernel log, from its oldest record, until ctx ends.
+func (c VerityLog) Run(ctx context.Context) error {
+	if c.Sys == "" {
+		c.Sys = DefaultSys
+	}
+	if c.Kmsg == "" {
+		c.Kmsg = DefaultKmsg
+	}
+	logger := supervisor.Logger(ctx)
+	// Non-blocking, so that the runtime's poller waits for records and
+	// Close ends a pending read.
+	fd, err := unix.Open(c.Kmsg, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", c.Kmsg, err)
+	}
+	f := os.NewFile(uintptr(fd), c.Kmsg)
+	defer f.Close()
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
+	supervisor.Signal(ctx, supervisor.SignalHealthy)
+	// A record is at most about 8 KiB (kernel's PRINTK_MESSAGE_MAX + metadata).
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := f.Read(buf)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, unix.EPIPE):
+			// Records were overwritten before they were read; the next
+			// read goes on with the oldest left.
+			logger.Warn("kernel log records were lost before they were read")
+		case err != nil:
+			return fmt.Errorf("failed to read %s: %w", c.Kmsg, err)
+		default:
+			c.handle(logger, buf[:n])
+		}
+	}
+}

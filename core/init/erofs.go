@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/kmod"
+	"github.com/appliance-bundler/appliance/core/supervisor"
+)
+
+const (
+	// procFilesystems lists the file systems the kernel has.
+	procFilesystems = "/proc/filesystems"
+	// erofsUnavailableEnv carries PID 1's finding to the supervisor
+	// process: why the kernel has no erofs, unset when it has.
+	erofsUnavailableEnv = "APPLIANCE_EROFS_UNAVAILABLE"
+)
+
+// loadModules loads the configured kernel modules, then checks that the
+// kernel has erofs, which every image layer is mounted with. It returns why
+// not, logged once here, or "" when it has.
+func loadModules(ctx context.Context, logger *zap.Logger) string {
+	loadErr := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d")
+	if loadErr != nil {
+		logger.Error("failed to load kernel modules", zap.Error(loadErr))
+	}
+	filesystems, err := os.ReadFile(procFilesystems)
+	if err != nil {
+		logger.Error("failed to read the kernel's file systems", zap.String("file", procFilesystems), zap.Error(err))
+	}
+	problem := erofsProblem(filesystems, loadErr)
+	if problem == nil {
+		return ""
+	}
+	logger.Error("EROFS is unavailable; containerd will not be started", zap.Error(problem))
+	return problem.Error()
+}
+
+// erofsProblem says why erofs is not in filesystems (the content of
+// /proc/filesystems) given loadErr, the error of loading the modules; nil
+// when it is there.
+func erofsProblem(filesystems []byte, loadErr error) error {
+	if hasFilesystem(filesystems, "erofs") {
+		return nil
+	}
+	var why error
+	if f := kmod.Failure(loadErr, "erofs"); f != nil {
+		why = f
+	} else if loadErr != nil {
+		why = fmt.Errorf("module erofs failed to load: %w", loadErr)
+	} else {
+		why = errors.New("module erofs failed to load: it loaded without error, yet erofs is not in " + procFilesystems)
+	}
+	return fmt.Errorf("%w; the erofs snapshotter cannot mount preseeded images, so no pod can start", why)
+}
+
+// hasFilesystem tells whether /proc/filesystems content lists fs: each line
+// is an optional "nodev", a tab, the name.
+func hasFilesystem(filesystems []byte, fs string) bool {
+	sc := bufio.NewScanner(bytes.NewReader(filesystems))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 0 && f[len(f)-1] == fs {
+			return true
+		}
+	}
+	return false
+}
+
+// erofsGate runs run (containerd) only when the kernel has erofs, as listed
+// in the file filesystems. Without it containerd's erofs snapshotter skips
+// itself, the CRI plugin that needs it fails, and containerd exits on its own
+// with a cause far from the reason: the gate fails instead with reason (PID
+// 1's finding), and the supervisor's backoff retries it, so a module loaded
+// later by hand lets containerd start.
+func erofsGate(run supervisor.Runnable, reason, filesystems string) supervisor.Runnable {
+	return func(ctx context.Context) error {
+		b, err := os.ReadFile(filesystems)
+		if err != nil {
+			return fmt.Errorf("failed to read %s: %w", filesystems, err)
+		}
+		if hasFilesystem(b, "erofs") {
+			return run(ctx)
+		}
+		if reason == "" {
+			reason = "erofs is not in " + filesystems
+		}
+		return fmt.Errorf("containerd not started: %s", reason)
+	}
+}
