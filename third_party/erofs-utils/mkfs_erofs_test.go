@@ -155,6 +155,11 @@ func (s *shipped) path(p string) string {
 
 // run runs the shipped mkfs.erofs with args and an empty environment.
 func (s *shipped) run(args ...string) ([]byte, error) {
+	return s.runStdin(nil, args...)
+}
+
+// runStdin is run with stdin read from in.
+func (s *shipped) runStdin(in io.Reader, args ...string) ([]byte, error) {
 	cmd := exec.Command(binPath, args...)
 	cmd.Dir = "/"
 	switch s.mode {
@@ -172,12 +177,13 @@ func (s *shipped) run(args ...string) ([]byte, error) {
 			"--library-path", filepath.Join(s.root, libDir), filepath.Join(s.root, binPath)}, args...)...)
 	}
 	cmd.Env = []string{}
+	cmd.Stdin = in
 	return cmd.CombinedOutput()
 }
 
-// writeLayer writes a small layer tar as containerd hands it to the differ:
-// a directory, a file, a symlink, a hard link and an AUFS whiteout.
-func writeLayer(t *testing.T, path string, content []byte) {
+// layerTar is a small layer tar as containerd hands it to the differ: a
+// directory, a file, a symlink, a hard link and an AUFS whiteout.
+func layerTar(t *testing.T, content []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -201,9 +207,7 @@ func writeLayer(t *testing.T, path string, content []byte) {
 	if err := tw.Close(); err != nil {
 		t.Fatalf("failed to finish the layer: %v", err)
 	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatalf("failed to write %s: %v", path, err)
-	}
+	return buf.Bytes()
 }
 
 func TestShippedFilesResolve(t *testing.T) {
@@ -242,18 +246,30 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestConvertsLayer converts a layer with the options containerd's differ and
-// the build-time converter use, and checks the image's superblock and data.
+// TestHelpOffersTar: containerd loads its EROFS differ only if `mkfs.erofs
+// --help` succeeds and mentions "--tar=" (erofsutils.SupportGenerateFromTar).
+func TestHelpOffersTar(t *testing.T) {
+	out, err := newShipped(t).run("--help")
+	if err != nil {
+		t.Fatalf("mkfs.erofs --help: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("--tar=")) {
+		t.Fatalf("mkfs.erofs --help does not offer --tar=, so containerd would skip its EROFS differ:\n%s", out)
+	}
+}
+
+// TestConvertsLayer converts a layer as containerd's differ does
+// (erofsutils.ConvertTarErofs: the tar on stdin, the differ's mkfs_options
+// -T0 --mkfs-time, a UUID) and checks the image's superblock and data.
 func TestConvertsLayer(t *testing.T) {
 	s := newShipped(t)
 	if err := os.Mkdir(filepath.Join(s.root, "work"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	content := []byte("converted on the node by the shipped mkfs.erofs\n")
-	writeLayer(t, filepath.Join(s.root, "work/layer.tar"), content)
 	uuid := "01234567-89ab-cdef-0123-456789abcdef"
-	out, err := s.run("--tar=f", "--aufs", "--quiet", "-Enoinline_data", "-b4096", "-T0", "--mkfs-time",
-		"-U", uuid, s.path("/work/layer.erofs"), s.path("/work/layer.tar"))
+	out, err := s.runStdin(bytes.NewReader(layerTar(t, content)), "--tar=f", "--aufs", "--quiet",
+		"-Enoinline_data", "-T0", "--mkfs-time", "-U", uuid, s.path("/work/layer.erofs"))
 	if err != nil {
 		t.Fatalf("mkfs.erofs: %v\n%s", err, out)
 	}
