@@ -24,13 +24,14 @@ PreseedBundleInfo = provider(
         "bundle_name": "Its file name in /containerd/preseed/<namespace>/, without extension.",
         "reference": "The image reference it names, as given.",
         "compression": "\"\", \"gzip\" or \"zstd\".",
+        "erofs_cache": "Whether preseed_tree converts its layers into the appliance's EROFS layer content cache and places it slim.",
     },
 )
 
 PreseedTreeInfo = provider(
     doc = "Bundles placed at their paths in the appliance's root filesystem.",
     fields = {
-        "files": "Dict of absolute path in the appliance to File.",
+        "files": "Dict of absolute path in the appliance to File: each bundle as preseed_bundle wrote it, whole (the tar holds bundles with erofs_cache slim).",
         "manifest": "The JSON manifest of every bundle.",
     },
 )
@@ -219,6 +220,7 @@ def _preseed_bundle_impl(ctx):
             bundle_name = name,
             reference = ctx.attr.reference,
             compression = ctx.attr.compression,
+            erofs_cache = ctx.attr.erofs_cache,
         ),
     ]
 
@@ -254,6 +256,15 @@ or after decompression).""",
             default = "",
             values = BUNDLE_EXTENSIONS.keys(),
         ),
+        "erofs_cache": attr.bool(
+            doc = """Whether preseed_tree converts the image's layers at build time into the
+appliance's EROFS layer content cache (/containerd/erofs-cache, one blob per
+diffID with a dm-verity hash tree) and places the bundle without them (slim,
+docs/bundle-format.md). False places the bundle whole: containerd's EROFS
+differ converts its layers on the node at first boot (slower, and the layers
+then sit in memory twice). This target's own output is always whole.""",
+            default = True,
+        ),
         "_tool": _tool_attr(),
     },
 )
@@ -272,6 +283,7 @@ def _preseed_tree_impl(ctx):
         files[path] = info.file
         bundles.append({
             "compression": info.compression,
+            "erofs_cache": info.erofs_cache,
             "file": info.file.path,
             "name": info.bundle_name,
             "namespace": info.namespace,
@@ -285,6 +297,8 @@ def _preseed_tree_impl(ctx):
         outputs = [out, manifest],
         mnemonic = "PreseedTree",
         progress_message = "Placing preseed bundles %{label}",
+        # mkfs.erofs, from PATH (the toolchain root's), converts the layers.
+        use_default_shell_env = True,
     )
     return [
         DefaultInfo(files = depset([out, manifest])),
@@ -301,7 +315,14 @@ dict of path to file (PreseedTreeInfo) for a rule that maps files itself, and
 `<name>.json`: for each bundle its namespace, name, path, reference, index.json
 digest, target descriptor, manifest digests with platforms, the references
 pods may name it by (tag, repo@index digest, repo@manifest digest), size and sha256,
-sorted by path.""",
+sorted by path.
+
+The layers of every bundle with `erofs_cache` (the default) are converted,
+once per diffID, into EROFS blobs with a dm-verity hash tree at
+/containerd/erofs-cache/sha256/<xx>/<diffID hex>.erofs (+ `.dmverity`) in the
+tar, and the bundle is placed without them; its manifest entry lists them
+(`cached_layers`: digest, diff_id, path, size, root_hash) and its size and
+sha256 are the slim file's. Needs mkfs.erofs on PATH.""",
     attrs = {
         "bundles": attr.label_list(
             doc = "preseed_bundle targets.",

@@ -163,3 +163,20 @@ func writeFile(path string, write func(io.Writer) error) error {
 	}
 	return nil
 }
+
+// TreeCache is the EROFS layer content cache in dir for
+// bundle.WriteTreeCached: CacheBundle, its entries as the preseed
+// manifest's cached layers (paths relative to dir).
+func TreeCache(dir string) *bundle.TreeCache {
+	return &bundle.TreeCache{Dir: dir, Convert: func(ctx context.Context, in, slim string) ([]bundleformat.CachedLayer, error) {
+		entries, err := CacheBundle(ctx, in, slim, dir)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]bundleformat.CachedLayer, 0, len(entries))
+		for _, e := range entries {
+			out = append(out, bundleformat.CachedLayer{Digest: e.Digest, DiffID: e.DiffID, Path: e.Path, Size: e.Size, RootHash: e.RootHash})
+		}
+		return out, nil
+	}}
+}

@@ -41,10 +41,17 @@ func baseLayer(t *testing.T) []byte {
 // testLayer) and returns its path and the layers' diffIDs.
 func testBundle(t *testing.T) (string, []digest.Digest) {
 	t.Helper()
+	return bundleOf(t, "app:1.0", bundleformat.Zstd, baseLayer(t), testLayer(t))
+}
+
+// bundleOf writes a bundle named ref of an image of the layers (tars) and
+// returns its path and the layers' diffIDs.
+func bundleOf(t *testing.T, ref string, comp bundleformat.Compression, layers ...[]byte) (string, []digest.Digest) {
+	t.Helper()
 	dir := t.TempDir()
 	var paths []string
 	var diffIDs []digest.Digest
-	for i, l := range [][]byte{baseLayer(t), testLayer(t)} {
+	for i, l := range layers {
 		p := filepath.Join(dir, "layer"+string(rune('0'+i))+".tar")
 		if err := os.WriteFile(p, l, 0o644); err != nil {
 			t.Fatal(err)
@@ -60,12 +67,12 @@ func testBundle(t *testing.T) (string, []digest.Digest) {
 	if _, err := imagebuild.WriteLayout(layout, img); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "app.tar.zst")
+	out := filepath.Join(dir, "bundle"+comp.Ext())
 	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bundle.Write(f, layout, "app:1.0", bundleformat.Zstd); err != nil {
+	if err := bundle.Write(f, layout, ref, comp); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {

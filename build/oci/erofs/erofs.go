@@ -21,8 +21,8 @@ import (
 	"os"
 	"path/filepath"
 
-	erofsconv "github.com/containerd/containerd/v2/core/images/converter/erofs"
 	"github.com/containerd/containerd/v2/core/content"
+	erofsconv "github.com/containerd/containerd/v2/core/images/converter/erofs"
 	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/go-dmverity/pkg/verity"
 	"github.com/google/uuid"

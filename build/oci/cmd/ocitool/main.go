@@ -105,26 +105,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		}
 		return writeFile(*out, func(f *os.File) error { return bundle.Write(f, *layoutDir, *ref, c, plats...) })
 	case "tree":
-		manifest := fs.String("manifest", "", "JSON manifest output")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		var s struct {
-			Bundles []bundle.TreeInput `json:"bundles"`
-		}
-		if err := readJSON(*spec, &s); err != nil {
-			return err
-		}
-		var m []byte
-		err := writeFile(*out, func(f *os.File) error {
-			var err error
-			m, err = bundle.WriteTree(f, s.Bundles)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(*manifest, m, 0o644)
+		return runTree(ctx, args)
 	case "pull":
 		return runPull(ctx, args)
 	case "tarball":
