@@ -4,6 +4,13 @@
 // and starts the runnables that need containerd (preseed) as its children, so
 // they are cancelled and restarted together with it.
 //
+// The CRI's snapshotter is erofs by default: layers are EROFS blobs, served
+// straight from the appliance's layer content cache (core/erofscache) when
+// the build converted them, else converted on the node by containerd's
+// erofs differ (mkfs.erofs, which containerd finds on the PATH it is given),
+// and mounted through dm-verity. overlayfs stays configurable (the preseed
+// bench compares the two).
+//
 // It must not talk to any registry, import images itself, or keep running
 // when containerd has died: a dead containerd is a failed runnable, and the
 // supervisor restarts it.
@@ -17,6 +24,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -25,6 +34,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/atomicfile"
+	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -35,7 +45,17 @@ const (
 	DefaultState       = "/run/containerd"
 	DefaultAddress     = "/run/containerd/containerd.sock"
 	DefaultConfigPath  = "/run/containerd/config.toml"
-	DefaultSnapshotter = "overlayfs"
+	DefaultSnapshotter = "erofs"
+	// DefaultDmverityMode makes the erofs snapshotter mount every layer
+	// through dm-verity and refuse one without a .dmverity sidecar.
+	DefaultDmverityMode = "on"
+	// ErofsSnapshotter is the snapshotter that serves the layer cache.
+	ErofsSnapshotter = "erofs"
+
+	// basePath are the directories containerd's PATH must hold: the erofs
+	// differ runs mkfs.erofs (the appliance ships /usr/bin/mkfs.erofs), and
+	// the kernel starts init without any PATH.
+	basePath = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 	// readyPoll is how often the socket is probed while containerd starts.
 	readyPoll = 50 * time.Millisecond
@@ -76,6 +96,15 @@ type Config struct {
 	// DisabledPlugins are plugin IDs containerd must not load; nil means
 	// DefaultDisabledPlugins.
 	DisabledPlugins []string
+	// LayerContentCaches are the erofs snapshotter's directories of
+	// pre-built EROFS layers; nil means erofscache.Root. Only with the erofs
+	// snapshotter.
+	LayerContentCaches []string
+	// DmverityMode is the erofs snapshotter's dmverity_mode ("on", "auto" or
+	// "off"); empty means DefaultDmverityMode. The erofs differ formats the
+	// layers it converts with dm-verity unless it is "off" (which needs no
+	// dm_verity module: the tests' hosts have none).
+	DmverityMode string
 	// Children are started under the containerd runnable once the API
 	// answers; they are cancelled and restarted whenever containerd is.
 	Children map[string]supervisor.Runnable
@@ -93,8 +122,12 @@ func (c Config) withDefaults() Config {
 	set(&c.Address, DefaultAddress)
 	set(&c.ConfigPath, DefaultConfigPath)
 	set(&c.Snapshotter, DefaultSnapshotter)
+	set(&c.DmverityMode, DefaultDmverityMode)
 	if c.DisabledPlugins == nil {
 		c.DisabledPlugins = DefaultDisabledPlugins()
+	}
+	if c.LayerContentCaches == nil {
+		c.LayerContentCaches = []string{erofscache.Root}
 	}
 	return c
 }
@@ -109,6 +142,29 @@ func RequiredPlugins() []string {
 		"io.containerd.cri.v1.images",
 		"io.containerd.cri.v1.runtime",
 	}
+}
+
+// ErofsPlugins are the plugins the erofs path needs on top of
+// RequiredPlugins: the snapshotter, the differ that converts layers the
+// cache lacks, and the mount handler (under the mount manager) that sets
+// up a layer's dm-verity device. Each fails to load without its kernel
+// support (erofs, dm_verity) or mkfs.erofs: containerd then refuses to
+// start, naming it, instead of serving no pods.
+func ErofsPlugins() []string {
+	return []string{
+		"io.containerd.snapshotter.v1.erofs",
+		"io.containerd.differ.v1.erofs",
+		"io.containerd.mount-handler.v1.erofs",
+		"io.containerd.mount-manager.v1.bolt",
+	}
+}
+
+// Required lists the plugins this configuration makes containerd require.
+func (c Config) Required() []string {
+	if c.withDefaults().Snapshotter == ErofsSnapshotter {
+		return append(RequiredPlugins(), ErofsPlugins()...)
+	}
+	return RequiredPlugins()
 }
 
 // tomlConfig is the part of containerd's configuration (format version 3,
@@ -133,6 +189,32 @@ type grpcConfig struct {
 type pluginsTOML struct {
 	CRIImages criImagesConfig `toml:"io.containerd.cri.v1.images"`
 	Transfer  transferConfig  `toml:"io.containerd.transfer.v1.local"`
+	// The erofs sections are written only with the erofs snapshotter: a
+	// diff service whose default names an unloaded differ fails, and takes
+	// every plugin built on it down.
+	ErofsSnapshotter *erofsSnapshotterConfig `toml:"io.containerd.snapshotter.v1.erofs,omitempty"`
+	ErofsDiffer      *erofsDifferConfig      `toml:"io.containerd.differ.v1.erofs,omitempty"`
+	DiffService      *diffServiceConfig      `toml:"io.containerd.service.v1.diff-service,omitempty"`
+}
+
+// erofsSnapshotterConfig serves the cached layers read-only, without
+// conversion (see core/erofscache).
+type erofsSnapshotterConfig struct {
+	LayerContentCaches []string `toml:"layer_content_caches"`
+	DmverityMode       string   `toml:"dmverity_mode"`
+}
+
+// erofsDifferConfig converts the layers the cache lacks; -T0 and
+// --mkfs-time make its blobs independent of the clock.
+type erofsDifferConfig struct {
+	EnableDmverity bool     `toml:"enable_dmverity"`
+	MkfsOptions    []string `toml:"mkfs_options"`
+}
+
+// diffServiceConfig orders the differs: erofs for erofs mounts, walking
+// for the rest (it applies onto a directory).
+type diffServiceConfig struct {
+	Default []string `toml:"default"`
 }
 
 type criImagesConfig struct {
@@ -163,7 +245,7 @@ func (c Config) toml() tomlConfig {
 		Root:            c.Root,
 		State:           c.State,
 		DisabledPlugins: c.DisabledPlugins,
-		RequiredPlugins: RequiredPlugins(),
+		RequiredPlugins: c.Required(),
 		GRPC:            grpcConfig{Address: c.Address},
 		Plugins: pluginsTOML{
 			CRIImages: criImagesConfig{Snapshotter: c.Snapshotter},
@@ -174,6 +256,17 @@ func (c Config) toml() tomlConfig {
 	}
 	if c.SandboxImage != "" {
 		t.Plugins.CRIImages.PinnedImages = &pinnedImages{Sandbox: c.SandboxImage}
+	}
+	if c.Snapshotter == ErofsSnapshotter {
+		t.Plugins.ErofsSnapshotter = &erofsSnapshotterConfig{
+			LayerContentCaches: c.LayerContentCaches,
+			DmverityMode:       c.DmverityMode,
+		}
+		t.Plugins.ErofsDiffer = &erofsDifferConfig{
+			EnableDmverity: c.DmverityMode != "off",
+			MkfsOptions:    []string{"-T0", "--mkfs-time"},
+		}
+		t.Plugins.DiffService = &diffServiceConfig{Default: []string{"erofs", "walking"}}
 	}
 	return t
 }
@@ -187,6 +280,7 @@ func (c Config) ConfigTOML() ([]byte, error) {
 	for name, v := range map[string]string{
 		"root": t.Root, "state": t.State, "address": t.GRPC.Address,
 		"snapshotter": c.Snapshotter, "sandbox image": c.SandboxImage,
+		"layer content caches": strings.Join(c.LayerContentCaches, ", "), "dm-verity mode": c.DmverityMode,
 	} {
 		if !utf8.ValidString(v) {
 			return nil, fmt.Errorf("containerd's %s %q is not valid UTF-8, which TOML cannot hold", name, v)
@@ -217,7 +311,29 @@ func (c Config) WriteConfig() error {
 // choice: supervisor.RunCommand sends SIGTERM, then SIGKILL).
 func (c Config) Command(ctx context.Context) *exec.Cmd {
 	c = c.withDefaults()
-	return exec.CommandContext(ctx, c.Binary, "--config", c.ConfigPath)
+	cmd := exec.CommandContext(ctx, c.Binary, "--config", c.ConfigPath)
+	cmd.Env = commandEnv(os.Environ())
+	return cmd
+}
+
+// commandEnv is env with a PATH that holds basePath's directories: the
+// inherited PATH first (a test's tools), then those it lacks.
+func commandEnv(env []string) []string {
+	var path []string
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = filepath.SplitList(v)
+			continue
+		}
+		out = append(out, kv)
+	}
+	for _, d := range filepath.SplitList(basePath) {
+		if !slices.Contains(path, d) {
+			path = append(path, d)
+		}
+	}
+	return append(out, "PATH="+strings.Join(path, string(filepath.ListSeparator)))
 }
 
 // WaitReady polls the socket until containerd's API answers, ctx ends, or

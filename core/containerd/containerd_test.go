@@ -16,6 +16,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/core/erofscache"
 )
 
 // containerd reads the generated configuration as we mean it: the CRI
@@ -171,5 +172,93 @@ func TestConfigRejectsNonUTF8(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.ConfigPath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a config was written anyway: %v", err)
+	}
+}
+
+// The appliance's erofs configuration reaches containerd as meant: the CRI
+// and the transfer service unpack into erofs, the snapshotter serves the
+// layer cache with dm-verity required, the differ converts with dm-verity
+// and a fixed time, erofs is the first differ, and the erofs plugins are
+// required. Only the dump: the hosts tests run on have no dm_verity.
+func TestErofsConfigAsContainerdReadsIt(t *testing.T) {
+	cfg := containerdtest.NewConfig(t)
+	cfg.Snapshotter, cfg.LayerContentCaches, cfg.DmverityMode = "", nil, ""
+	if err := cfg.WriteConfig(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(cfg.Binary, "--config", cfg.ConfigPath, "config", "dump").Output()
+	if err != nil {
+		t.Fatalf("containerd config dump: %v\n%s", err, out)
+	}
+	var got struct {
+		RequiredPlugins []string `toml:"required_plugins"`
+		Plugins         struct {
+			CRI struct {
+				Snapshotter string `toml:"snapshotter"`
+			} `toml:"io.containerd.cri.v1.images"`
+			Transfer struct {
+				UnpackConfig []struct {
+					Snapshotter string `toml:"snapshotter"`
+				} `toml:"unpack_config"`
+			} `toml:"io.containerd.transfer.v1.local"`
+			Snapshotter struct {
+				Caches       []string `toml:"layer_content_caches"`
+				DmverityMode string   `toml:"dmverity_mode"`
+			} `toml:"io.containerd.snapshotter.v1.erofs"`
+			Differ struct {
+				EnableDmverity bool     `toml:"enable_dmverity"`
+				MkfsOptions    []string `toml:"mkfs_options"`
+			} `toml:"io.containerd.differ.v1.erofs"`
+			DiffService struct {
+				Default []string `toml:"default"`
+			} `toml:"io.containerd.service.v1.diff-service"`
+		} `toml:"plugins"`
+	}
+	if err := toml.Unmarshal(out, &got); err != nil {
+		t.Fatalf("failed to parse containerd's config dump: %v\n%s", err, out)
+	}
+	p := got.Plugins
+	if p.CRI.Snapshotter != "erofs" || len(p.Transfer.UnpackConfig) != 1 || p.Transfer.UnpackConfig[0].Snapshotter != "erofs" {
+		t.Errorf("CRI snapshotter %q, transfer unpack %+v; want erofs", p.CRI.Snapshotter, p.Transfer.UnpackConfig)
+	}
+	if !slices.Equal(p.Snapshotter.Caches, []string{erofscache.Root}) || p.Snapshotter.DmverityMode != "on" {
+		t.Errorf("erofs snapshotter: caches %q, dmverity_mode %q; want [%s], on", p.Snapshotter.Caches, p.Snapshotter.DmverityMode, erofscache.Root)
+	}
+	if !p.Differ.EnableDmverity || !slices.Equal(p.Differ.MkfsOptions, []string{"-T0", "--mkfs-time"}) {
+		t.Errorf("erofs differ: enable_dmverity %v, mkfs_options %q", p.Differ.EnableDmverity, p.Differ.MkfsOptions)
+	}
+	if !slices.Equal(p.DiffService.Default, []string{"erofs", "walking"}) {
+		t.Errorf("diff service default %q, want [erofs walking]", p.DiffService.Default)
+	}
+	for _, want := range containerd.ErofsPlugins() {
+		if !slices.Contains(got.RequiredPlugins, want) {
+			t.Errorf("required_plugins %q lack %s", got.RequiredPlugins, want)
+		}
+	}
+}
+
+// Our Bazel-built containerd has the erofs snapshotter, differ and mount
+// handler, and they load with the test's erofs configuration (mkfs.erofs
+// found on PATH, erofs in the kernel).
+func TestErofsPluginsLoad(t *testing.T) {
+	cfg := containerdtest.NewErofsConfig(t, t.TempDir())
+	d := containerdtest.StartConfig(t, cfg)
+	c := d.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := c.IntrospectionService().Plugins(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := map[string]bool{}
+	for _, p := range resp.Plugins {
+		if p.InitErr == nil {
+			loaded[p.Type+"."+p.ID] = true
+		}
+	}
+	for _, want := range append(containerd.ErofsPlugins(), "io.containerd.grpc.v1.cri") {
+		if !loaded[want] {
+			t.Errorf("plugin %s did not load", want)
+		}
 	}
 }

@@ -59,14 +59,19 @@ func (c Config) checkBundle(ctx context.Context, man *manifest, b *bundle) error
 	defer s.Close()
 	b.meta, err = readMetadata(ctx, s, c.Platform)
 	b.bytes += s.count.n
-	if err != nil || man == nil {
-		return err
-	}
-	size, err := s.size(b.path)
 	if err != nil {
 		return err
 	}
-	return man.check(b, b.entry, size)
+	if man != nil {
+		size, err := s.size(b.path)
+		if err != nil {
+			return err
+		}
+		if err := man.check(b, b.entry, size); err != nil {
+			return err
+		}
+	}
+	return c.checkCached(b)
 }
 
 // refuseSharedNames fails every bundle whose image name another bundle of

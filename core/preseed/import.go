@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/unpack"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -214,24 +215,55 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 
 // unpack sets the GC labels of one image's content (from index to
 // manifest, config and layers, as client.Import sets them), so that it
-// outlives the lease, and unpacks it into the snapshotter. WithSyncFs makes
-// containerd sync each layer's files to disk before it commits the
-// snapshot: after a power cut, a snapshot that exists has all its files.
+// outlives the lease, and unpacks it into the snapshotter with
+// containerd's unpacker, as a pull does: a layer the erofs snapshotter
+// finds in its layer content cache is staged read-only at Prepare and
+// committed without being read (its blob is not in the content store);
+// the others are applied from the content store by the diff service.
+// WithSyncFs makes containerd sync each applied layer's files to disk
+// before it commits the snapshot: after a power cut, a snapshot that
+// exists has all its files (a staged one is the cache's read-only blob).
 func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, m *metadata, im imageRef) error {
 	cs := cl.ContentStore()
 	if err := images.Walk(ctx, images.SetChildrenLabels(cs, heldChildren(cs, m)), im.Target); err != nil {
 		return fmt.Errorf("failed to label the content of image %s: %w", im.Name, err)
 	}
+	u, err := unpack.NewUnpacker(ctx, cs, unpack.WithUnpackPlatform(unpack.Platform{
+		Platform:       c.Platform,
+		SnapshotterKey: c.Snapshotter,
+		Snapshotter:    cl.SnapshotService(c.Snapshotter),
+		Applier:        cl.DiffService(),
+		ApplyOpts:      []diff.ApplyOpt{diff.WithSyncFs(true)},
+	}))
+	if err != nil {
+		return fmt.Errorf("failed to start unpacking image %s: %w", im.Name, err)
+	}
+	log.Info("unpack started", zap.String("image", im.Name), zap.String("snapshotter", c.Snapshotter))
 	// The manifest the metadata pass chose (the best match the bundle
 	// holds), not the index: containerd would pick the best match of the
 	// whole index, which a narrowed bundle may not hold.
-	img := client.NewImageWithPlatform(cl, images.Image{Name: im.Name, Target: im.Manifest}, c.Platform)
-	log.Info("unpack started", zap.String("image", im.Name), zap.String("snapshotter", c.Snapshotter))
-	if err := img.Unpack(ctx, c.Snapshotter, client.WithUnpackApplyOpts(diff.WithSyncFs(true))); err != nil {
+	err = images.Dispatch(ctx, u.Unpack(storedChildren(cs)), nil, im.Manifest)
+	if _, werr := u.Wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
 		return fmt.Errorf("failed to unpack image %s into %s: %w", im.Name, c.Snapshotter, err)
 	}
 	log.Info("unpack finished", zap.String("image", im.Name))
 	return nil
+}
+
+// storedChildren is the unpacker's fetch handler: the manifest and config
+// are in the content store already, and so is every layer the unpacker
+// applies (ingest wrote it); a cached layer is not, and is never asked for
+// (the snapshotter stages it). So a layer needs nothing.
+func storedChildren(cs content.Store) images.HandlerFunc {
+	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if images.IsLayerType(desc.MediaType) {
+			return nil, nil
+		}
+		return images.Children(ctx, cs, desc)
+	}
 }
 
 // heldChildren is images.ChildrenHandler narrowed to what the import wrote:

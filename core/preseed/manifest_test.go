@@ -18,6 +18,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
 	"github.com/appliance-bundler/appliance/tests/runfile"
@@ -344,28 +345,23 @@ func TestManifestMatchingSecondRunSkips(t *testing.T) {
 		c.bytes["good-a.tar"].Load(), limit, c.bytes["good-b.tar.zst"].Load(), zst.Size())
 }
 
-// The manifest the build writes (//images:preseed_json) accepts the
-// bundles the build writes, by their namespace and file name here (the
-// tree is not at /containerd/preseed), and refuses one swapped for the
-// other.
+// The manifest the build writes (//images:preseed_json) accepts the tree
+// the build writes (//images:preseed_tar: slim bundles and the EROFS layer
+// content cache), placed under another root here: every image imports into
+// erofs from the cache, with its dm-verity sidecars required. A bundle
+// swapped for another is refused.
 func TestManifestFromImageRules(t *testing.T) {
 	manifest := runfile.Path(t, "PRESEED_JSON")
-	hello, pause := runfile.Path(t, "HELLO_BUNDLE"), runfile.Path(t, "PAUSE_BUNDLE")
-	d := containerdtest.Start(t)
+	tree := extractTree(t, runfile.Path(t, "PRESEED_TAR"))
+	cache := filepath.Join(tree, strings.TrimPrefix(erofscache.Root, "/"))
+	d := containerdtest.StartConfig(t, containerdtest.NewErofsConfig(t, cache))
 	cl := d.Client(t)
-	run := func(links map[string]string) *preseed.Status {
+	bundles := filepath.Join(tree, strings.TrimPrefix(bundleformat.PreseedRoot, "/"))
+	run := func() *preseed.Status {
 		t.Helper()
-		root := t.TempDir()
-		if err := os.MkdirAll(filepath.Join(root, ns), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for file, target := range links {
-			if err := os.Symlink(target, filepath.Join(root, ns, file)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cfg := preseed.Config{Root: root, Address: d.Address, Snapshotter: d.Snapshotter,
-			StatusPath: filepath.Join(t.TempDir(), "status.json"), Manifest: manifest}
+		cfg := preseed.Config{Root: bundles, Address: d.Address, Snapshotter: d.Snapshotter,
+			StatusPath: filepath.Join(t.TempDir(), "status.json"), Manifest: manifest,
+			CacheDirs: []string{cache}, RequireVerity: true}
 		st, err := cfg.Preseed(t.Context(), zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
@@ -373,22 +369,28 @@ func TestManifestFromImageRules(t *testing.T) {
 		return st
 	}
 
-	st := run(map[string]string{"hello.tar": hello, "pause.tar": pause})
-	if st.Imported != 2 || st.Failed != 0 {
+	st := run()
+	if st.Imported != 3 || st.Failed != 0 {
 		t.Fatalf("status %+v", st)
 	}
+	var helloDigest string
 	for _, b := range st.Bundles {
 		for _, im := range b.Images {
-			checkImage(t, cl, d.Snapshotter, im.Name, im.Digest, b.File)
+			checkTreeImage(t, cl, cache, im.Name, im.Digest, b.File)
+			if b.File == "hello.tar" {
+				helloDigest = im.Digest
+			}
 		}
 	}
 
-	var helloDigest string
-	for _, im := range bundleStatus(t, st, "hello.tar").Images {
-		helloDigest = im.Digest
+	pause, err := os.ReadFile(filepath.Join(bundles, ns, "pause.tar"))
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	st = run(map[string]string{"hello.tar": pause, "pause.tar": pause})
+	if err := os.WriteFile(filepath.Join(bundles, ns, "hello.tar"), pause, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st = run()
 	b := bundleStatus(t, st, "hello.tar")
 	if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, "image name is localhost/appliance/pause:1.0, the manifest says docker.io/library/hello:1.0") {
 		t.Errorf("pause bundle as hello.tar: %+v", b)
@@ -398,7 +400,7 @@ func TestManifestFromImageRules(t *testing.T) {
 	}
 	// The image hello.tar made is still there and pinned: a swapped bundle
 	// must not get the good image collected.
-	checkImage(t, cl, d.Snapshotter, "docker.io/library/hello:1.0", helloDigest, "hello.tar")
+	checkTreeImage(t, cl, cache, "docker.io/library/hello:1.0", helloDigest, "hello.tar")
 }
 
 // A manifest entry whose references lack a name preseed registers is

@@ -20,6 +20,24 @@
 // match it holds is unpacked, as containerd's import with its skip-missing
 // option does.
 //
+// # Cached layers
+//
+// A bundle built for the appliance leaves out the layers the appliance's
+// EROFS layer content cache holds (bundleformat.AnnotationCachedLayers on
+// its index.json descriptor; core/erofscache). Before anything is written,
+// each such layer of an unpacked manifest must have its cache entry in one
+// of Config.CacheDirs (and, with Config.RequireVerity, its dm-verity
+// sidecar), and with a preseed manifest they must be the entry's
+// cached_layers; else the bundle fails with an error naming the bundle,
+// the layer, its diffID and the missing path. Only the blobs the bundle
+// holds are ingested. Images unpack through containerd's unpacker
+// (core/unpack), as a pull does: the erofs snapshotter stages a cached
+// layer read-only from the cache and it is committed without being read;
+// the others are applied from the content store. On a reboot nothing more
+// is needed for the CRI: its startup check (images.Check) loads an image
+// whose layer blobs are absent as long as its manifest is there
+// (TestCachedBundles restarts containerd and asks the CRI).
+//
 // It must not stop at the first bad bundle, leave a half-imported image
 // registered under its name, read a bundle whole into memory, fetch
 // anything from a registry, or delete images (unpinning lets containerd's
@@ -100,11 +118,13 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
+	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -112,8 +132,11 @@ import (
 const (
 	DefaultRoot        = bundleformat.PreseedRoot
 	DefaultAddress     = "/run/containerd/containerd.sock"
-	DefaultSnapshotter = "overlayfs"
-	DefaultStatusPath  = "/run/preseed/status.json"
+	DefaultSnapshotter = SnapshotterErofs
+	// SnapshotterErofs is the snapshotter that serves the EROFS layer
+	// content cache: only it can unpack a bundle with cached layers.
+	SnapshotterErofs  = "erofs"
+	DefaultStatusPath = "/run/preseed/status.json"
 	// DefaultConcurrency: on 2 CPUs the benchmark gains up to 4 bundles at
 	// once (ingest of one overlaps the unpack and syncs of another).
 	DefaultConcurrency = 4
@@ -159,6 +182,12 @@ type Config struct {
 	// Manifest is the path of the preseed manifest every bundle is checked
 	// against (see the package doc); empty checks none.
 	Manifest string
+	// CacheDirs are containerd's EROFS layer content caches, in its order
+	// (core/containerd's LayerContentCaches); nil means erofscache.Root.
+	CacheDirs []string
+	// RequireVerity makes a cached layer without its dm-verity sidecar fail
+	// its bundle, as containerd's dmverity_mode "on" would fail its mount.
+	RequireVerity bool
 }
 
 func (c Config) withDefaults() Config {
@@ -179,6 +208,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Open == nil {
 		c.Open = func(p string) (io.ReadCloser, error) { return OpenBundle(p) }
+	}
+	if c.CacheDirs == nil {
+		c.CacheDirs = []string{erofscache.Root}
 	}
 	return c
 }
@@ -235,6 +267,9 @@ type bundle struct {
 	meta                  *metadata
 	// entry is the bundle's preseed manifest entry, when one is enforced.
 	entry *ManifestEntry
+	// cached are the layers of its unpacked manifests that the layer
+	// content cache serves (see checkCached).
+	cached map[digest.Digest]cachedLayer
 	// sharers are, for each name of the bundle's images that other bundles
 	// of its namespace register too (a digest), those bundles' files.
 	sharers  map[string][]string

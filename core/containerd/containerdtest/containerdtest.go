@@ -120,6 +120,19 @@ func NewConfig(t testing.TB) containerd.Config {
 	}
 }
 
+// NewErofsConfig is NewConfig with the erofs snapshotter serving the layer
+// content cache cacheDir. dm-verity is off: the hosts tests run on load no
+// dm_verity module. The erofs differ needs mkfs.erofs on PATH (the
+// toolchain root of tools/bazel has it).
+func NewErofsConfig(t testing.TB, cacheDir string) containerd.Config {
+	t.Helper()
+	cfg := NewConfig(t)
+	cfg.Snapshotter = containerd.ErofsSnapshotter
+	cfg.LayerContentCaches = []string{cacheDir}
+	cfg.DmverityMode = "off"
+	return cfg
+}
+
 // Start starts containerd with NewConfig's configuration and waits for its
 // API. It is stopped (SIGTERM, then SIGKILL) when the test ends; its output
 // is in the test log if the test failed.
