@@ -89,6 +89,7 @@ func (c Links) Run(ctx context.Context) error {
 	// seen twice, never missed.
 	l := newLinker(c.Sys, c.Dev, supervisor.Logger(ctx))
 	l.sync()
+	l.logger.Info("following uevents for device-mapper devices", zap.Int("devices", len(l.known)), zap.String("links", l.mapper()))
 	supervisor.Signal(ctx, supervisor.SignalHealthy)
 	return l.follow(ctx, sock)
 }

@@ -10,12 +10,12 @@ const hexID = "9c7a4cf9bf43d1a9d3a5c4a2a6b6e5e1f1ad5e5e5c9a54c1e49b5cd1b4d6e2f1"
 
 func TestDiffIDOfCacheBlobPaths(t *testing.T) {
 	for blob, want := range map[string]digest.Digest{
-		"/containerd/erofs-cache/sha256/9c/" + hexID + ".erofs": digest.Digest("sha256:" + hexID),
-		"/other/cache/sha256/9c/" + hexID + ".erofs":            digest.Digest("sha256:" + hexID),
-		"/containerd/erofs-cache/sha256/ab/" + hexID + ".erofs": "", // wrong prefix directory
-		"/containerd/erofs-cache/sha256/9c/" + hexID:            "", // not a blob
-		"/containerd/erofs-cache/sha256/9c/9c.erofs":            "", // not a digest
-		"/containerd/erofs-cache/md5/9c/" + hexID + ".erofs":    "", // unknown algorithm
+		"/containerd/erofs-cache/sha256/9c/" + hexID + ".erofs":                          digest.Digest("sha256:" + hexID),
+		"/other/cache/sha256/9c/" + hexID + ".erofs":                                     digest.Digest("sha256:" + hexID),
+		"/containerd/erofs-cache/sha256/ab/" + hexID + ".erofs":                          "", // wrong prefix directory
+		"/containerd/erofs-cache/sha256/9c/" + hexID:                                     "", // not a blob
+		"/containerd/erofs-cache/sha256/9c/9c.erofs":                                     "", // not a digest
+		"/containerd/erofs-cache/md5/9c/" + hexID + ".erofs":                             "", // unknown algorithm
 		"/var/lib/containerd/io.containerd.snapshotter.v1.erofs/snapshots/7/layer.erofs": "",
 		"": "",
 	} {

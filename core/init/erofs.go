@@ -28,18 +28,23 @@ const (
 // not, logged once here, or "" when it has.
 func loadModules(ctx context.Context, logger *zap.Logger) string {
 	loadErr := kmod.LoadConfigured(ctx, logger, "/lib/modules", "/etc/modules-load.d")
-	if loadErr != nil {
-		logger.Error("failed to load kernel modules", zap.Error(loadErr))
-	}
 	filesystems, err := os.ReadFile(procFilesystems)
 	if err != nil {
 		logger.Error("failed to read the kernel's file systems", zap.String("file", procFilesystems), zap.Error(err))
 	}
 	problem := erofsProblem(filesystems, loadErr)
+	if problem != nil {
+		// One line for erofs, which says what its failure costs; the
+		// other modules' failures, if any, on the next.
+		logger.Error("EROFS is unavailable; containerd will not be started", zap.Error(problem))
+		loadErr = kmod.Without(loadErr, "erofs")
+	}
+	if loadErr != nil {
+		logger.Error("failed to load kernel modules", zap.Error(loadErr))
+	}
 	if problem == nil {
 		return ""
 	}
-	logger.Error("EROFS is unavailable; containerd will not be started", zap.Error(problem))
 	return problem.Error()
 }
 

@@ -172,6 +172,25 @@ func Failure(err error, module string) *LoadError {
 	return nil
 }
 
+// Without is err (as Load returns it) without module's LoadError: nil when
+// no other module failed.
+func Without(err error, module string) error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if Failure(err, module) != nil {
+			return nil
+		}
+		return err
+	}
+	var rest []error
+	for _, e := range joined.Unwrap() {
+		if e = Without(e, module); e != nil {
+			rest = append(rest, e)
+		}
+	}
+	return errors.Join(rest...)
+}
+
 // Load loads the module files (paths relative to d's directory) in order.
 // A module the kernel already has is skipped. A module that fails does not
 // stop the others (a missing file system must not cost the network): only

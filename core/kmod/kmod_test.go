@@ -2,6 +2,7 @@ package kmod
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -142,6 +143,13 @@ func TestLoadGoesOnAfterAFailure(t *testing.T) {
 	}
 	if Failure(err, "overlay") != nil || Failure(nil, "erofs") != nil {
 		t.Error("Failure names a module that did not fail")
+	}
+	rest := Without(err, "erofs")
+	if Failure(rest, "erofs") != nil || Failure(rest, "veth") == nil || Failure(rest, "needs_erofs") == nil {
+		t.Errorf("Without(erofs) = %v, want the others' failures only", rest)
+	}
+	if only := Without(errors.Join(Failure(err, "erofs")), "erofs"); only != nil {
+		t.Errorf("Without of erofs alone = %v, want nil", only)
 	}
 }
 
