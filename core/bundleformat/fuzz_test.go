@@ -216,6 +216,7 @@ func checkPlace(t *testing.T, i int, name string, b []byte, m *bundleformat.Meta
 // complete and encode to a manifest it accepts again, unchanged.
 func FuzzParseManifest(f *testing.F) {
 	f.Add(realManifest(f))
+	f.Add(withCachedLayer(f, realManifest(f), func(map[string]any) {}))
 	f.Add([]byte(`{"bundles": []}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := bundleformat.ParseManifest(data)

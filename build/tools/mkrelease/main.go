@@ -1,7 +1,8 @@
 // Command mkrelease packs the appliance's release: one tar archive holding
 // the kernel, the production initramfs, a manifest (JSON: version, kernel
 // package, Go version, every preseeded image with its digests and the names
-// a pod may give it, every static pod with its path in the appliance and the
+// a pod may give it, every blob of the EROFS layer content cache with its
+// dm-verity root hash, every static pod with its path in the appliance and the
 // digest reference each container runs, and the sha256 of every artifact)
 // and a SHA256SUMS
 // file that `sha256sum -c` checks.
@@ -37,7 +38,10 @@ type Manifest struct {
 	GoVersion string     `json:"go_version"`
 	Kernel    Kernel     `json:"kernel"`
 	Images    []Image    `json:"preseeded_images"`
-	Pods      []Pod      `json:"static_pods"`
+	// ErofsCache are the blobs of the appliance's EROFS layer content
+	// cache, each once, sorted by path.
+	ErofsCache []CacheBlob `json:"erofs_cache"`
+	Pods       []Pod       `json:"static_pods"`
 	Artifacts []Artifact `json:"artifacts"`
 }
 
@@ -133,6 +137,41 @@ type Image struct {
 	References []string `json:"references"`
 	Size       int64    `json:"size"`
 	SHA256     string   `json:"sha256"`
+}
+
+// CacheBlob is one layer's EROFS blob in the appliance (from the preseed
+// manifest's cached_layers).
+type CacheBlob struct {
+	DiffID string `json:"diff_id"`
+	// Path is the blob's path in the appliance.
+	Path string `json:"path"`
+	// Size is its size in bytes, dm-verity hash tree included.
+	Size int64 `json:"size"`
+	// RootHash is its dm-verity root hash: the kernel checks every block
+	// read against it.
+	RootHash string `json:"root_hash"`
+}
+
+// cacheBlobs lists the preseed manifest's cached layers once per blob,
+// refusing one blob listed with two sizes or root hashes.
+func cacheBlobs(pm *bundleformat.Manifest) ([]CacheBlob, error) {
+	seen := map[string]CacheBlob{}
+	out := []CacheBlob{}
+	for _, b := range pm.Bundles {
+		for _, c := range b.CachedLayers {
+			blob := CacheBlob{DiffID: c.DiffID.String(), Path: c.Path, Size: c.Size, RootHash: c.RootHash}
+			if other, ok := seen[c.Path]; ok {
+				if other != blob {
+					return nil, fmt.Errorf("cache blob %s is listed as %+v and, by bundle %s, as %+v", c.Path, other, b.Path, blob)
+				}
+				continue
+			}
+			seen[c.Path] = blob
+			out = append(out, blob)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
 }
 
 // Artifact is one file of the release.
@@ -262,6 +301,9 @@ func run(in inputs, statusFile, fallback, out string) error {
 	}
 	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
 	m.Images = preseededImages(pm)
+	if m.ErofsCache, err = cacheBlobs(pm); err != nil {
+		return fmt.Errorf("the preseed manifest %s: %w", in.preseed, err)
+	}
 	m.Pods = pods
 
 	files := []input{{"vmlinuz", in.kernel}, {filepath.Base(in.initramfs), in.initramfs}}

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,12 +17,14 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
+	"github.com/appliance-bundler/appliance/build/oci/erofs"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
 
 // preseedManifest writes real bundles (a single image and a two-platform
 // index narrowed to arm64) with the project's writer, places them with
-// WriteTree, and returns the preseed manifest's path and what it says.
+// WriteTreeCached (the single image's layer in the EROFS cache), and
+// returns the preseed manifest's path and what it says.
 func preseedManifest(t *testing.T) (string, *bundleformat.Manifest) {
 	t.Helper()
 	dir := t.TempDir()
@@ -41,9 +44,9 @@ func preseedManifest(t *testing.T) (string, *bundleformat.Manifest) {
 		if err := os.WriteFile(f, buf.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		inputs = append(inputs, bundle.TreeInput{Namespace: "k8s.io", Name: b.name, Compression: bundleformat.Zstd, File: f})
+		inputs = append(inputs, bundle.TreeInput{Namespace: "k8s.io", Name: b.name, Compression: bundleformat.Zstd, File: f, ErofsCache: b.name == "hello"})
 	}
-	data, err := bundle.WriteTree(io.Discard, inputs)
+	data, err := bundle.WriteTreeCached(context.Background(), io.Discard, inputs, erofs.TreeCache(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +144,10 @@ func TestReleaseManifestReferences(t *testing.T) {
 	}
 	if hello := m.Images[0]; hello.Platforms != nil || len(hello.References) != 2 || hello.TargetDigest != hello.ManifestDigests[0] {
 		t.Errorf("single image: %+v, want no platforms and its tag and digest", hello)
+	}
+	hl := pm.Bundles[0].CachedLayers
+	if len(hl) != 1 || len(m.ErofsCache) != 1 || m.ErofsCache[0] != (CacheBlob{DiffID: hl[0].DiffID.String(), Path: hl[0].Path, Size: hl[0].Size, RootHash: hl[0].RootHash}) {
+		t.Errorf("erofs_cache %+v, want hello's one cached layer %+v", m.ErofsCache, hl)
 	}
 	wantPods := []Pod{{Name: "web", Path: "/etc/kubernetes/manifests/web.yaml", Containers: []Container{{Name: "web", Image: pinned}}}}
 	if len(m.Pods) != 1 || m.Pods[0].Name != "web" || m.Pods[0].Path != wantPods[0].Path || !slices.Equal(m.Pods[0].Containers, wantPods[0].Containers) {
