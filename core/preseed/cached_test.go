@@ -119,6 +119,27 @@ func (f *cachedFixture) checkCachedImage(name string, entries []erofs.Entry) {
 	}
 }
 
+// checkConverted asserts that every layer snapshot of name was converted
+// on the node (containerd's erofs differ), not served from the cache.
+func (f *cachedFixture) checkConverted(name string) {
+	f.t.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), ns)
+	img, err := f.cl.ImageService().Get(ctx, name)
+	if err != nil {
+		f.t.Fatalf("image %s: %v", name, err)
+	}
+	diffIDs, err := client.NewImageWithPlatform(f.cl, img, platforms.DefaultStrict()).RootFS(ctx)
+	if err != nil {
+		f.t.Fatalf("image %s: %v", name, err)
+	}
+	for i, chain := range identity.ChainIDs(diffIDs) {
+		info, err := f.cl.SnapshotService("erofs").Stat(ctx, chain.String())
+		if err != nil || info.Labels[labelBlobSource] != "" {
+			f.t.Errorf("image %s: snapshot of layer %d (%v): labels %v; want one converted on the node", name, i, err, info.Labels)
+		}
+	}
+}
+
 // Slim bundles import from the layer content cache without any layer read;
 // a whole bundle still imports into erofs (containerd's differ converts
 // it); a missing cache entry and a missing sidecar each fail only their
@@ -164,6 +185,7 @@ func TestCachedBundles(t *testing.T) {
 	checkAbsent(t, f.cl, "preseed.test/nosidecar:1")
 	f.checkCachedImage("preseed.test/slim:1", slim)
 	checkImage(t, f.cl, "erofs", "preseed.test/whole:1", digestOf(t, whole), "whole.tar")
+	f.checkConverted("preseed.test/whole:1")
 
 	slimSize, _ := os.Stat(filepath.Join(f.root, ns, "slim.tar"))
 	wholeSize, _ := os.Stat(filepath.Join(f.root, ns, "whole.tar"))

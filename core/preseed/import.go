@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // leaseExpiry bounds how long a lease of an import that never ended keeps
@@ -127,7 +128,22 @@ func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 			return err
 		}
 	}
+	c.syncApplied(b)
 	return register(ctx, log, cl, b, true)
+}
+
+// syncApplied flushes every filesystem to disk before the names of a
+// bundle whose layers were applied into erofs are registered: containerd's
+// erofs differ ignores WithSyncFs, so the EROFS blob it writes for a layer
+// may not be on disk when the snapshot is committed. A name registered
+// after the sync then points at layers that are; a cut before it leaves
+// snapshots that only the import's lease holds, which the next run's
+// discardLeases collects. Cached layers are the cache's read-only blobs:
+// a slim bundle needs no sync.
+func (c Config) syncApplied(b *bundle) {
+	if c.Snapshotter == SnapshotterErofs && len(b.meta.Layers) > 0 {
+		unix.Sync()
+	}
 }
 
 // hold adds every blob and snapshot the bundle's images need to the

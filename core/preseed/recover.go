@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"go.uber.org/zap"
@@ -78,7 +79,12 @@ func discardIngests(ctx context.Context, log *zap.Logger, cl *client.Client) err
 	return nil
 }
 
-// discardLeases deletes the leases of ours in ctx's namespace.
+// discardLeases deletes the leases of ours in ctx's namespace, each
+// synchronously: containerd's GC has then removed what only the lease held
+// before the imports start again. A snapshot the erofs differ committed
+// before a power cut may have its blob unwritten (see syncApplied), and is
+// held by nothing else; left to an asynchronous GC, the next import could
+// find it and reuse it.
 func discardLeases(ctx context.Context, log *zap.Logger, cl *client.Client) error {
 	ls := cl.LeasesService()
 	found, err := ls.List(ctx, fmt.Sprintf("labels.%q", LabelLease))
@@ -86,7 +92,7 @@ func discardLeases(ctx context.Context, log *zap.Logger, cl *client.Client) erro
 		return fmt.Errorf("failed to list leases: %w", err)
 	}
 	for _, l := range found {
-		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
+		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("failed to delete lease %s: %w", l.ID, err)
 		}
 		log.Info("interrupted import lease removed", zap.String("lease", l.ID))
