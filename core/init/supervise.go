@@ -103,7 +103,7 @@ func supervise(logger *zap.Logger) int {
 		// kubelet that dies restarts alone, without running preseed
 		// again.
 		Children: map[string]supervisor.Runnable{
-			"preseed": preseed.Config{Manifest: preseedManifest}.Run,
+			"preseed": preseed.Config{Manifest: preseedManifest, RequireVerity: true}.Run,
 			"pods": func(ctx context.Context) error {
 				if err := supervisor.Run(ctx, "kubelet", kc.Run); err != nil {
 					return err
