@@ -2,7 +2,8 @@
 // each layout against the OCI image-layout spec (hello is an index of
 // linux/amd64 and linux/arm64: each config and binary for its platform), each bundle against
 // docs/bundle-format.md, that building the same image twice gives the same
-// digest and bytes, and that the preseed tree's manifest describes its files.
+// digest and bytes, and that the preseed tree's manifest describes its files
+// (slim bundles, their layers in the EROFS layer content cache).
 package images_test
 
 import (
@@ -16,13 +17,17 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/appliance-bundler/appliance/build/oci/validate"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
@@ -261,7 +266,8 @@ func TestBundles(t *testing.T) {
 }
 
 // TestPreseedTree checks the tree tar's entries against its JSON manifest
-// and the manifest against the bundles it names.
+// and the manifest against the bundles it names: each bundle placed slim,
+// its layers in the EROFS layer content cache with their sidecars.
 func TestPreseedTree(t *testing.T) {
 	data, err := os.ReadFile(runfile.Path(t, "PRESEED_JSON"))
 	if err != nil {
@@ -274,33 +280,8 @@ func TestPreseedTree(t *testing.T) {
 	if len(m.Bundles) != len(images) {
 		t.Fatalf("want %d bundles in the manifest, got %d", len(images), len(m.Bundles))
 	}
-	f, err := os.Open(runfile.Path(t, "PRESEED_TAR"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	files := map[string]string{}
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hdr.Uid != 0 || hdr.Gid != 0 || hdr.ModTime.Unix() != 0 {
-			t.Errorf("%s: owner %d:%d mtime %v", hdr.Name, hdr.Uid, hdr.Gid, hdr.ModTime)
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			continue
-		}
-		h := sha256.New()
-		if _, err := io.Copy(h, tr); err != nil {
-			t.Fatal(err)
-		}
-		files["/"+hdr.Name] = hex.EncodeToString(h.Sum(nil))
-	}
+	files := treeFiles(t, runfile.Path(t, "PRESEED_TAR"))
+	blobs := map[string]bool{}
 	for _, img := range images {
 		want := "/containerd/preseed/k8s.io/" + strings.ReplaceAll(strings.ToLower(img.name), "_", "-") + ".tar"
 		i := slices.IndexFunc(m.Bundles, func(e bundleformat.Entry) bool { return e.Path == want })
@@ -312,9 +293,14 @@ func TestPreseedTree(t *testing.T) {
 		if e.Namespace != "k8s.io" || e.Reference != img.ref {
 			t.Errorf("manifest entry %d: %+v, want namespace k8s.io, reference %s", i, e, img.ref)
 		}
-		sum, size := fileSHA(t, runfile.Path(t, img.name+"_BUNDLE"))
-		if e.SHA256 != sum || e.Size != size || files[e.Path] != sum {
-			t.Errorf("%s: manifest says sha256 %s size %d, bundle is %s %d, tree holds %s", e.Path, e.SHA256, e.Size, sum, size, files[e.Path])
+		held := files[e.Path]
+		sum := sha256.Sum256(held)
+		if e.SHA256 != hex.EncodeToString(sum[:]) || e.Size != int64(len(held)) {
+			t.Errorf("%s: manifest says sha256 %s size %d, the tree holds %x %d", e.Path, e.SHA256, e.Size, sum, len(held))
+		}
+		checkSlim(t, img, e, held, files)
+		for _, c := range e.CachedLayers {
+			blobs[c.Path] = true
 		}
 		layout, err := validate.Layout(runfile.Path(t, img.name+"_IMAGE"))
 		if err != nil {
@@ -343,7 +329,140 @@ func TestPreseedTree(t *testing.T) {
 			t.Errorf("%s: no index digest", e.Path)
 		}
 	}
-	if len(files) != len(images) {
-		t.Errorf("tree holds %d files, want %d: %v", len(files), len(images), files)
+	if len(files) != len(images)+2*len(blobs) {
+		t.Errorf("tree holds %d files, want %d bundles and %d cache blobs with their sidecars", len(files), len(images), len(blobs))
 	}
+	logCacheSize(t, m, files)
+}
+
+// treeFiles reads the regular files of a tree tar by absolute path; every
+// entry must be owned by 0:0 with mtime 0.
+func treeFiles(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Uid != 0 || hdr.Gid != 0 || hdr.ModTime.Unix() != 0 {
+			t.Errorf("%s: owner %d:%d mtime %v", hdr.Name, hdr.Uid, hdr.Gid, hdr.ModTime)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/"+hdr.Name] = b
+	}
+}
+
+// checkSlim checks that the tree's bundle is the whole bundle without its
+// cached layers, each of which the tree holds with a sidecar.
+func checkSlim(t *testing.T, img image, e bundleformat.Entry, held []byte, files map[string][]byte) {
+	t.Helper()
+	if len(e.CachedLayers) == 0 {
+		t.Errorf("%s: no cached layers: every production bundle has erofs_cache", e.Path)
+		return
+	}
+	slim := filepath.Join(t.TempDir(), "slim.tar")
+	if err := os.WriteFile(slim, held, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := validate.Bundle(slim, t.TempDir())
+	if err != nil {
+		t.Fatalf("%s: %v", e.Path, err)
+	}
+	var digests []digest.Digest
+	for _, c := range e.CachedLayers {
+		digests = append(digests, c.Digest)
+		if int64(len(files[c.Path])) != c.Size {
+			t.Errorf("%s: cache blob %s is %d bytes in the tree, the manifest says %d", e.Path, c.Path, len(files[c.Path]), c.Size)
+		}
+		sc, err := erofscache.ParseSidecar(files[erofscache.SidecarPath(c.Path)])
+		if err != nil || sc.RootHash != c.RootHash || c.Path != path.Join(erofscache.Root, erofscache.RelPath(c.DiffID)) {
+			t.Errorf("%s: cache entry %+v, sidecar %+v (%v)", e.Path, c, sc, err)
+		}
+	}
+	if got := res.Index[0].Annotations[bundleformat.AnnotationCachedLayers]; got != bundleformat.JoinCachedLayers(digests) {
+		t.Errorf("%s: index.json lists cached layers %q, the manifest %v", e.Path, got, digests)
+	}
+	full, err := validate.Bundle(runfile.Path(t, img.name+"_BUNDLE"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Entries) != len(res.Entries)+len(digests) || res.Index[0].Digest != full.Index[0].Digest {
+		t.Errorf("%s: slim bundle has %d entries for %s, the whole one %d for %s, with %d layers cached",
+			e.Path, len(res.Entries), res.Index[0].Digest, len(full.Entries), full.Index[0].Digest, len(digests))
+	}
+}
+
+// logCacheSize logs what the cache costs: the sum of its blobs (hash trees
+// included) against the sum of the distinct uncompressed layers.
+func logCacheSize(t *testing.T, m *bundleformat.Manifest, files map[string][]byte) {
+	t.Helper()
+	var blobs, trees, layers int64
+	seen := map[string]bool{}
+	for _, e := range m.Bundles {
+		for _, c := range e.CachedLayers {
+			if seen[c.Path] {
+				continue
+			}
+			seen[c.Path] = true
+			sc, err := erofscache.ParseSidecar(files[erofscache.SidecarPath(c.Path)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			blobs += c.Size
+			trees += c.Size - int64(sc.HashOffset)
+			layers += uncompressedSize(t, c)
+		}
+	}
+	t.Logf("EROFS cache: %d blobs, %d bytes (hash trees %d); distinct uncompressed layers %d bytes", len(seen), blobs, trees, layers)
+}
+
+// uncompressedSize is the size of a cached layer's tar, found in the whole
+// bundle of the image that holds it.
+func uncompressedSize(t *testing.T, c bundleformat.CachedLayer) int64 {
+	t.Helper()
+	for _, img := range images {
+		f, err := os.Open(runfile.Path(t, img.name+"_BUNDLE"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		tr := tar.NewReader(f)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if hdr.Name != bundleformat.BlobName(c.Digest) {
+				continue
+			}
+			zr, err := gzip.NewReader(tr)
+			if err != nil {
+				t.Fatalf("layer %s: %v", c.Digest, err)
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, zr)
+			if err != nil || "sha256:"+hex.EncodeToString(h.Sum(nil)) != c.DiffID.String() {
+				t.Fatalf("layer %s: uncompresses to %x (%v), the manifest gives diffID %s", c.Digest, h.Sum(nil), err, c.DiffID)
+			}
+			return n
+		}
+	}
+	t.Fatalf("layer %s is in no whole bundle", c.Digest)
+	return 0
 }
