@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/unpack"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -245,7 +246,9 @@ func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, 
 		return fmt.Errorf("failed to label the content of image %s: %w", im.Name, err)
 	}
 	u, err := unpack.NewUnpacker(ctx, cs, unpack.WithUnpackPlatform(unpack.Platform{
-		Platform:       c.Platform,
+		// The metadata pass chose the manifest already: its config's own
+		// platform field must not turn the unpack into a mere fetch.
+		Platform:       platforms.All,
 		SnapshotterKey: c.Snapshotter,
 		Snapshotter:    cl.SnapshotService(c.Snapshotter),
 		Applier:        cl.DiffService(),
@@ -259,8 +262,14 @@ func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, 
 	// holds), not the index: containerd would pick the best match of the
 	// whole index, which a narrowed bundle may not hold.
 	err = images.Dispatch(ctx, u.Unpack(storedChildren(cs)), nil, im.Manifest)
-	if _, werr := u.Wait(); err == nil {
+	res, werr := u.Wait()
+	if err == nil {
 		err = werr
+	}
+	if err == nil && res.Unpacks != 1 {
+		// The unpacker skips a config it cannot unpack (a rootfs type
+		// other than "layers") without an error.
+		err = fmt.Errorf("containerd's unpacker unpacked %d images, want 1", res.Unpacks)
 	}
 	if err != nil {
 		return fmt.Errorf("failed to unpack image %s into %s: %w", im.Name, c.Snapshotter, err)
