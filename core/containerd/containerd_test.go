@@ -122,7 +122,18 @@ func TestBrokenRequiredPluginStopsContainerd(t *testing.T) {
 	for name, tc := range map[string]struct {
 		change func(*containerd.Config)
 		plugin string
+		// path replaces containerd's PATH when set.
+		path string
 	}{
+		// The appliance's erofs path: without mkfs.erofs the differ cannot
+		// convert the layers the cache lacks.
+		"no mkfs.erofs": {
+			change: func(c *containerd.Config) {
+				*c = containerdtest.NewErofsConfig(t, t.TempDir())
+			},
+			plugin: "io.containerd.differ.v1.erofs",
+			path:   t.TempDir(),
+		},
 		"disabled": {
 			change: func(c *containerd.Config) {
 				c.DisabledPlugins = append(c.DisabledPlugins, "io.containerd.cri.v1.runtime")
@@ -144,6 +155,9 @@ func TestBrokenRequiredPluginStopsContainerd(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, cfg.Binary, "--config", cfg.ConfigPath)
+			if tc.path != "" {
+				cmd.Env = append(os.Environ(), "PATH="+tc.path)
+			}
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			if ctx.Err() != nil || !errors.As(err, &exit) {
@@ -261,4 +275,36 @@ func TestErofsPluginsLoad(t *testing.T) {
 			t.Errorf("plugin %s did not load", want)
 		}
 	}
+}
+
+// dmverity_mode "on" without dm-verity in the kernel stops containerd with
+// an error naming the erofs snapshotter, rather than serving layers
+// unverified. Only where dm_verity is not loaded (the tests' hosts).
+func TestErofsWithoutDmVerityStopsContainerd(t *testing.T) {
+	if _, err := os.Stat("/sys/module/dm_verity"); err == nil {
+		t.Skip("dm_verity is loaded here")
+	}
+	cfg := containerdtest.NewErofsConfig(t, t.TempDir())
+	cfg.DmverityMode = "on"
+	if err := cfg.WriteConfig(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cfg.Binary, "--config", cfg.ConfigPath).CombinedOutput()
+	var exit *exec.ExitError
+	if ctx.Err() != nil || !errors.As(err, &exit) {
+		t.Fatalf("containerd did not exit with an error (%v, %v):\n%s", err, ctx.Err(), out)
+	}
+	if last := lastLine(string(out)); !strings.Contains(last, "required plugin") || !strings.Contains(last, "io.containerd.snapshotter.v1.erofs") {
+		t.Errorf("containerd exited (%v) without naming the erofs snapshotter; last line: %s", err, last)
+	}
+	if !strings.Contains(string(out), "dm_verity module not loaded") {
+		t.Errorf("containerd's output does not say dm-verity is missing:\n%s", tail(string(out), 20))
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
