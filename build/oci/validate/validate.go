@@ -100,7 +100,8 @@ func digestOK(d string) bool {
 // index.json schema and media types, and that every blob reachable from
 // index.json is present with the digest and size its descriptor names. Of
 // an index narrowed by bundleformat.AnnotationPlatforms, only the listed
-// platforms' manifests are reachable.
+// platforms' manifests are reachable; the layers a slim bundle lists in
+// bundleformat.AnnotationCachedLayers may be absent, and only those.
 func Layout(dir string) (*Result, error) {
 	data, err := os.ReadFile(filepath.Join(dir, bundleformat.LayoutEntry))
 	if err != nil {

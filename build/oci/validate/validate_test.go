@@ -301,3 +301,61 @@ func TestBundleNarrowedExtraBlob(t *testing.T) {
 		t.Fatalf("an unlisted platform's manifest in a narrowed bundle: got %v", err)
 	}
 }
+
+// setCached lists digests in bundleformat.AnnotationCachedLayers of the
+// layout's index.json descriptor, as a slim bundle's.
+func setCached(t *testing.T, dir, v string) {
+	t.Helper()
+	im := layouttest.TopIndex(t, dir)
+	if im.Manifests[0].Annotations == nil {
+		im.Manifests[0].Annotations = map[string]string{}
+	}
+	im.Manifests[0].Annotations[bundleformat.AnnotationCachedLayers] = v
+	layouttest.WriteTopIndex(t, dir, im)
+}
+
+// A slim layout may lack the layers its annotation lists, and only those;
+// the annotation must name layers of the image, spelled as written.
+func TestLayoutCachedLayers(t *testing.T) {
+	slim := func(t *testing.T) (string, string) {
+		dir, res := newLayout(t)
+		var layer string
+		for d, mt := range res.Blobs {
+			if bundleformat.IsLayer(mt) {
+				layer = d
+			}
+		}
+		setCached(t, dir, layer)
+		if err := os.Remove(blobOf(dir, layer)); err != nil {
+			t.Fatal(err)
+		}
+		return dir, layer
+	}
+	dir, layer := slim(t)
+	res, err := validate.Layout(dir)
+	if err != nil {
+		t.Fatalf("a slim layout is refused: %v", err)
+	}
+	if _, ok := res.Blobs[layer]; ok || len(res.Blobs) != 2 {
+		t.Errorf("slim layout's blobs %v: want the manifest and config, not the cached layer", res.Blobs)
+	}
+	other := "sha256:" + strings.Repeat("0", 64)
+	for name, c := range map[string]struct {
+		value func(layer string) string
+		want  string
+	}{
+		"not a layer of the image": {func(l string) string { return other + "," + l }, "no layer of the image"},
+		"unsorted":                 {func(l string) string { return l + "," + other }, "sorted, each once"},
+		"not a digest":             {func(string) string { return "layer" }, "not a sha256 digest"},
+		"cached layer not listed":  {func(string) string { return other }, "is missing"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir, layer := slim(t)
+			setCached(t, dir, c.value(layer))
+			_, err := validate.Layout(dir)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), dir) {
+				t.Fatalf("want an error naming %s and %q, got %v", dir, c.want, err)
+			}
+		})
+	}
+}
