@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Reproducibility check: builds the release archive and its inputs (kernel,
-# both initramfs variants) in the normal output base and again in a fresh output base with
-# no disk cache, so every action runs again, and compares the outputs byte
-# for byte. Prints the sha256 of each output; fails on any difference.
+# both initramfs variants, and the preseed tree they hold: slim bundles and
+# the EROFS layer cache with its dm-verity trees) in the normal output base
+# and again in a fresh output base with no disk cache, so every action runs
+# again, and compares the outputs byte for byte. Prints the sha256 of each output; fails on any difference.
 set -euo pipefail
 
 ws=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ws"
 targets=(
+  //images:preseed_tar
   //images/appliance:kernel
   //images/appliance:initramfs
   //images/appliance:initramfs_e2e
