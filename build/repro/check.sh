@@ -3,7 +3,8 @@
 # both initramfs variants, and the preseed tree they hold: slim bundles and
 # the EROFS layer cache with its dm-verity trees) in the normal output base
 # and again in a fresh output base with no disk cache, so every action runs
-# again, and compares the outputs byte for byte. Prints the sha256 of each output; fails on any difference.
+# again, and compares the outputs byte for byte. Prints the sha256 of each
+# output; fails on any difference.
 set -euo pipefail
 
 ws=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
