@@ -205,6 +205,11 @@ func TestCachedBundles(t *testing.T) {
 
 	// A reboot: containerd's CRI checks every image at startup; one
 	// whose manifest were absent would not be loaded.
+	rctx := namespaces.WithNamespace(context.Background(), ns)
+	before, err := f.cl.ImageService().Get(rctx, "preseed.test/slim:1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.d.Stop()
 	f.d = containerdtest.StartConfig(t, f.d.Config)
 	f.cl = f.d.Client(t)
@@ -214,6 +219,11 @@ func TestCachedBundles(t *testing.T) {
 		t.Errorf("run after the restart: %+v", third)
 	}
 	checkCRI(t, cri, "preseed.test/slim:1", repoAt("preseed.test/slim:1", slimDigest))
+	// The CRI loaded the record at its startup: preseed wrote nothing that
+	// an event could have told it of.
+	if after, err := f.cl.ImageService().Get(rctx, "preseed.test/slim:1"); err != nil || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Errorf("record preseed.test/slim:1 changed across the restart (%v): updated %v, then %v", err, before.UpdatedAt, after.UpdatedAt)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := cri.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "preseed.test/slim:1"}})
