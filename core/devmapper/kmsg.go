@@ -19,6 +19,9 @@ import (
 type VerityLog struct {
 	Sys  string // sysfs; DefaultSys if empty
 	Kmsg string // the kernel log device; DefaultKmsg if empty
+	// Registry, if not nil, names the layer of a device gone from sysfs
+	// (Links records them).
+	Registry *Registry
 }
 
 // kmsgRecord is one /dev/kmsg record: "prio,seq,usec,flags;message".
@@ -92,8 +95,9 @@ func isDevNumber(s string) bool {
 }
 
 // handle logs rec if it is a dm-verity corruption message, with the layer
-// under the device it names as sysfs shows it now (the device is still
-// there: the read that failed holds its mount).
+// under the device it names as sysfs shows it now (the device is normally
+// still there: the read that failed holds its mount), else as the registry
+// last recorded it.
 func (c VerityLog) handle(logger *zap.Logger, rec []byte) {
 	r, err := parseKmsg(rec)
 	if err != nil {
@@ -110,8 +114,13 @@ func (c VerityLog) handle(logger *zap.Logger, rec []byte) {
 	}
 	d, err := describeDev(c.Sys, cor.Dev)
 	if err != nil {
-		logger.Error("dm-verity: corrupted block on a device whose layer is unknown", append(fields, zap.Error(err))...)
-		return
+		recorded, ok := c.Registry.lookup(cor.Dev)
+		if !ok {
+			logger.Error("dm-verity: corrupted block on a device whose layer is unknown", append(fields, zap.Error(err))...)
+			return
+		}
+		d = recorded
+		fields = append(fields, zap.String("resolved_from", "registry"))
 	}
 	logger.Error("dm-verity: corrupted block in a layer blob", append(fields, d.fields()...)...)
 }

@@ -3,6 +3,8 @@ package devmapper
 import (
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
 )
 
 func TestParseKmsg(t *testing.T) {
@@ -72,5 +74,30 @@ func TestCorruptionIsLoggedWithTheLayer(t *testing.T) {
 	unknown := logs.FilterMessage("dm-verity: corrupted block on a device whose layer is unknown").All()
 	if len(unknown) != 1 || fieldsOf(unknown[0])["reported_dev"] != "7:9" || !strings.Contains(fieldsOf(unknown[0])["error"], "7:9") {
 		t.Errorf("unknown device line = %v", unknown)
+	}
+}
+
+// A device gone from sysfs before its line is read is named from what
+// Links recorded when it linked it.
+func TestCorruptionOfAGoneDeviceUsesTheRegistry(t *testing.T) {
+	k := newFakeKernel(t)
+	blob := "/containerd/erofs-cache/sha256/9c/" + hexID + ".erofs"
+	k.loop("loop5", "7:5", blob)
+	k.dm("dm-5", "253:5", "containerd-erofs-gone", "loop5")
+	reg := NewRegistry()
+	l := newLinker(k.sys, k.dev, zap.NewNop(), reg)
+	if err := l.update("dm-5"); err != nil {
+		t.Fatal(err)
+	}
+	k.removeDevice("dm-5", "253:5")
+	k.removeDevice("loop5", "7:5")
+	logger, logs := observed()
+	VerityLog{Sys: k.sys, Registry: reg}.handle(logger, []byte("3,11,200,-;device-mapper: verity: 7:5: data block 9 is corrupted\n"))
+	errs := logs.FilterMessage("dm-verity: corrupted block in a layer blob").All()
+	if len(errs) != 1 {
+		t.Fatalf("logged %v, want the layer named from the registry", logs.All())
+	}
+	if f := fieldsOf(errs[0]); f["diff_id"] != "sha256:"+hexID || f["name"] != "containerd-erofs-gone" || f["resolved_from"] != "registry" {
+		t.Errorf("fields = %v", f)
 	}
 }

@@ -16,10 +16,11 @@ type linker struct {
 	sys, dev string
 	logger   *zap.Logger
 	known    map[string]Device
+	registry *Registry
 }
 
-func newLinker(sys, dev string, logger *zap.Logger) *linker {
-	return &linker{sys: sys, dev: dev, logger: logger, known: make(map[string]Device)}
+func newLinker(sys, dev string, logger *zap.Logger, registry *Registry) *linker {
+	return &linker{sys: sys, dev: dev, logger: logger, known: make(map[string]Device), registry: registry}
 }
 
 func (l *linker) mapper() string { return filepath.Join(l.dev, "mapper") }
@@ -70,6 +71,7 @@ func (l *linker) update(kernel string) error {
 		l.unlink(old.Name, kernel)
 	}
 	l.known[kernel] = d
+	l.registry.add(d)
 	l.logger.Info("device-mapper device linked", append(d.fields(), zap.String("link", filepath.Join(l.mapper(), d.Name)))...)
 	return nil
 }

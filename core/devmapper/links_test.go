@@ -39,7 +39,7 @@ func TestSyncLinksExistingDevicesAndPrunesStaleLinks(t *testing.T) {
 	k.symlink("../dm-7", filepath.Join(k.dev, "mapper", "gone"))
 	k.symlink("../dm-1", filepath.Join(k.dev, "mapper", "old-name-of-dm-1"))
 	logger, logs := observed()
-	l := newLinker(k.sys, k.dev, logger)
+	l := newLinker(k.sys, k.dev, logger, nil)
 	l.sync()
 
 	if got := linkTo(t, k, "containerd-erofs-aa"); got != "../dm-0" {
@@ -80,7 +80,7 @@ func TestSyncLinksExistingDevicesAndPrunesStaleLinks(t *testing.T) {
 func TestUeventsLinkAndUnlink(t *testing.T) {
 	k := newFakeKernel(t)
 	logger, logs := observed()
-	l := newLinker(k.sys, k.dev, logger)
+	l := newLinker(k.sys, k.dev, logger, nil)
 
 	k.device("dm-2", "253:2") // add_disk has run, dm/name is not there yet
 	l.handle(dmEvent("add", "dm-2"))
@@ -120,7 +120,7 @@ func TestUeventsLinkAndUnlink(t *testing.T) {
 func TestBadNamesAreNotLinked(t *testing.T) {
 	k := newFakeKernel(t)
 	k.dm("dm-4", "253:4", "control", "")
-	l := newLinker(k.sys, k.dev, nil)
+	l := newLinker(k.sys, k.dev, nil, nil)
 	if err := l.update("dm-4"); err == nil {
 		t.Fatal("a dm device named control was linked")
 	}

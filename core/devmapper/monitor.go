@@ -20,6 +20,8 @@ import (
 type Links struct {
 	Sys string // sysfs; DefaultSys if empty
 	Dev string // devtmpfs; DefaultDev if empty
+	// Registry, if not nil, records each device linked, for VerityLog.
+	Registry *Registry
 }
 
 const (
@@ -87,7 +89,7 @@ func (c Links) Run(ctx context.Context) error {
 	defer stop()
 	// The socket listens before the scan: a device made in between is
 	// seen twice, never missed.
-	l := newLinker(c.Sys, c.Dev, supervisor.Logger(ctx))
+	l := newLinker(c.Sys, c.Dev, supervisor.Logger(ctx), c.Registry)
 	l.sync()
 	l.logger.Info("following uevents for device-mapper devices", zap.Int("devices", len(l.known)), zap.String("links", l.mapper()))
 	supervisor.Signal(ctx, supervisor.SignalHealthy)

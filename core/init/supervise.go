@@ -65,12 +65,15 @@ func kubeletConfig(logger *zap.Logger) (c kubelet.Config, run bool) {
 // erofsUnavailable).
 func rootRunnable(cd containerd.Config, erofsUnavailable string) supervisor.Runnable {
 	return func(ctx context.Context) error {
+		// The dm-verity log names the layers of devices gone from sysfs
+		// from what the links runnable recorded.
+		dm := devmapper.NewRegistry()
 		children := []struct {
 			name string
 			run  supervisor.Runnable
 		}{
-			{"devmapper", devmapper.Links{}.Run},
-			{"verity-log", devmapper.VerityLog{}.Run},
+			{"devmapper", devmapper.Links{Registry: dm}.Run},
+			{"verity-log", devmapper.VerityLog{Registry: dm}.Run},
 			{"containerd", erofsGate(cd.Run, erofsUnavailable, procFilesystems)},
 		}
 		for _, c := range children {
