@@ -59,8 +59,9 @@ func setUp(keep bool) (*env, error) {
 		// containerd refuses "on" without the module; the import reads no
 		// layer either way.
 		e.erofs.DmverityMode = "off"
-		e.dmverityWhy = "this kernel has no dm_verity (no " + dmVerityModule + "), and containerd refuses \"on\"\n" +
-			"    without it (the appliance loads it and runs \"on\"); preseed still reads every sidecar"
+		e.dmverityWhy = "this kernel has no dm_verity (no " + dmVerityModule + "),\n" +
+			"    and containerd refuses \"on\" without it (the appliance loads it and runs \"on\");\n" +
+			"    preseed still reads every sidecar"
 	}
 	return e, nil
 }

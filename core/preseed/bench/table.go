@@ -82,8 +82,8 @@ how it was measured:
     for zero-copy.
   dm-verity: dmverity_mode %q: %s.
     An import from the cache never mounts a layer, so dm-verity is not exercised by this bench.
-  zero-copy input: %d cache entries and %d slim bundles (%s), made by build/oci/bundle.WriteTreeCached
-    and build/oci/erofs.CacheBundle (mkfs.erofs) in %v before the timed part, as the build makes them.
+  zero-copy input: %d cache entries and %d slim bundles (%s), made in %v before the timed part
+    as the build makes them (build/oci/bundle.WriteTreeCached, build/oci/erofs.TreeCache, mkfs.erofs).
   %d CPUs; every bundle file is in the page cache (written just before).
 `, preseed.DefaultConcurrency, e.overlay.Snapshotter, e.erofs.DmverityMode, e.dmverityWhy,
 		z.entries, set.n(), size(z.bytes), z.build.Round(time.Millisecond), numCPU())
