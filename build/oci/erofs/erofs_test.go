@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"io"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/containerd/go-dmverity/pkg/verity"
 	goerofs "github.com/erofs/go-erofs"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -72,6 +74,16 @@ func gzipped(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
+func zstded(t *testing.T, b []byte) []byte {
+	t.Helper()
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zw.Close()
+	return zw.EncodeAll(b, nil)
+}
+
 func descOf(mt string, b []byte) ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(b), Size: int64(len(b))}
 }
@@ -95,15 +107,17 @@ func read(t *testing.T, p string) []byte {
 }
 
 // The same layer gives the same blob and sidecar, converted twice into two
-// caches, and whether it comes gzip-compressed or not.
+// caches, and whether it comes gzip-, zstd-compressed or not.
 func TestConvertLayerIsReproducible(t *testing.T) {
 	raw := testLayer(t)
 	diffID := digest.FromBytes(raw)
 	gz := gzipped(t, raw)
-	a, b, c := t.TempDir(), t.TempDir(), t.TempDir()
+	zs := zstded(t, raw)
+	a, b, c, z := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
 	ea := convert(t, a, gz, descOf(ocispec.MediaTypeImageLayerGzip, gz), diffID)
 	eb := convert(t, b, gz, descOf(ocispec.MediaTypeImageLayerGzip, gz), diffID)
 	ec := convert(t, c, raw, descOf(ocispec.MediaTypeImageLayer, raw), diffID)
+	ez := convert(t, z, zs, descOf(ocispec.MediaTypeImageLayerZstd, zs), diffID)
 	if ea.Path != erofscache.RelPath(diffID) || ea.DiffID != diffID || ea.Digest != digest.FromBytes(gz) {
 		t.Errorf("entry %+v: want path %s, diffID %s, digest of the gzip blob", ea, erofscache.RelPath(diffID), diffID)
 	}
@@ -111,7 +125,7 @@ func TestConvertLayerIsReproducible(t *testing.T) {
 	if int64(len(blobA)) != ea.Size {
 		t.Errorf("entry size %d, blob is %d bytes", ea.Size, len(blobA))
 	}
-	for _, other := range []string{b, c} {
+	for _, other := range []string{b, c, z} {
 		if !bytes.Equal(blobA, read(t, erofscache.BlobPath(other, diffID))) {
 			t.Errorf("blob in %s differs from the first conversion's", other)
 		}
@@ -119,8 +133,8 @@ func TestConvertLayerIsReproducible(t *testing.T) {
 			t.Errorf("sidecar in %s differs from the first conversion's", other)
 		}
 	}
-	if eb.RootHash != ea.RootHash || ec.RootHash != ea.RootHash {
-		t.Errorf("root hashes %s, %s, %s differ", ea.RootHash, eb.RootHash, ec.RootHash)
+	if eb.RootHash != ea.RootHash || ec.RootHash != ea.RootHash || ez.RootHash != ea.RootHash {
+		t.Errorf("root hashes %s, %s, %s, %s differ", ea.RootHash, eb.RootHash, ec.RootHash, ez.RootHash)
 	}
 	left, err := os.ReadDir(a)
 	if err != nil {
@@ -222,6 +236,15 @@ func TestConvertLayerContent(t *testing.T) {
 	}
 	if m := stat("etc/kept"); int64(m.Mtime) != testMtime.Unix() || m.Mode.Perm() != 0o600 {
 		t.Errorf("etc/kept: mtime %d mode %v, want the tar's %d and 0600", m.Mtime, m.Mode, testMtime.Unix())
+	}
+	// The superblock's build time (8 bytes at 24 into the superblock, which
+	// starts at 1024) is fixed: two builds in different seconds agree.
+	sb := make([]byte, 8)
+	if _, err := f.ReadAt(sb, 1024+24); err != nil {
+		t.Fatal(err)
+	}
+	if bt := binary.LittleEndian.Uint64(sb); bt != 0 {
+		t.Errorf("superblock build time %d, want 0 (-T0)", bt)
 	}
 }
 
