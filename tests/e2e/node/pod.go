@@ -71,11 +71,42 @@ func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
 // want, and returns its exit code and log.
 func (n *Node) RunPod(ctx context.Context, t *testing.T, name, image, want string) (int32, string) {
 	t.Helper()
-	podDir := "default_" + name + "_e2e-" + name
+	id, err := n.StartPod(ctx, t, name, image)
+	if err != nil {
+		t.Fatalf("StartContainer %s: %v", image, err)
+	}
+	exit := n.waitExited(ctx, t, name, id)
+	var log string
+	Eventually(ctx, t, name+" container's log", func(ctx context.Context) error {
+		l, err := n.PodLog(ctx, PodLogPath(name))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(l, want) {
+			return fmt.Errorf("log %q lacks %q", l, want)
+		}
+		log = l
+		return nil
+	})
+	return exit, log
+}
+
+// PodLogPath is the log of RunPod's and StartPod's container, relative to
+// /var/log/pods.
+func PodLogPath(name string) string {
+	return "default_" + name + "_e2e-" + name + "/" + name + "/0.log"
+}
+
+// StartPod runs a pod sandbox named name and creates a container of image
+// in it, never calling PullImage, and returns the container's ID and
+// StartContainer's error: a test of a container that must not start reads
+// it. Errors before that fail the test.
+func (n *Node) StartPod(ctx context.Context, t *testing.T, name, image string) (string, error) {
+	t.Helper()
 	sandbox := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "e2e-" + name},
 		Hostname:     name,
-		LogDirectory: "/var/log/pods/" + podDir,
+		LogDirectory: "/var/log/pods/default_" + name + "_e2e-" + name,
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
 	}
 	pod, err := n.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox})
@@ -96,23 +127,19 @@ func (n *Node) RunPod(ctx context.Context, t *testing.T, name, image, want strin
 	if err != nil {
 		t.Fatalf("CreateContainer %s: %v", image, err)
 	}
-	if _, err := n.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
-		t.Fatalf("StartContainer %s: %v", image, err)
+	_, err = n.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId})
+	return ctr.ContainerId, err
+}
+
+// WaitExited waits for a container to exit and returns its status.
+func (n *Node) WaitExited(ctx context.Context, t *testing.T, name, id string) *runtimeapi.ContainerStatus {
+	t.Helper()
+	n.waitExited(ctx, t, name, id)
+	st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatalf("ContainerStatus %s: %v", name, err)
 	}
-	exit := n.waitExited(ctx, t, name, ctr.ContainerId)
-	var log string
-	Eventually(ctx, t, name+" container's log", func(ctx context.Context) error {
-		l, err := n.PodLog(ctx, podDir+"/"+name+"/0.log")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(l, want) {
-			return fmt.Errorf("log %q lacks %q", l, want)
-		}
-		log = l
-		return nil
-	})
-	return exit, log
+	return st.Status
 }
 
 // waitExited waits for a container to exit and returns its exit code.
