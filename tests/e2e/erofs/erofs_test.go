@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +30,8 @@ const (
 	layersOK      = "layers ok"
 )
 
-// topLayer is the top cached layer of the bundle named name.
-func topLayer(t *testing.T, name string) bundleformat.CachedLayer {
+// manifest is the tree's preseed manifest.
+func manifest(t *testing.T) *bundleformat.Manifest {
 	t.Helper()
 	b, err := os.ReadFile(runfile.Path(t, "PRESEED_JSON"))
 	if err != nil {
@@ -40,7 +41,13 @@ func topLayer(t *testing.T, name string) bundleformat.CachedLayer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range m.Bundles {
+	return m
+}
+
+// topLayer is the top cached layer of the bundle named name.
+func topLayer(t *testing.T, name string) bundleformat.CachedLayer {
+	t.Helper()
+	for _, e := range manifest(t).Bundles {
 		if e.Name == name && len(e.CachedLayers) > 0 {
 			return e.CachedLayers[len(e.CachedLayers)-1]
 		}
@@ -53,6 +60,11 @@ func TestCachedLayersAndBadCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	flipped, unsigned := topLayer(t, "hello"), topLayer(t, "hello-web")
+	for _, e := range manifest(t).Bundles {
+		if e.Name == "uncached" && len(e.CachedLayers) != 0 {
+			t.Fatalf("the uncached bundle lists cached layers: %+v", e.CachedLayers)
+		}
+	}
 	n := node.Boot(ctx, t)
 	st := n.PreseedStatus(ctx)
 	t.Logf("preseed done %s after QEMU start: imported %d, failed %d", n.Since(), st.Imported, st.Failed)
@@ -73,7 +85,7 @@ func TestCachedLayersAndBadCache(t *testing.T) {
 func checkStatus(t *testing.T, st *preseed.Status, unsigned bundleformat.CachedLayer) {
 	t.Helper()
 	for _, b := range st.Bundles {
-		web := strings.HasSuffix(b.File, "/hello-web.tar")
+		web := path.Base(b.File) == "hello-web.tar"
 		switch {
 		case web && b.Result != preseed.ResultFailed:
 			t.Errorf("hello-web.tar without its sidecar: result %s, want failed", b.Result)
