@@ -34,15 +34,15 @@ import (
 
 // Manifest is manifest.json of a release.
 type Manifest struct {
-	Version   string     `json:"version"`
-	GoVersion string     `json:"go_version"`
-	Kernel    Kernel     `json:"kernel"`
-	Images    []Image    `json:"preseeded_images"`
+	Version   string  `json:"version"`
+	GoVersion string  `json:"go_version"`
+	Kernel    Kernel  `json:"kernel"`
+	Images    []Image `json:"preseeded_images"`
 	// ErofsCache are the blobs of the appliance's EROFS layer content
 	// cache, each once, sorted by path.
 	ErofsCache []CacheBlob `json:"erofs_cache"`
 	Pods       []Pod       `json:"static_pods"`
-	Artifacts []Artifact `json:"artifacts"`
+	Artifacts  []Artifact  `json:"artifacts"`
 }
 
 // Pod is one static pod of the appliance (from the static_pods listing).
