@@ -290,12 +290,8 @@ func checkName(name string) error {
 // the client a second time. Image records, GC labels and unpacking still go
 // through containerd's images, content and client packages.
 func ingest(ctx context.Context, s *stream, cs content.Store, m *metadata) error {
-	// The JSON blobs are already in memory.
-	for d, b := range m.JSON {
-		desc := ocispec.Descriptor{Digest: d, Size: int64(len(b))}
-		if err := content.WriteBlob(ctx, cs, "preseed-"+d.String(), bytes.NewReader(b), desc); err != nil {
-			return fmt.Errorf("failed to write blob %s (%s): %w", d, m.Owner[d], err)
-		}
+	if err := ingestJSON(ctx, cs, m); err != nil {
+		return err
 	}
 	have := make(map[digest.Digest]bool)
 	for {
@@ -314,6 +310,22 @@ func ingest(ctx context.Context, s *stream, cs content.Store, m *metadata) error
 		}
 	}
 	return checkStored(ctx, cs, m, have)
+}
+
+// ingestJSON writes the JSON blobs, already in memory, each with its GC
+// labels (see gcLabels).
+func ingestJSON(ctx context.Context, cs content.Store, m *metadata) error {
+	labels, err := gcLabels(ctx, m)
+	if err != nil {
+		return err
+	}
+	for d, b := range m.JSON {
+		desc := ocispec.Descriptor{Digest: d, Size: int64(len(b))}
+		if err := writeJSON(ctx, cs, desc, b, labels[d]); err != nil {
+			return fmt.Errorf("failed to write blob %s (%s): %w", d, m.Owner[d], err)
+		}
+	}
+	return nil
 }
 
 // ingestEntry handles one entry of the second pass: index.json must not

@@ -17,7 +17,7 @@ import (
 // reason in b.err.
 func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle) {
 	man, manErr := c.loadManifest(logger, bundles)
-	c.parallel(ctx, bundles, func(b *bundle) {
+	parallel(ctx, bundles, c.Concurrency, func(b *bundle) {
 		if manErr != nil {
 			b.err = manErr
 			return

@@ -2,9 +2,9 @@ package preseed
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -16,8 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
-	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -29,20 +27,81 @@ const leaseExpiry = 24 * time.Hour
 
 // importAll is the third phase: it skips, relabels or imports every bundle
 // the check phase passed, and records the result or error in the bundle.
+// Bundles with layers to ingest run at most c.Concurrency at once (they
+// read and hash files, and containerd writes and unpacks them); those
+// without, which send only metadata, c.SlimConcurrency besides.
 func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Client, bundles []*bundle) {
-	c.parallel(ctx, bundles, func(b *bundle) {
+	ls := &importLeases{cl: cl, ids: make(map[string]string)}
+	defer ls.release(context.WithoutCancel(ctx), logger)
+	fn := func(b *bundle) {
 		if b.err != nil {
 			return
 		}
 		t := time.Now()
 		log := logger.With(zap.String("namespace", b.namespace))
-		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, b)
+		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, ls, b)
 		b.duration += time.Since(t)
-	})
+	}
+	var slim, full []*bundle
+	for _, b := range bundles {
+		if b.err == nil && len(b.meta.Layers) == 0 {
+			slim = append(slim, b)
+		} else {
+			full = append(full, b)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { parallel(ctx, slim, c.SlimConcurrency, fn) })
+	parallel(ctx, full, c.Concurrency, fn)
+	wg.Wait()
+}
+
+// importLeases are the leases of one import phase, one per namespace,
+// labelled LabelLease, taken when the namespace's first bundle is imported
+// and removed once every bundle was handled. One per phase rather than
+// one per bundle saves two transactions per bundle and, as no lease is
+// removed while imports write, the GC runs a removal starts then. A
+// bundle's content is still reachable only through the lease until its
+// names are registered; a failed bundle's is collected after the phase.
+type importLeases struct {
+	cl  *client.Client
+	mu  sync.Mutex
+	ids map[string]string // namespace -> lease ID
+}
+
+// with returns ctx with its namespace's lease, taken first if need be.
+func (l *importLeases) with(ctx context.Context) (context.Context, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id, ok := l.ids[ns]
+	if !ok {
+		lease, err := l.cl.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(leaseExpiry),
+			leases.WithLabels(map[string]string{LabelLease: ns}))
+		if err != nil {
+			return nil, fmt.Errorf("failed to take a lease: %w", err)
+		}
+		id, l.ids[ns] = lease.ID, lease.ID
+	}
+	return leases.WithLease(ctx, id), nil
+}
+
+// release removes the leases. Their content left to containerd's GC is
+// that of failed imports: the others' names reference theirs. A lease
+// that cannot be removed is the next run's (discardLeases).
+func (l *importLeases) release(ctx context.Context, logger *zap.Logger) {
+	for ns, id := range l.ids {
+		if err := l.cl.LeasesService().Delete(namespaces.WithNamespace(ctx, ns), leases.Lease{ID: id}); err != nil && !errdefs.IsNotFound(err) {
+			logger.Warn("failed to remove the import's lease", zap.String("namespace", ns), zap.String("lease", id), zap.Error(err))
+		}
+	}
 }
 
 // handle skips, relabels or imports one bundle whose metadata is known.
-func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle) (string, error) {
+func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importLeases, b *bundle) (string, error) {
 	present, err := c.present(ctx, cl, b)
 	if err != nil {
 		return "", err
@@ -53,7 +112,7 @@ func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, 
 		}
 		return ResultSkipped, nil
 	}
-	if err := c.importBundle(ctx, log, cl, b); err != nil {
+	if err := c.importBundle(ctx, log, cl, ls, b); err != nil {
 		return "", err
 	}
 	return ResultImported, nil
@@ -103,19 +162,17 @@ func sameTarget(got, want ocispec.Descriptor) bool {
 	return got.Digest == want.Digest && got.MediaType == want.MediaType && got.Size == want.Size
 }
 
-// importBundle ingests, labels, unpacks and only then registers the images
-// of one bundle, all inside one lease labelled LabelLease: until the names
+// importBundle ingests, unpacks and only then registers the images of one
+// bundle, all inside its namespace's import lease: until the names
 // are registered nothing of it is reachable but through the lease, so a
 // failure or a power cut at any point leaves no name pointing at
 // incomplete content, and containerd's GC (or the next run, see
 // discardInterrupted) collects the rest.
-func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle) error {
-	ctx, done, err := cl.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(leaseExpiry),
-		leases.WithLabels(map[string]string{LabelLease: b.file}))
+func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importLeases, b *bundle) error {
+	ctx, err := ls.with(ctx)
 	if err != nil {
-		return fmt.Errorf("failed to take a lease: %w", err)
+		return err
 	}
-	defer done(context.WithoutCancel(ctx))
 	if err := c.hold(ctx, cl, b); err != nil {
 		return err
 	}
@@ -147,52 +204,29 @@ func (c Config) syncApplied(b *bundle) {
 	}
 }
 
-// hold adds every blob and snapshot the bundle's images need to the
-// import's lease before anything is written. Those already there (shared
-// with another image, or left by an interrupted earlier import whose lease
-// was removed) are otherwise referenced by nothing: a GC run during the
-// import (any lease removed triggers one) could collect them between the
-// check that skips them and the registration that references them.
+// hold adds the layers the bundle's images need to the import's lease
+// before anything is written. One the store has and the bundle lacks is
+// only looked up (checkStored) and otherwise referenced by nothing: a GC
+// run during the import (any lease removed triggers one) could collect it
+// between that check and the registration that references it.
+//
+// Nothing else needs holding, which saves a transaction per blob and
+// snapshot: containerd's metadata store adds a blob that exists to the
+// lease when it refuses a writer for it (writeJSON, ingestEntry), and a
+// snapshot that exists when it refuses a Prepare naming it as the target
+// (the unpacker), in the transaction that finds it; what they create is
+// created under the lease.
 func (c Config) hold(ctx context.Context, cl *client.Client, b *bundle) error {
 	id, _ := leases.FromContext(ctx)
 	l := leases.Lease{ID: id}
 	ls := cl.LeasesService()
-	var res []leases.Resource
-	for d := range b.meta.JSON {
-		res = append(res, leases.Resource{ID: d.String(), Type: "content"})
-	}
 	for d := range b.meta.Layers {
-		res = append(res, leases.Resource{ID: d.String(), Type: "content"})
-	}
-	for _, im := range b.meta.images {
-		chain, err := chainIDs(b.meta, im)
-		if err != nil {
-			return err
-		}
-		for _, d := range chain {
-			res = append(res, leases.Resource{ID: d.String(), Type: "snapshots/" + c.Snapshotter})
-		}
-	}
-	for _, r := range res {
+		r := leases.Resource{ID: d.String(), Type: "content"}
 		if err := ls.AddResource(ctx, l, r); err != nil {
 			return fmt.Errorf("failed to add %s %s to the import's lease: %w", r.Type, r.ID, err)
 		}
 	}
 	return nil
-}
-
-// chainIDs are the snapshots an image unpacks to, its top (im.ChainID)
-// last. readMetadata checked the manifest and config already.
-func chainIDs(m *metadata, im imageRef) ([]digest.Digest, error) {
-	var mf ocispec.Manifest
-	if err := json.Unmarshal(m.JSON[im.Manifest.Digest], &mf); err != nil {
-		return nil, fmt.Errorf("manifest %s of image %s: %w", im.Manifest.Digest, im.Name, err)
-	}
-	var cfg ocispec.Image
-	if err := json.Unmarshal(m.JSON[mf.Config.Digest], &cfg); err != nil {
-		return nil, fmt.Errorf("config %s of image %s: %w", mf.Config.Digest, im.Name, err)
-	}
-	return identity.ChainIDs(append([]digest.Digest(nil), cfg.RootFS.DiffIDs...)), nil
 }
 
 // ingestBundle writes the blobs of the bundle into the content store and,
@@ -230,9 +264,8 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 	return err
 }
 
-// unpack sets the GC labels of one image's content (from index to
-// manifest, config and layers, as client.Import sets them), so that it
-// outlives the lease, and unpacks it into the snapshotter with
+// unpack unpacks one image, whose JSON blobs ingest wrote with their GC
+// labels (so that they outlive the lease), into the snapshotter with
 // containerd's unpacker, as a pull does: a layer the erofs snapshotter
 // finds in its layer content cache is staged read-only at Prepare and
 // committed without being read (its blob is not in the content store);
@@ -241,10 +274,9 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 // before it commits the snapshot: after a power cut, a snapshot that
 // exists has all its files (a staged one is the cache's read-only blob).
 func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, m *metadata, im imageRef) error {
-	cs := cl.ContentStore()
-	if err := images.Walk(ctx, images.SetChildrenLabels(cs, heldChildren(cs, m)), im.Target); err != nil {
-		return fmt.Errorf("failed to label the content of image %s: %w", im.Name, err)
-	}
+	// The JSON blobs are in the store (ingest wrote them, with their GC
+	// labels): the unpacker reads them from memory.
+	cs := jsonStore{Store: cl.ContentStore(), json: memBlobs(m.JSON)}
 	u, err := unpack.NewUnpacker(ctx, cs, unpack.WithUnpackPlatform(unpack.Platform{
 		// The metadata pass chose the manifest already: its config's own
 		// platform field must not turn the unpack into a mere fetch.
@@ -282,12 +314,12 @@ func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, 
 // are in the content store already, and so is every layer the unpacker
 // applies (ingest wrote it); a cached layer is not, and is never asked for
 // (the snapshotter stages it). So a layer needs nothing.
-func storedChildren(cs content.Store) images.HandlerFunc {
+func storedChildren(p content.Provider) images.HandlerFunc {
 	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		if images.IsLayerType(desc.MediaType) {
 			return nil, nil
 		}
-		return images.Children(ctx, cs, desc)
+		return images.Children(ctx, p, desc)
 	}
 }
 
@@ -298,9 +330,9 @@ func storedChildren(cs content.Store) images.HandlerFunc {
 // walked, as with containerd's import and its skip-missing option; a
 // platform matcher alone could match an absent one (platforms.Default() on
 // amd64 matches 386 too).
-func heldChildren(cs content.Store, m *metadata) images.HandlerFunc {
+func heldChildren(p content.Provider, m *metadata) images.HandlerFunc {
 	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		children, err := images.Children(ctx, cs, desc)
+		children, err := images.Children(ctx, p, desc)
 		if err != nil || !images.IsIndexType(desc.MediaType) {
 			return children, err
 		}
@@ -341,12 +373,14 @@ func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bund
 		Labels: map[string]string{LabelPinned: PinnedValue, LabelBundle: b.file},
 	}
 	fields := []string{"labels." + LabelPinned, "labels." + LabelBundle}
-	setTarget := imported
+	// After an import the record is most likely missing (a first boot):
+	// created first, it costs one round trip instead of a failed update.
+	setTarget, missing := imported, imported
 	if !imported {
 		cur, err := is.Get(ctx, n.Name)
 		switch {
 		case errdefs.IsNotFound(err):
-			setTarget = true
+			setTarget, missing = true, true
 		case err != nil:
 			return fmt.Errorf("failed to look up image %s: %w", n.Name, err)
 		case !sameTarget(cur.Target, n.Target):
@@ -358,7 +392,7 @@ func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bund
 	if setTarget {
 		fields = append(fields, "target")
 	}
-	if err := put(ctx, is, img, fields); err != nil {
+	if err := put(ctx, is, img, fields, missing); err != nil {
 		return err
 	}
 	if setTarget {
@@ -367,11 +401,16 @@ func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bund
 	return nil
 }
 
-// put updates the record's fields, or creates it. Another bundle may
-// create a shared digest name between the two: then it is updated.
-func put(ctx context.Context, is images.Store, img images.Image, fields []string) error {
-	_, err := is.Update(ctx, img, fields...)
-	if errdefs.IsNotFound(err) {
+// put creates the record, if it is missing, or updates its fields. Either
+// may find the other case (a record created by another bundle that shares
+// a digest name, or one that was there before an import): then the other
+// is done.
+func put(ctx context.Context, is images.Store, img images.Image, fields []string, missing bool) error {
+	var err error
+	if !missing {
+		_, err = is.Update(ctx, img, fields...)
+	}
+	if missing || errdefs.IsNotFound(err) {
 		if _, err = is.Create(ctx, img); errdefs.IsAlreadyExists(err) {
 			_, err = is.Update(ctx, img, fields...)
 		}

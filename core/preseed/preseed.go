@@ -86,15 +86,16 @@
 //
 // # Power cuts
 //
-// An import writes its blobs under a lease labelled LabelLease, sets the
-// GC labels, unpacks (containerd syncs each layer's files before it
-// commits the snapshot), and registers the names last: a cut at any point
-// leaves no name pointing at incomplete content, and a cut after the
-// image's name is registered leaves a complete, pinned image the next run
-// skips, registering any digest name the cut left out. Each run first aborts the
-// ingests of ours (ref "preseed-<digest>") and deletes the leases of ours
-// an interrupted run left, in every namespace: their bytes may never have
-// reached the disk, so they are written again rather than resumed.
+// An import writes its blobs (the JSON ones with their GC labels) under
+// its namespace's import lease, labelled LabelLease, unpacks (containerd
+// syncs each layer's files before it commits the snapshot), and registers
+// the names last: a cut at any point leaves no name pointing at
+// incomplete content, and a cut after the image's name is registered
+// leaves a complete, pinned image the next run skips, registering any
+// digest name the cut left out. Each run first aborts the ingests of ours
+// (ref "preseed-<digest>") and deletes the leases of ours an interrupted
+// run left, in every namespace: their bytes may never have reached the
+// disk, so they are written again rather than resumed.
 //
 // Progress is logged at Info level with fixed messages and fields ("bundle
 // import started", "layer ingest started", "layer ingested", "unpack
@@ -140,6 +141,12 @@ const (
 	// DefaultConcurrency: on 2 CPUs the benchmark gains up to 4 bundles at
 	// once (ingest of one overlaps the unpack and syncs of another).
 	DefaultConcurrency = 4
+	// DefaultSlimConcurrency: a bundle whose layers are all cached sends
+	// containerd only metadata, a dozen round trips each waiting on one
+	// of its databases (and its fsync on disk); on 2 CPUs the benchmark's
+	// 20 such bundles import fastest all at once (4: 360 ms on tmpfs,
+	// 1.1 s on disk; 8: 250 ms, 1.1 s; 20: 245 ms, 0.6 s).
+	DefaultSlimConcurrency = 16
 
 	// LabelPinned is the CRI's pin: the kubelet's image GC leaves the image.
 	LabelPinned = "io.cri-containerd.pinned"
@@ -148,9 +155,9 @@ const (
 	// LabelBundle names the bundle file (in its namespace directory) an
 	// image was preseeded from; only images carrying it are ever unpinned.
 	LabelBundle = "appliance-bundler.dev/preseed.bundle"
-	// LabelLease marks the leases preseed's imports take (its value is the
-	// bundle file), so a later run can tell those an interrupted import
-	// left from anyone else's.
+	// LabelLease marks the leases preseed's imports take (one per
+	// namespace and run; its value is the namespace), so a later run can
+	// tell those an interrupted import left from anyone else's.
 	LabelLease = "appliance-bundler.dev/preseed.lease"
 )
 
@@ -174,6 +181,9 @@ type Config struct {
 	StatusPath string
 	// Concurrency bounds bundles handled at once.
 	Concurrency int
+	// SlimConcurrency bounds the bundles imported at once that have no
+	// layer to ingest (every one cached), besides Concurrency others.
+	SlimConcurrency int
 	// Platform selects the manifest to unpack; default the machine's.
 	Platform platforms.MatchComparer
 	// Open opens a bundle file; default OpenBundle. Tests wrap it to count
@@ -202,6 +212,9 @@ func (c Config) withDefaults() Config {
 	set(&c.StatusPath, DefaultStatusPath)
 	if c.Concurrency <= 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.SlimConcurrency <= 0 {
+		c.SlimConcurrency = DefaultSlimConcurrency
 	}
 	if c.Platform == nil {
 		c.Platform = platforms.DefaultStrict()
@@ -332,9 +345,9 @@ func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*Status, error
 	return c.report(ctx, logger, cl, start, bundles, ignored)
 }
 
-// parallel runs fn on every bundle, at most c.Concurrency at once.
-func (c Config) parallel(ctx context.Context, bundles []*bundle, fn func(*bundle)) {
-	sem := make(chan struct{}, c.Concurrency)
+// parallel runs fn on every bundle, at most n at once.
+func parallel(ctx context.Context, bundles []*bundle, n int, fn func(*bundle)) {
+	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
 	for i, b := range bundles {
 		select {
