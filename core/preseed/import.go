@@ -31,15 +31,16 @@ const leaseExpiry = 24 * time.Hour
 // read and hash files, and containerd writes and unpacks them); those
 // without, which send only metadata, c.SlimConcurrency besides.
 func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Client, bundles []*bundle) {
-	ls := &importLeases{cl: cl, ids: make(map[string]string)}
+	ls := &importRun{cl: cl, ids: make(map[string]string), chains: &chainLocks{held: make(map[string]chan struct{})}}
 	defer ls.release(context.WithoutCancel(ctx), logger)
+	known := namedImages(ctx, cl, bundles)
 	fn := func(b *bundle) {
 		if b.err != nil {
 			return
 		}
 		t := time.Now()
 		log := logger.With(zap.String("namespace", b.namespace))
-		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, ls, b)
+		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, ls, known[b.namespace], b)
 		b.duration += time.Since(t)
 	}
 	var slim, full []*bundle
@@ -56,53 +57,9 @@ func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Cl
 	wg.Wait()
 }
 
-// importLeases are the leases of one import phase, one per namespace,
-// labelled LabelLease, taken when the namespace's first bundle is imported
-// and removed once every bundle was handled. One per phase rather than
-// one per bundle saves two transactions per bundle and, as no lease is
-// removed while imports write, the GC runs a removal starts then. A
-// bundle's content is still reachable only through the lease until its
-// names are registered; a failed bundle's is collected after the phase.
-type importLeases struct {
-	cl  *client.Client
-	mu  sync.Mutex
-	ids map[string]string // namespace -> lease ID
-}
-
-// with returns ctx with its namespace's lease, taken first if need be.
-func (l *importLeases) with(ctx context.Context) (context.Context, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	id, ok := l.ids[ns]
-	if !ok {
-		lease, err := l.cl.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(leaseExpiry),
-			leases.WithLabels(map[string]string{LabelLease: ns}))
-		if err != nil {
-			return nil, fmt.Errorf("failed to take a lease: %w", err)
-		}
-		id, l.ids[ns] = lease.ID, lease.ID
-	}
-	return leases.WithLease(ctx, id), nil
-}
-
-// release removes the leases. Their content left to containerd's GC is
-// that of failed imports: the others' names reference theirs. A lease
-// that cannot be removed is the next run's (discardLeases).
-func (l *importLeases) release(ctx context.Context, logger *zap.Logger) {
-	for ns, id := range l.ids {
-		if err := l.cl.LeasesService().Delete(namespaces.WithNamespace(ctx, ns), leases.Lease{ID: id}); err != nil && !errdefs.IsNotFound(err) {
-			logger.Warn("failed to remove the import's lease", zap.String("namespace", ns), zap.String("lease", id), zap.Error(err))
-		}
-	}
-}
-
 // handle skips, relabels or imports one bundle whose metadata is known.
-func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importLeases, b *bundle) (string, error) {
-	present, err := c.present(ctx, cl, b)
+func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importRun, known map[string]images.Image, b *bundle) (string, error) {
+	present, err := c.present(ctx, cl, known, b)
 	if err != nil {
 		return "", err
 	}
@@ -125,20 +82,13 @@ func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, 
 // (repo@digest) are then checked and put right by register without
 // reading the bundle again: one may be missing after a power cut between
 // two registrations, or after an upgrade from a version that registered
-// only the name.
-func (c Config) present(ctx context.Context, cl *client.Client, b *bundle) (bool, error) {
-	is := cl.ImageService()
+// only the name. known are the records of the names (namedImages).
+func (c Config) present(ctx context.Context, cl *client.Client, known map[string]images.Image, b *bundle) (bool, error) {
 	cs := cl.ContentStore()
 	sn := cl.SnapshotService(c.Snapshotter)
 	for _, im := range b.meta.images {
-		img, err := is.Get(ctx, im.Name)
-		if errdefs.IsNotFound(err) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("failed to look up image %s: %w", im.Name, err)
-		}
-		if !sameTarget(img.Target, im.Target) {
+		img, ok := known[im.Name]
+		if !ok || !sameTarget(img.Target, im.Target) {
 			return false, nil
 		}
 		if _, err := sn.Stat(ctx, im.ChainID.String()); errdefs.IsNotFound(err) {
@@ -168,7 +118,7 @@ func sameTarget(got, want ocispec.Descriptor) bool {
 // failure or a power cut at any point leaves no name pointing at
 // incomplete content, and containerd's GC (or the next run, see
 // discardInterrupted) collects the rest.
-func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importLeases, b *bundle) error {
+func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importRun, b *bundle) error {
 	ctx, err := ls.with(ctx)
 	if err != nil {
 		return err
@@ -182,7 +132,7 @@ func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 		return err
 	}
 	for _, im := range b.meta.images {
-		if err := c.unpack(ctx, log, cl, b.meta, im); err != nil {
+		if err := c.unpack(ctx, log, cl, ls.chains, b.meta, im); err != nil {
 			return err
 		}
 	}
@@ -273,7 +223,7 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 // WithSyncFs makes containerd sync each applied layer's files to disk
 // before it commits the snapshot: after a power cut, a snapshot that
 // exists has all its files (a staged one is the cache's read-only blob).
-func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, m *metadata, im imageRef) error {
+func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, chains *chainLocks, m *metadata, im imageRef) error {
 	// The JSON blobs are in the store (ingest wrote them, with their GC
 	// labels): the unpacker reads them from memory.
 	cs := jsonStore{Store: cl.ContentStore(), json: memBlobs(m.JSON)}
@@ -285,7 +235,7 @@ func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, 
 		Snapshotter:    cl.SnapshotService(c.Snapshotter),
 		Applier:        cl.DiffService(),
 		ApplyOpts:      []diff.ApplyOpt{diff.WithSyncFs(true)},
-	}))
+	}), unpack.WithDuplicationSuppressor(chains))
 	if err != nil {
 		return fmt.Errorf("failed to start unpacking image %s: %w", im.Name, err)
 	}

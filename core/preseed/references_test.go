@@ -1,6 +1,7 @@
 package preseed_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -533,5 +534,52 @@ func TestNarrowedIndexFromBundleWriter(t *testing.T) {
 	checkCRI(t, criClient(t, f.d.Address), name, want[1], want[2])
 	if st := f.run(cfg); st.Skipped != 3 || st.Failed != 0 {
 		t.Errorf("second run: %+v", st)
+	}
+}
+
+// A JSON blob the content store has already, without GC labels (left by
+// someone else, held by their lease), is not written again: preseed sets
+// its labels by an update, so that the image's config and layers outlive
+// the import's lease as when preseed writes the blob itself.
+func TestStoredManifestGetsGCLabels(t *testing.T) {
+	f := newFixture(t)
+	img := f.good["preseed.test/good-a:1.0"].img
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := ocispec.Descriptor{MediaType: string(mt), Digest: digest.FromBytes(raw), Size: int64(len(raw))}
+	ctx := namespaces.WithNamespace(context.Background(), ns)
+	lctx, done, err := f.cl.WithLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(ctx)
+	cs := f.cl.ContentStore()
+	if err := content.WriteBlob(lctx, cs, "test-"+desc.Digest.String(), bytes.NewReader(raw), desc); err != nil {
+		t.Fatal(err)
+	}
+	if got := contentRefs(t, cs, desc.Digest.String()); len(got) != 0 {
+		t.Fatalf("manifest written by the test references %q", got)
+	}
+
+	if st := f.run(f.config()); st.Imported != 2 || st.Failed != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	var mf ocispec.Manifest
+	if err := json.Unmarshal(raw, &mf); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{mf.Config.Digest.String()}
+	for _, l := range mf.Layers {
+		want = append(want, l.Digest.String())
+	}
+	sort.Strings(want)
+	if got := contentRefs(t, cs, desc.Digest.String()); !slices.Equal(got, want) {
+		t.Errorf("manifest %s references %q, want its config and layers %q", desc.Digest, got, want)
 	}
 }
