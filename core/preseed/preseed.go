@@ -143,9 +143,10 @@ const (
 	DefaultConcurrency = 4
 	// DefaultSlimConcurrency: a bundle whose layers are all cached sends
 	// containerd only metadata, a dozen round trips each waiting on one
-	// of its databases (and its fsync on disk); on 2 CPUs the benchmark's
-	// 20 such bundles import fastest all at once (4: 360 ms on tmpfs,
-	// 1.1 s on disk; 8: 250 ms, 1.1 s; 20: 245 ms, 0.6 s).
+	// of its databases (and its fsync on disk). On 2 CPUs the benchmark's
+	// 20 such bundles (-mib 8, two runs each, tmpfs / disk): 4 at once
+	// 284-376 ms / 0.71-0.84 s; 8: 213-230 ms / 0.65-0.66 s; 16: 193-221
+	// ms / 0.54-0.88 s; 20: 162-230 ms / 0.57-0.60 s.
 	DefaultSlimConcurrency = 16
 
 	// LabelPinned is the CRI's pin: the kubelet's image GC leaves the image.
