@@ -31,8 +31,8 @@ const leaseExpiry = 24 * time.Hour
 // read and hash files, and containerd writes and unpacks them); those
 // without, which send only metadata, c.SlimConcurrency besides.
 func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Client, bundles []*bundle) {
-	ls := &importRun{cl: cl, ids: make(map[string]string), chains: &chainLocks{held: make(map[string]chan struct{})}}
-	defer ls.release(context.WithoutCancel(ctx), logger)
+	run := &importRun{cl: cl, ids: make(map[string]string), chains: &chainLocks{held: make(map[string]chan struct{})}}
+	defer run.release(context.WithoutCancel(ctx), logger)
 	known := namedImages(ctx, cl, bundles)
 	fn := func(b *bundle) {
 		if b.err != nil {
@@ -40,7 +40,7 @@ func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Cl
 		}
 		t := time.Now()
 		log := logger.With(zap.String("namespace", b.namespace))
-		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, ls, known[b.namespace], b)
+		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, run, known[b.namespace], b)
 		b.duration += time.Since(t)
 	}
 	var slim, full []*bundle
@@ -58,7 +58,7 @@ func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Cl
 }
 
 // handle skips, relabels or imports one bundle whose metadata is known.
-func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importRun, known map[string]images.Image, b *bundle) (string, error) {
+func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, run *importRun, known map[string]images.Image, b *bundle) (string, error) {
 	present, err := c.present(ctx, cl, known, b)
 	if err != nil {
 		return "", err
@@ -69,7 +69,7 @@ func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, 
 		}
 		return ResultSkipped, nil
 	}
-	if err := c.importBundle(ctx, log, cl, ls, b); err != nil {
+	if err := c.importBundle(ctx, log, cl, run, b); err != nil {
 		return "", err
 	}
 	return ResultImported, nil
@@ -118,8 +118,8 @@ func sameTarget(got, want ocispec.Descriptor) bool {
 // failure or a power cut at any point leaves no name pointing at
 // incomplete content, and containerd's GC (or the next run, see
 // discardInterrupted) collects the rest.
-func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, ls *importRun, b *bundle) error {
-	ctx, err := ls.with(ctx)
+func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Client, run *importRun, b *bundle) error {
+	ctx, err := run.with(ctx)
 	if err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 		return err
 	}
 	for _, im := range b.meta.images {
-		if err := c.unpack(ctx, log, cl, ls.chains, b.meta, im); err != nil {
+		if err := c.unpack(ctx, log, cl, run.chains, b.meta, im); err != nil {
 			return err
 		}
 	}
