@@ -66,7 +66,8 @@ func printNotes(w io.Writer, e *env, set *bundleSet, z *zeroCopy) {
 how it was measured:
   first boot: preseed (or every ctr import) into a fresh containerd; reboot: containerd restarted on
     the same root, preseed run again with nothing changed. Preseed: the appliance's configuration
-    (preseed manifest enforced, concurrency %d). containerd's root is on the disk of the work
+    (preseed manifest enforced; %d bundles at once with layers to ingest, %d with all layers
+    cached). containerd's root is on the disk of the work
     directory (the appliance with a state disk), or on a tmpfs for "(tmpfs)" rows (the appliance
     without one; there a real reboot starts empty, so their reboot is a containerd restart).
   bundle read: bytes read from the bundle files, counted through the readers the bench controls
@@ -85,7 +86,7 @@ how it was measured:
   zero-copy input: %d cache entries and %d slim bundles (%s), made in %v before the timed part
     as the build makes them (build/oci/bundle.WriteTreeCached, build/oci/erofs.TreeCache, mkfs.erofs).
   %d CPUs; every bundle file is in the page cache (written just before).
-`, preseed.DefaultConcurrency, e.overlay.Snapshotter, e.erofs.DmverityMode, e.dmverityWhy,
+`, preseed.DefaultConcurrency, preseed.DefaultSlimConcurrency, e.overlay.Snapshotter, e.erofs.DmverityMode, e.dmverityWhy,
 		z.entries, set.n(), size(z.bytes), z.build.Round(time.Millisecond), numCPU())
 }
 
