@@ -67,9 +67,9 @@ how it was measured:
   first boot: preseed (or every ctr import) into a fresh containerd; reboot: containerd restarted on
     the same root, preseed run again with nothing changed. Preseed: the appliance's configuration
     (preseed manifest enforced; %d bundles at once with layers to ingest, %d with all layers
-    cached). containerd's root is on the disk of the work
-    directory (the appliance with a state disk), or on a tmpfs for "(tmpfs)" rows (the appliance
-    without one; there a real reboot starts empty, so their reboot is a containerd restart).
+    cached). containerd's root is on the disk of the work directory (the appliance with a state
+    disk), or on a tmpfs for "(tmpfs)" rows (the appliance without one; there a real reboot
+    starts empty, so their reboot is a containerd restart).
   bundle read: bytes read from the bundle files, counted through the readers the bench controls
     (preseed's Config.Open; the pipe into "ctr images import -").
   importer / containerd rchar: rchar deltas of /proc/<pid>/io over the import (bytes through read
