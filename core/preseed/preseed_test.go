@@ -190,11 +190,32 @@ func (f *fixture) checkGood(st *preseed.Status) {
 // image is unpacked and its layers present.
 func checkImage(t *testing.T, cl *client.Client, snapshotter, name, digest, file string) {
 	t.Helper()
+	img, ok := checkRegistered(t, cl, snapshotter, name, digest, file)
+	if !ok {
+		return
+	}
+	ctx := namespaces.WithNamespace(context.Background(), ns)
+	m, err := images.Manifest(ctx, cl.ContentStore(), img.Target(), platforms.DefaultStrict())
+	if err != nil {
+		t.Errorf("image %s: manifest: %v", name, err)
+		return
+	}
+	for _, l := range m.Layers {
+		if _, err := cl.ContentStore().Info(ctx, l.Digest); err != nil {
+			t.Errorf("image %s: layer %s: %v", name, l.Digest, err)
+		}
+	}
+}
+
+// checkRegistered asserts what checkImage does but the layers' presence,
+// and returns the image (false if it is not registered).
+func checkRegistered(t *testing.T, cl *client.Client, snapshotter, name, digest, file string) (client.Image, bool) {
+	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), ns)
 	img, err := cl.ImageService().Get(ctx, name)
 	if err != nil {
 		t.Errorf("image %s: %v", name, err)
-		return
+		return nil, false
 	}
 	if img.Target.Digest.String() != digest {
 		t.Errorf("image %s: target %s, want %s", name, img.Target.Digest, digest)
@@ -206,16 +227,7 @@ func checkImage(t *testing.T, cl *client.Client, snapshotter, name, digest, file
 	if ok, err := ci.IsUnpacked(ctx, snapshotter); err != nil || !ok {
 		t.Errorf("image %s: unpacked into %s = %v, %v", name, snapshotter, ok, err)
 	}
-	m, err := images.Manifest(ctx, cl.ContentStore(), img.Target, platforms.DefaultStrict())
-	if err != nil {
-		t.Errorf("image %s: manifest: %v", name, err)
-		return
-	}
-	for _, l := range m.Layers {
-		if _, err := cl.ContentStore().Info(ctx, l.Digest); err != nil {
-			t.Errorf("image %s: layer %s: %v", name, l.Digest, err)
-		}
-	}
+	return ci, true
 }
 
 func checkAbsent(t *testing.T, cl *client.Client, name string) {
