@@ -45,20 +45,7 @@ func TestConfigAcceptedByContainerd(t *testing.T) {
 		}
 	}
 
-	d := containerdtest.StartConfig(t, cfg)
-	c := d.Client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	resp, err := c.IntrospectionService().Plugins(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loaded := map[string]bool{}
-	for _, p := range resp.Plugins {
-		if p.InitErr == nil {
-			loaded[p.Type+"."+p.ID] = true
-		}
-	}
+	loaded := loadedPlugins(t, cfg)
 	for _, want := range []string{
 		"io.containerd.grpc.v1.cri",
 		"io.containerd.cri.v1.images",
@@ -256,20 +243,7 @@ func TestErofsConfigAsContainerdReadsIt(t *testing.T) {
 // found on PATH, erofs in the kernel).
 func TestErofsPluginsLoad(t *testing.T) {
 	cfg := containerdtest.NewErofsConfig(t, t.TempDir())
-	d := containerdtest.StartConfig(t, cfg)
-	c := d.Client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	resp, err := c.IntrospectionService().Plugins(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loaded := map[string]bool{}
-	for _, p := range resp.Plugins {
-		if p.InitErr == nil {
-			loaded[p.Type+"."+p.ID] = true
-		}
-	}
+	loaded := loadedPlugins(t, cfg)
 	for _, want := range append(containerd.ErofsPlugins(), "io.containerd.grpc.v1.cri") {
 		if !loaded[want] {
 			t.Errorf("plugin %s did not load", want)
@@ -307,4 +281,25 @@ func TestErofsWithoutDmVerityStopsContainerd(t *testing.T) {
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// loadedPlugins starts the real containerd with cfg and returns the plugins
+// it loaded without an error, as "type.id".
+func loadedPlugins(t *testing.T, cfg containerd.Config) map[string]bool {
+	t.Helper()
+	d := containerdtest.StartConfig(t, cfg)
+	c := d.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := c.IntrospectionService().Plugins(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := map[string]bool{}
+	for _, p := range resp.Plugins {
+		if p.InitErr == nil {
+			loaded[p.Type+"."+p.ID] = true
+		}
+	}
+	return loaded
 }
