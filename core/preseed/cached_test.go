@@ -248,16 +248,7 @@ func (f *cachedFixture) cachedEntry(file string, layers []erofs.Entry) bundlefor
 
 func (f *cachedFixture) writeEntries(entries ...bundleformat.Entry) string {
 	f.t.Helper()
-	m := bundleformat.Manifest{Bundles: entries}
-	b, err := m.Encode()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	p := filepath.Join(f.t.TempDir(), "preseed.json")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		f.t.Fatal(err)
-	}
-	return p
+	return writeManifestFile(f.t, bundleformat.Manifest{Bundles: entries})
 }
 
 // With a preseed manifest, the cached layers must be the entry's: a root

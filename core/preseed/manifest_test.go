@@ -60,13 +60,20 @@ func (f *fixture) writeManifest(files ...string) string {
 	for _, file := range files {
 		m.Bundles = append(m.Bundles, treeEntry(f.t, filepath.Join(f.root, ns, file), ns))
 	}
+	return writeManifestFile(f.t, m)
+}
+
+// writeManifestFile encodes m into a preseed.json in a temporary
+// directory and returns its path.
+func writeManifestFile(t *testing.T, m bundleformat.Manifest) string {
+	t.Helper()
 	b, err := m.Encode()
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
-	p := filepath.Join(f.t.TempDir(), "preseed.json")
+	p := filepath.Join(t.TempDir(), "preseed.json")
 	if err := os.WriteFile(p, b, 0o644); err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return p
 }
