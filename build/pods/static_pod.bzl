@@ -24,6 +24,24 @@ StaticPodInfo = provider(
     },
 )
 
+_StrictPrivilegesInfo = provider(
+    doc = "The value of the strict_privileges build setting.",
+    fields = {"value": "True: static_pod fails on privileges a pod gives no reason for."},
+)
+
+def _strict_privileges_flag_impl(ctx):
+    return [_StrictPrivilegesInfo(value = ctx.build_setting_value)]
+
+strict_privileges_flag = rule(
+    implementation = _strict_privileges_flag_impl,
+    build_setting = config.bool(flag = True),
+    doc = """A boolean command-line flag (`//build/pods:strict_privileges`): set,
+every static_pod that asks for privileges (a privileged container, added
+capabilities, an Unconfined seccomp profile) without the annotation
+`appliance-bundler.dev/privilege-reason` fails the build; unset, it builds
+with a warning naming the file and each privilege.""",
+)
+
 def _static_pod_impl(ctx):
     pod_name = ctx.attr.pod_name or ctx.label.name
     path = "%s/%s.yaml" % (_MANIFEST_DIR, pod_name)
@@ -46,6 +64,8 @@ def _static_pod_impl(ctx):
     args.add("--spec", spec)
     args.add("--out", out)
     args.add("--info", pod_json)
+    if ctx.attr._strict_privileges[_StrictPrivilegesInfo].value:
+        args.add("--strict_privileges")
     ctx.actions.run(
         executable = ctx.executable._tool,
         arguments = [args],
@@ -81,7 +101,11 @@ must be a name one of `bundles` registers (its tag, `repo@<index digest>` or
 that bundle's `repo@<target digest>`, the name preseed registers, so that a
 moved tag cannot change what runs, and `imagePullPolicy` is set to `Never`.
 An image no bundle provides fails the build, naming the pod, the file and the
-image, and listing the names the bundles provide.
+image, and listing the names the bundles provide. A pod that asks for
+privileges (a privileged container, added capabilities, an Unconfined seccomp
+profile) without saying why in the annotation
+`appliance-bundler.dev/privilege-reason` builds with a warning naming each,
+or fails with `--//build/pods:strict_privileges`.
 
 Outputs: `<name>.pinned.yaml`, the pinned manifest (deterministic bytes, keys
 sorted), and `<name>.pod.json` (output group `pod_json`) for the release
@@ -98,6 +122,11 @@ manifest; StaticPodInfo describes both.""",
         ),
         "pod_name": attr.string(
             doc = "The pod's metadata.name, which the manifest must give; defaults to the target's name. Stated here so that the appliance can place the file without reading it.",
+        ),
+        "_strict_privileges": attr.label(
+            default = Label("//build/pods:strict_privileges"),
+            providers = [_StrictPrivilegesInfo],
+            doc = "The strict_privileges flag.",
         ),
         "_tool": attr.label(
             default = _TOOL,

@@ -5,12 +5,13 @@ def _release_archive_impl(ctx):
     args = ctx.actions.args()
     args.add("-kernel", ctx.file.kernel)
     args.add("-initramfs", ctx.file.initramfs)
+    args.add("-init", ctx.file.init)
     args.add("-kernel_lock", ctx.file.kernel_lock)
     args.add("-preseed_manifest", ctx.file.preseed_manifest)
     args.add("-pods", ctx.file.pods)
     args.add("-default_version", ctx.attr.default_version)
     args.add("-out", out)
-    inputs = [ctx.file.kernel, ctx.file.initramfs, ctx.file.kernel_lock, ctx.file.preseed_manifest, ctx.file.pods]
+    inputs = [ctx.file.kernel, ctx.file.initramfs, ctx.file.init, ctx.file.kernel_lock, ctx.file.preseed_manifest, ctx.file.pods]
     if ctx.attr.stamp:
         args.add("-stable_status", ctx.info_file)
         inputs.append(ctx.info_file)
@@ -27,7 +28,7 @@ def _release_archive_impl(ctx):
 release_archive = rule(
     implementation = _release_archive_impl,
     doc = """Packs `appliance-<version>/` into one tar: `vmlinuz`, the initramfs,
-`manifest.json` (version, Go version, kernel packages, every preseeded image
+`manifest.json` (version, the Go version `init` was built with, kernel packages, every preseeded image
 with namespace, name, index and manifest digests, size and sha256, every
 static pod with its path and the digest reference each container runs, and the
 sha256 of every artifact) and `SHA256SUMS` for `sha256sum -c`. The archive is
@@ -36,6 +37,11 @@ byte-identical for equal inputs.""",
         "default_version": attr.string(
             doc = "The version of unstamped builds.",
             default = "0.0.0-dev",
+        ),
+        "init": attr.label(
+            doc = "The /init binary the initramfs holds: the manifest's Go version is the one it was built with.",
+            mandatory = True,
+            allow_single_file = True,
         ),
         "initramfs": attr.label(doc = "The production initramfs.", mandatory = True, allow_single_file = True),
         "kernel": attr.label(doc = "The kernel image.", mandatory = True, allow_single_file = True),

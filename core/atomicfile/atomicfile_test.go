@@ -46,3 +46,22 @@ func TestWriteFailureKeepsTheOld(t *testing.T) {
 		t.Errorf("the temporary file is left: %v", err)
 	}
 }
+
+// A temporary file an interrupted write left, with another mode, is
+// replaced: the file gets exactly the mode asked for and only the data.
+func TestWriteOverInterruptedWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "machine-id")
+	if err := os.WriteFile(path+".tmp", []byte("half of an older write, longer"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte("id"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != "id" {
+		t.Fatalf("%s holds %q (%v), want %q", path, got, err, "id")
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o400 {
+		t.Errorf("%s has mode %v, want 0400", path, st.Mode().Perm())
+	}
+}

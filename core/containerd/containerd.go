@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,7 +107,8 @@ type Config struct {
 	// dm_verity module: the tests' hosts have none).
 	DmverityMode string
 	// Children are started under the containerd runnable once the API
-	// answers; they are cancelled and restarted whenever containerd is.
+	// answers, each as a group of its own: they are cancelled and
+	// restarted whenever containerd is, and one that fails restarts alone.
 	Children map[string]supervisor.Runnable
 }
 
@@ -390,15 +392,21 @@ func (c Config) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to remove stale socket %s: %w", c.Address, err)
 	}
 
+	// containerd's own context: Run ends it and waits for the process on
+	// every way out, so a run never returns with containerd still alive
+	// (the next run would start a second one on the same root).
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
 	exited := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- supervisor.RunCommand(ctx, c.Command(ctx))
+		done <- supervisor.RunCommand(cctx, c.Command(cctx))
 		close(exited)
 	}()
 
 	start := time.Now()
 	if err := WaitReady(ctx, c.Address, exited); err != nil {
+		stop()
 		// The process's own end, if any, says why it never got ready.
 		if runErr := <-done; runErr != nil {
 			err = fmt.Errorf("%w; %w", err, runErr)
@@ -408,9 +416,13 @@ func (c Config) Run(ctx context.Context) error {
 	logger.Info("containerd ready", zap.String("address", c.Address),
 		zap.String("snapshotter", c.Snapshotter), zap.Duration("startup", time.Since(start)))
 	supervisor.Signal(ctx, supervisor.SignalHealthy)
-	if len(c.Children) > 0 {
-		if err := supervisor.RunGroup(ctx, c.Children); err != nil {
-			return fmt.Errorf("failed to start children of containerd: %w", err)
+	// Each child is a group of its own: one that fails (preseed, say)
+	// restarts alone, and never takes a sibling (the kubelet) with it.
+	for _, name := range slices.Sorted(maps.Keys(c.Children)) {
+		if err := supervisor.Run(ctx, name, c.Children[name]); err != nil {
+			stop()
+			<-done
+			return fmt.Errorf("failed to start %s under containerd: %w", name, err)
 		}
 	}
 	err := <-done

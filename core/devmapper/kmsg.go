@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/appliance-bundler/appliance/core/atomicfile"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -22,6 +24,47 @@ type VerityLog struct {
 	// Registry, if not nil, names the layer of a device gone from sysfs
 	// (Links records them).
 	Registry *Registry
+	// Cursor, if set, is a file that keeps the sequence number of the
+	// last corruption logged, so that a run after a restart (of the
+	// runnable or of the supervisor process) reads the kernel log from
+	// its oldest record again but does not report old corruptions as
+	// new. It belongs on a tmpfs: the kernel's numbering starts again at
+	// each boot.
+	Cursor string
+}
+
+// DefaultKmsgCursor is the appliance's VerityLog.Cursor.
+const DefaultKmsgCursor = "/run/devmapper/kmsg-cursor"
+
+// readCursor is the sequence number the cursor file holds; -1 when there
+// is none yet.
+func readCursor(path string) (int64, error) {
+	if path == "" {
+		return -1, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return -1, nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("failed to read the kernel log cursor: %w", err)
+	}
+	seq, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return -1, fmt.Errorf("kernel log cursor %s: %w", path, err)
+	}
+	return seq, nil
+}
+
+// writeCursor records seq as the last corruption logged.
+func writeCursor(path string, seq uint64) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("failed to create the directory of %s: %w", path, err)
+	}
+	return atomicfile.Write(path, []byte(strconv.FormatUint(seq, 10)+"\n"), 0o644)
 }
 
 // kmsgRecord is one /dev/kmsg record: "prio,seq,usec,flags;message".
@@ -97,16 +140,21 @@ func isDevNumber(s string) bool {
 // handle logs rec if it is a dm-verity corruption message, with the layer
 // under the device it names as sysfs shows it now (the device is normally
 // still there: the read that failed holds its mount), else as the registry
-// last recorded it.
-func (c VerityLog) handle(logger *zap.Logger, rec []byte) {
+// last recorded it. A record numbered at or below after was handled by an
+// earlier run and is skipped. It returns the sequence number of a
+// corruption it logged.
+func (c VerityLog) handle(logger *zap.Logger, rec []byte, after int64) (seq uint64, logged bool) {
 	r, err := parseKmsg(rec)
 	if err != nil {
 		logger.Warn("failed to parse a kernel log record", zap.Error(err))
-		return
+		return 0, false
+	}
+	if after >= 0 && r.Seq <= uint64(after) {
+		return 0, false
 	}
 	cor, ok := parseCorruption(r.Message)
 	if !ok {
-		return
+		return 0, false
 	}
 	fields := []zap.Field{
 		zap.String("reported_dev", cor.Dev), zap.String("block_type", cor.Kind),
@@ -117,12 +165,13 @@ func (c VerityLog) handle(logger *zap.Logger, rec []byte) {
 		recorded, ok := c.Registry.lookup(cor.Dev)
 		if !ok {
 			logger.Error("dm-verity: corrupted block on a device whose layer is unknown", append(fields, zap.Error(err))...)
-			return
+			return r.Seq, true
 		}
 		d = recorded
 		fields = append(fields, zap.String("resolved_from", "registry"))
 	}
 	logger.Error("dm-verity: corrupted block in a layer blob", append(fields, d.fields()...)...)
+	return r.Seq, true
 }
 
 // Run reads the kernel log, from its oldest record, until ctx ends.
@@ -134,6 +183,11 @@ func (c VerityLog) Run(ctx context.Context) error {
 		c.Kmsg = DefaultKmsg
 	}
 	logger := supervisor.Logger(ctx)
+	after, err := readCursor(c.Cursor)
+	if err != nil {
+		// Old corruptions reported twice beat new ones not reported.
+		logger.Warn("reading the kernel log without a cursor", zap.Error(err))
+	}
 	// Non-blocking, so that the runtime's poller waits for records and
 	// Close ends a pending read.
 	fd, err := unix.Open(c.Kmsg, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -159,7 +213,11 @@ func (c VerityLog) Run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("failed to read %s: %w", c.Kmsg, err)
 		default:
-			c.handle(logger, buf[:n])
+			if seq, ok := c.handle(logger, buf[:n], after); ok {
+				if err := writeCursor(c.Cursor, seq); err != nil {
+					logger.Warn("failed to record the kernel log cursor", zap.Error(err))
+				}
+			}
 		}
 	}
 }

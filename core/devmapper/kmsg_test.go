@@ -55,9 +55,9 @@ func TestCorruptionIsLoggedWithTheLayer(t *testing.T) {
 	k.dm("dm-3", "253:3", "containerd-erofs-ab", "loop0")
 	logger, logs := observed()
 	v := VerityLog{Sys: k.sys}
-	v.handle(logger, []byte("6,10,100,-;loop0: detected capacity change from 0 to 9000\n"))
-	v.handle(logger, []byte("3,11,200,-;device-mapper: verity: 7:0: data block 1234 is corrupted\n"))
-	v.handle(logger, []byte("3,12,300,-;device-mapper: verity: 7:9: data block 1 is corrupted\n"))
+	v.handle(logger, []byte("6,10,100,-;loop0: detected capacity change from 0 to 9000\n"), -1)
+	v.handle(logger, []byte("3,11,200,-;device-mapper: verity: 7:0: data block 1234 is corrupted\n"), -1)
+	v.handle(logger, []byte("3,12,300,-;device-mapper: verity: 7:9: data block 1 is corrupted\n"), -1)
 
 	errs := logs.FilterMessage("dm-verity: corrupted block in a layer blob").All()
 	if len(errs) != 1 || logs.Len() != 2 {
@@ -92,7 +92,7 @@ func TestCorruptionOfAGoneDeviceUsesTheRegistry(t *testing.T) {
 	k.removeDevice("dm-5", "253:5")
 	k.removeDevice("loop5", "7:5")
 	logger, logs := observed()
-	VerityLog{Sys: k.sys, Registry: reg}.handle(logger, []byte("3,11,200,-;device-mapper: verity: 7:5: data block 9 is corrupted\n"))
+	VerityLog{Sys: k.sys, Registry: reg}.handle(logger, []byte("3,11,200,-;device-mapper: verity: 7:5: data block 9 is corrupted\n"), -1)
 	errs := logs.FilterMessage("dm-verity: corrupted block in a layer blob").All()
 	if len(errs) != 1 {
 		t.Fatalf("logged %v, want the layer named from the registry", logs.All())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -136,4 +137,53 @@ func TestVerityLogFollowsTheKernelLog(t *testing.T) {
 		}
 	}
 	t.Fatalf("the corruption line was not logged: %v", logs.All())
+}
+
+// A VerityLog started again with the cursor of the one before reads the
+// kernel log from its start but does not report the corruption the first
+// one logged: only the one that came after.
+func TestVerityLogRestartReportsOnlyNewCorruptions(t *testing.T) {
+	needRoot(t, DefaultKmsg)
+	k := newFakeKernel(t)
+	k.loop("loop201", "7:201", "/containerd/erofs-cache/sha256/9c/"+hexID+".erofs")
+	k.dm("dm-201", "253:201", "containerd-erofs-restart", "loop201")
+	v := VerityLog{Sys: k.sys, Cursor: filepath.Join(t.TempDir(), "kmsg-cursor")}
+	first, second := uint64(time.Now().UnixNano()), uint64(time.Now().UnixNano()+1)
+	corrupt := func(block uint64) {
+		line := fmt.Sprintf("device-mapper: verity: 7:201: data block %d is corrupted\n", block)
+		if err := os.WriteFile(DefaultKmsg, []byte(line), 0); err != nil {
+			t.Fatalf("failed to write to %s: %v", DefaultKmsg, err)
+		}
+	}
+	logs, stop := runUnder(t, v.Run)
+	corrupt(first)
+	waitBlockLogged(t, logs, first)
+	stop()
+
+	logs, stop = runUnder(t, v.Run)
+	defer stop()
+	corrupt(second)
+	waitBlockLogged(t, logs, second)
+	if n := blockLogged(logs, first); n != 0 {
+		t.Errorf("after the restart, the old corruption of block %d was logged again %d times", first, n)
+	}
+}
+
+func blockLogged(logs *observer.ObservedLogs, block uint64) int {
+	n := 0
+	for _, e := range logs.FilterMessage("dm-verity: corrupted block in a layer blob").All() {
+		if e.ContextMap()["block"] == block {
+			n++
+		}
+	}
+	return n
+}
+
+func waitBlockLogged(t *testing.T, logs *observer.ObservedLogs, block uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); blockLogged(logs, block) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the corruption of block %d was not logged: %v", block, logs.All())
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -36,7 +37,7 @@ func loadModules(ctx context.Context, logger *zap.Logger) string {
 	if problem != nil {
 		// One line for erofs, which says what its failure costs; the
 		// other modules' failures, if any, on the next.
-		logger.Error("EROFS is unavailable; containerd will not be started", zap.Error(problem))
+		logger.Error("EROFS is unavailable; containerd will not start until it is", zap.Error(problem))
 		loadErr = kmod.Without(loadErr, "erofs")
 	}
 	if loadErr != nil {
@@ -79,24 +80,58 @@ func hasFilesystem(filesystems []byte, fs string) bool {
 	return false
 }
 
+// erofsPoll is how often the gate looks again for erofs: a module loaded
+// by hand lets containerd start within it.
+const erofsPoll = 2 * time.Second
+
+// every returns a wait for erofsGate: d, or less if ctx ends first.
+func every(d time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+}
+
 // erofsGate runs run (containerd) only when the kernel has erofs, as listed
 // in the file filesystems. Without it containerd's erofs snapshotter skips
 // itself, the CRI plugin that needs it fails, and containerd exits on its own
-// with a cause far from the reason: the gate fails instead with reason (PID
-// 1's finding), and the supervisor's backoff retries it, so a module loaded
-// later by hand lets containerd start.
-func erofsGate(run supervisor.Runnable, reason, filesystems string) supervisor.Runnable {
+// with a cause far from the reason. Instead the gate waits, looking again
+// after each wait (every(erofsPoll)), and starts containerd once erofs is
+// there. It says so once:
+// PID 1 has logged the reason as an error (reason), so the gate adds one
+// info line, and an error line only when PID 1 found nothing wrong. It
+// never fails for it: a failing runnable would log its error again at
+// every restart of the backoff, forever.
+func erofsGate(run supervisor.Runnable, reason, filesystems string, wait func(context.Context) error) supervisor.Runnable {
 	return func(ctx context.Context) error {
-		b, err := os.ReadFile(filesystems)
-		if err != nil {
-			return fmt.Errorf("failed to read %s: %w", filesystems, err)
+		logger := supervisor.Logger(ctx)
+		for waited := false; ; waited = true {
+			b, err := os.ReadFile(filesystems)
+			if err != nil {
+				return fmt.Errorf("failed to read %s: %w", filesystems, err)
+			}
+			if hasFilesystem(b, "erofs") {
+				if waited {
+					logger.Info("erofs is available now; starting containerd")
+				}
+				return run(ctx)
+			}
+			switch {
+			case waited:
+			case reason != "":
+				logger.Info("containerd waits for erofs, which the kernel lacks (see PID 1's error)", zap.String("reason", reason))
+			default:
+				logger.Error("containerd not started: erofs is not in "+filesystems+"; waiting for it", zap.String("file", filesystems))
+			}
+			if err := wait(ctx); err != nil {
+				return err
+			}
 		}
-		if hasFilesystem(b, "erofs") {
-			return run(ctx)
-		}
-		if reason == "" {
-			reason = "erofs is not in " + filesystems
-		}
-		return fmt.Errorf("containerd not started: %s", reason)
 	}
 }

@@ -5,10 +5,17 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/appliance-bundler/appliance/core/kmod"
+	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
 const (
@@ -48,22 +55,58 @@ func TestErofsProblemSaysWhy(t *testing.T) {
 	}
 }
 
-// Without erofs the gate fails with the reason and never starts containerd;
-// with it, containerd runs.
+// Without erofs the gate never starts containerd and says so in one line,
+// however many times it looks again; once erofs is there, containerd runs.
+// A file that cannot be read is an error naming it.
 func TestErofsGate(t *testing.T) {
+	const looks = 50
 	fs := filepath.Join(t.TempDir(), "filesystems")
+	if err := os.WriteFile(fs, []byte(withoutErofs), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ran := false
 	run := func(context.Context) error { ran = true; return nil }
-	os.WriteFile(fs, []byte(withoutErofs), 0o644)
-	err := erofsGate(run, "module erofs failed to load: blacklisted", fs)(context.Background())
-	if ran || err == nil || err.Error() != "containerd not started: module erofs failed to load: blacklisted" {
-		t.Fatalf("gate without erofs: ran %v, err %v", ran, err)
+	waits := 0
+	wait := func(context.Context) error {
+		if ran {
+			t.Error("containerd ran without erofs")
+		}
+		if waits++; waits == looks {
+			return os.WriteFile(fs, []byte(withErofs), 0o644)
+		}
+		return nil
 	}
-	os.WriteFile(fs, []byte(withErofs), 0o644)
-	if err := erofsGate(run, "stale reason", fs)(context.Background()); err != nil || !ran {
-		t.Fatalf("gate with erofs: ran %v, err %v", ran, err)
+	core, logs := observer.New(zapcore.InfoLevel)
+	ended := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := supervisor.New(ctx, zap.New(core), func(ctx context.Context) error {
+		ended <- erofsGate(run, "module erofs failed to load: blacklisted", fs, wait)(ctx)
+		supervisor.Signal(ctx, supervisor.SignalHealthy)
+		supervisor.Signal(ctx, supervisor.SignalDone)
+		return nil
+	})
+	defer func() { cancel(); s.Wait() }()
+	select {
+	case err := <-ended:
+		if err != nil || !ran || waits != looks {
+			t.Fatalf("gate = %v, containerd ran %v after %d waits; want nil, true, %d", err, ran, waits, looks)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the gate did not return")
 	}
-	if err := erofsGate(run, "", filepath.Join(t.TempDir(), "missing"))(context.Background()); err == nil || !strings.Contains(err.Error(), "missing") {
+	var lines []string
+	for _, e := range logs.All() {
+		lines = append(lines, e.Level.String()+": "+e.Message)
+	}
+	want := []string{
+		"info: containerd waits for erofs, which the kernel lacks (see PID 1's error)",
+		"info: erofs is available now; starting containerd",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("the gate logged %q, want %q", lines, want)
+	}
+	err := erofsGate(run, "", filepath.Join(t.TempDir(), "missing"), wait)(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("gate with no file: %v, want an error naming it", err)
 	}
 }

@@ -54,21 +54,38 @@ func mounts() []mount {
 	}
 }
 
-func mountAll(logger *zap.Logger) {
+// mountAll mounts every filesystem of mounts, or returns the first failure:
+// a node without one of them is half-made.
+func mountAll() error {
 	for _, m := range mounts() {
 		if err := os.MkdirAll(m.target, 0o755); err != nil {
-			logger.Error("failed to create mount point", zap.String("target", m.target), zap.Error(err))
-			continue
+			return fmt.Errorf("failed to create mount point %s: %w", m.target, err)
 		}
 		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
-			logger.Error("failed to mount", zap.String("target", m.target), zap.String("fstype", m.fstype), zap.Error(err))
+			return fmt.Errorf("failed to mount %s (%s) at %s: %w", m.source, m.fstype, m.target, err)
 		}
 	}
+	return nil
+}
+
+// mustBoot stops the boot when a step of early boot failed: one error line
+// naming the step and the reason, then a power-off. A node must never run
+// half-made (a root half-copied, a kernel filesystem missing, no machine
+// ID, no network), where the same failure would surface later as
+// something else, or not at all.
+func mustBoot(logger *zap.Logger, step string, err error) {
+	if err == nil {
+		return
+	}
+	logger.Error("boot failed; powering off", zap.String("step", step), zap.Error(err))
+	powerOff(logger, nil, "boot failed: "+step)
 }
 
 // setUpState mounts the state disk, if there is one, and writes the machine
-// ID, kept on that disk so that it lasts across reboots.
-func setUpState(logger *zap.Logger) {
+// ID, kept on that disk so that it lasts across reboots. A state disk that
+// fails to mount leaves containerd's state in memory (the node still
+// works); a machine ID that cannot be written is an error.
+func setUpState(logger *zap.Logger) error {
 	// persist is where state that must outlive a reboot goes, if anywhere.
 	persist := ""
 	if dev, err := mountStateDisk(); err != nil {
@@ -79,34 +96,30 @@ func setUpState(logger *zap.Logger) {
 		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
 		persist = stateDir
 	}
-	if id, err := ensureMachineID(machineIDPath, persist); err != nil {
-		logger.Error("failed to write the machine ID", zap.Error(err))
-	} else {
-		logger.Info("machine ID", zap.String("machine_id", id), zap.Bool("persistent", persist != ""))
+	id, err := ensureMachineID(machineIDPath, persist)
+	if err != nil {
+		return fmt.Errorf("failed to write the machine ID: %w", err)
 	}
+	logger.Info("machine ID", zap.String("machine_id", id), zap.Bool("persistent", persist != ""))
+	return nil
 }
 
 // pid1 never returns: the machine powers off at its end.
 func pid1(logger *zap.Logger) {
 	if !slices.Contains(os.Environ(), switchedEnv) {
-		if err := switchRoot(); err != nil {
-			// Without the switch containers cannot start, but preseed and
-			// the rest still can: keep booting.
-			logger.Error("failed to move the root off the initramfs", zap.Error(err))
-		}
+		// switchRoot returns only on failure (else it executes init again).
+		mustBoot(logger, "move the root off the initramfs", switchRoot())
 	}
 	boot := time.Now()
 	ctx := context.Background()
-	mountAll(logger)
+	mustBoot(logger, "mount the kernel filesystems", mountAll())
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
 		logger.Warn("failed to route Ctrl-Alt-Del to init", zap.Error(err))
 	}
 	erofsUnavailable := loadModules(ctx, logger)
-	setUpState(logger)
-	if err := network.Configure(ctx, logger, network.QEMUUser(hostname)); err != nil {
-		logger.Error("failed to configure the network", zap.Error(err))
-	}
+	mustBoot(logger, "set up the state", setUpState(logger))
+	mustBoot(logger, "configure the network", network.Configure(ctx, logger, network.QEMUUser(hostname)))
 	logger.Info("system up", zap.Duration("since_init_start", time.Since(boot)))
 
 	signals := make(chan os.Signal, 16)
@@ -132,6 +145,9 @@ func pid1(logger *zap.Logger) {
 			}
 		case <-restart:
 			if child == nil {
+				if err := killLeftovers(logger, "/proc"); err != nil {
+					logger.Error("failed to stop what the dead supervisor left; starting the next one anyway", zap.Error(err))
+				}
 				if child = startSupervisor(logger, erofsUnavailable); child == nil {
 					later()
 				}

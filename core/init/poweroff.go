@@ -113,6 +113,10 @@ func reapAll() (reaped int, none bool) {
 // clean all the same.
 func releaseMounts(logger *zap.Logger, dir string) {
 	info, err := os.ReadFile("/proc/self/mountinfo")
+	if errors.Is(err, os.ErrNotExist) {
+		// A boot that failed before /proc was mounted mounted nothing else.
+		return
+	}
 	if err != nil {
 		logger.Error("failed to read the mount table", zap.String("dir", dir), zap.Error(err))
 		return

@@ -73,8 +73,8 @@ func rootRunnable(cd containerd.Config, erofsUnavailable string) supervisor.Runn
 			run  supervisor.Runnable
 		}{
 			{"devmapper", devmapper.Links{Registry: dm}.Run},
-			{"verity-log", devmapper.VerityLog{Registry: dm}.Run},
-			{"containerd", erofsGate(cd.Run, erofsUnavailable, procFilesystems)},
+			{"verity-log", devmapper.VerityLog{Registry: dm, Cursor: devmapper.DefaultKmsgCursor}.Run},
+			{"containerd", erofsGate(cd.Run, erofsUnavailable, procFilesystems, every(erofsPoll))},
 		}
 		for _, c := range children {
 			if err := supervisor.Run(ctx, c.name, c.run); err != nil {
@@ -101,25 +101,17 @@ func supervise(logger *zap.Logger) int {
 	cd := containerd.Config{
 		SandboxImage: sandboxImage,
 		// preseed and the kubelet need containerd: they run under it and
-		// restart with it. The kubelet is started by a runnable of its
-		// own that is Done at once, so that it is a group apart: a
-		// kubelet that dies restarts alone, without running preseed
-		// again.
+		// restart with it. Each is a group of its own (containerd.Config's
+		// Children): a kubelet that dies restarts alone, without running
+		// preseed again, and a failed preseed run leaves the kubelet be.
 		Children: map[string]supervisor.Runnable{
 			"preseed": preseed.Config{Manifest: preseedManifest, RequireVerity: true}.Run,
-			"pods": func(ctx context.Context) error {
-				if err := supervisor.Run(ctx, "kubelet", kc.Run); err != nil {
-					return err
-				}
-				supervisor.Signal(ctx, supervisor.SignalHealthy)
-				supervisor.Signal(ctx, supervisor.SignalDone)
-				return nil
-			},
+			"kubelet": kc.Run,
 		},
 	}
 	if !runKubelet {
 		logger.Warn("the kubelet is turned off on the kernel command line")
-		delete(cd.Children, "pods")
+		delete(cd.Children, "kubelet")
 	}
 	root := rootRunnable(cd, os.Getenv(erofsUnavailableEnv))
 	s := supervisor.New(ctx, logger, root)

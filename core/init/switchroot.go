@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -24,15 +25,25 @@ const newRoot = "/.newroot"
 // (rootfs cannot be unmounted); a tmpfs root works, and the copy costs
 // about one second for the whole image. The initramfs files are removed
 // while copying, so memory use stays about the same.
+//
+// A failure leaves the initramfs half-emptied: the caller must not boot on.
 func switchRoot() error {
+	opts := "mode=0755"
+	cmdline, err := readCmdline()
+	if err != nil {
+		return err
+	}
+	if size := rootSize(cmdline); size != "" {
+		opts += ",size=" + size
+	}
 	if err := os.Mkdir(newRoot, 0o755); err != nil {
 		return fmt.Errorf("failed to create %s: %w", newRoot, err)
 	}
-	if err := unix.Mount("tmpfs", newRoot, "tmpfs", 0, "mode=0755"); err != nil {
-		return fmt.Errorf("failed to mount the tmpfs root: %w", err)
+	if err := unix.Mount("tmpfs", newRoot, "tmpfs", 0, opts); err != nil {
+		return fmt.Errorf("failed to mount the tmpfs root (%s): %w", opts, err)
 	}
 	if err := moveTree("/", newRoot); err != nil {
-		return err
+		return fmt.Errorf("failed to copy the initramfs into the tmpfs root (%s): %w", opts, err)
 	}
 	if err := os.Chdir(newRoot); err != nil {
 		return fmt.Errorf("failed to enter %s: %w", newRoot, err)
@@ -47,6 +58,41 @@ func switchRoot() error {
 		return fmt.Errorf("failed to enter the new root: %w", err)
 	}
 	return unix.Exec("/init", os.Args, append(os.Environ(), switchedEnv))
+}
+
+// rootSizeArg on the kernel command line sets the size of the tmpfs root
+// (tmpfs's size=, e.g. 512M or 50%); the kernel's default is half the RAM.
+const rootSizeArg = "appliance.root_size="
+
+// rootSize is the value of rootSizeArg on cmdline, or "".
+func rootSize(cmdline string) string {
+	size := ""
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, rootSizeArg); ok {
+			size = v
+		}
+	}
+	return size
+}
+
+// readCmdline reads the kernel command line before /proc is mounted: from
+// a proc mounted for the purpose, and unmounted before the copy walks the
+// tree.
+func readCmdline() (string, error) {
+	dir, err := os.MkdirTemp("/", ".proc-")
+	if err != nil {
+		return "", fmt.Errorf("failed to create a mount point for proc: %w", err)
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("proc", dir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return "", fmt.Errorf("failed to mount proc at %s: %w", dir, err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return "", fmt.Errorf("failed to read the kernel command line: %w", err)
+	}
+	return string(b), nil
 }
 
 // moveTree copies every entry of the initramfs below dst and removes the

@@ -116,6 +116,8 @@ func statusServer(ctx context.Context) error {
 	mux.Handle("GET /logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(podLogDir))))
 	mux.HandleFunc("GET /kubelet/pods", kubeletPods)
 	mux.HandleFunc("POST /kubelet/kill", killKubelet)
+	mux.HandleFunc("POST /supervisor/kill", killSupervisor)
+	mux.HandleFunc("GET /processes", processes)
 	mux.HandleFunc("GET /meminfo", meminfo)
 	srv := &http.Server{Addr: fmt.Sprintf(":%d", statusPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -169,6 +171,34 @@ func killKubelet(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]int{"pid": pids[0]})
+}
+
+// killSupervisor answers {"pid": N} with the supervisor process's own pid,
+// then ends that process with SIGKILL, as a crash would: PID 1 must leave
+// nothing of its tree behind before it starts the next one.
+func killSupervisor(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]int{"pid": os.Getpid()})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+}
+
+// processes answers {"<exe>": [pid, ...]} for the daemons whose count the
+// E2E checks: containerd, the kubelet and the supervisor (/init).
+func processes(w http.ResponseWriter, _ *http.Request) {
+	out := make(map[string][]int)
+	for _, exe := range []string{containerd.DefaultBinary, kubelet.DefaultBinary, "/init"} {
+		pids, err := kubelet.Processes("/proc", exe)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		out[exe] = pids
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
 }
 
 // meminfo serves /proc/meminfo, read whole: http.ServeFile trusts the size

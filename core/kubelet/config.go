@@ -41,7 +41,10 @@ func (c Config) KubeletConfiguration() *kubeletv1beta1.KubeletConfiguration {
 		FailCgroupV1: ptr(true),
 		// The appliance has no swap; a host that adds some must not stop
 		// the kubelet from starting.
-		FailSwapOn:         ptr(false),
+		FailSwapOn: ptr(false),
+		// Every container gets the runtime's default seccomp profile
+		// unless its pod asks for another: unconfined is never implied.
+		SeccompDefault:     ptr(true),
 		Address:            Loopback,
 		Port:               DefaultPort,
 		ReadOnlyPort:       c.ReadOnlyPort,

@@ -14,6 +14,11 @@
 // that is missing or points elsewhere), writes a status file, logs one
 // summary line and signals Done.
 //
+// Done, and the status file's state "done", mean that the CRI serves
+// every name registered in CRINamespace (serve.go): listed by the CRI as a
+// RepoTag or RepoDigest, pinned, and on the same CRI image as the other
+// names of its image. The kubelet may start pods at once.
+//
 // An index may be narrowed to some platforms (bundleformat.AnnotationPlatforms):
 // its blob is the original one, the other platforms' manifests are absent.
 // Only the content the bundle holds is labelled and walked, and the best
@@ -81,7 +86,8 @@
 // # Phases
 //
 // Preseed runs recover (recover.go), scan (scan.go), check (check.go),
-// import (import.go) and report (report.go), in that order; a context that
+// import (import.go) and report (report.go, which waits for the CRI in
+// serve.go before it writes the status), in that order; a context that
 // ends during a pass ends the run with its error and no status.
 //
 // # Power cuts
@@ -199,6 +205,11 @@ type Config struct {
 	// RequireVerity makes a cached layer without its dm-verity sidecar fail
 	// its bundle, as containerd's dmverity_mode "on" would fail its mount.
 	RequireVerity bool
+	// CRIWait bounds how long a run waits, before it writes its status
+	// and signals Done, for the CRI to serve every name it registered in
+	// CRINamespace; zero means DefaultCRIWait. Past it the run fails
+	// with the names still missing, and the supervisor runs it again.
+	CRIWait time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -216,6 +227,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SlimConcurrency <= 0 {
 		c.SlimConcurrency = DefaultSlimConcurrency
+	}
+	if c.CRIWait <= 0 {
+		c.CRIWait = DefaultCRIWait
 	}
 	if c.Platform == nil {
 		c.Platform = platforms.DefaultStrict()

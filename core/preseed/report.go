@@ -57,6 +57,11 @@ func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Clien
 		logger.Info("bundle gone; image unpinned", zap.String("namespace", u.Namespace), zap.String("image", u.Name))
 	}
 	st.Unpinned = unpinned
+	// "done" promises the kubelet every name: written only once the CRI
+	// serves them.
+	if err := c.waitServed(ctx, logger, cl, bundles); err != nil {
+		return nil, err
+	}
 	st.Duration = time.Since(start).Seconds()
 	if err := writeStatus(c.StatusPath, st); err != nil {
 		return nil, err

@@ -23,10 +23,12 @@ const (
 
 // RunCommand runs cmd as a child process of the runnable that owns ctx. cmd
 // must be made with exec.CommandContext with ctx or a context derived from
-// it, and have no Stdout or Stderr: RunCommand sets cmd.Cancel to send
-// SIGTERM and, unless it is set, cmd.WaitDelay to a grace period after which
-// exec sends SIGKILL and closes the output pipes (which a grandchild may
-// still hold). The output goes line by line to the runnable's logger (field
+// it, and have no Stdout or Stderr. RunCommand starts it in a process group
+// of its own that dies with this process (Isolate), sets cmd.Cancel to send
+// SIGTERM to that group and, unless it is set, cmd.WaitDelay to a grace
+// period after which exec sends SIGKILL and closes the output pipes (which
+// a grandchild may still hold); once cmd has exited, what is left of its
+// group is killed. The output goes line by line to the runnable's logger (field
 // "stream"). It returns when the process has exited and its output is
 // drained: nil for exit status 0, else an error, wrapping ctx's error if
 // ctx ended (a runnable that must not end treats nil as a failure anyway,
@@ -56,7 +58,7 @@ func RunCommandLines(ctx context.Context, cmd *exec.Cmd, logLine LineFunc) error
 	if cmd.Stdout != nil || cmd.Stderr != nil {
 		return fmt.Errorf("supervisor: %s already has Stdout or Stderr set; RunCommand logs them", cmd.Path)
 	}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	Isolate(cmd, syscall.SIGTERM)
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = stopGrace
 	}
@@ -70,6 +72,11 @@ func RunCommandLines(ctx context.Context, cmd *exec.Cmd, logLine LineFunc) error
 	}
 	logger.Info("started", zap.Int("pid", cmd.Process.Pid))
 	err := cmd.Wait()
+	// A grandchild in its group (containerd's mkfs.erofs, say) must not
+	// outlive the run: the next run would meet it.
+	if kerr := KillGroup(cmd); kerr != nil {
+		logger.Warn("failed to kill what is left of its process group", zap.Error(kerr))
+	}
 	stdout.flush()
 	stderr.flush()
 	if ctx.Err() != nil {

@@ -166,6 +166,10 @@ type node struct {
 	children  []*group // groups started by the current run
 	names     map[string]bool
 	runCtx    context.Context
+	// runs counts the node's runs; a context carries the run it was made
+	// for, so a goroutine left from an ended run cannot signal for the
+	// next one.
+	runs uint64
 }
 
 // group is a set of runnables started together: they fail and restart
@@ -178,12 +182,19 @@ type group struct {
 
 type nodeKey struct{}
 
-func nodeFrom(ctx context.Context) (*node, error) {
-	n, ok := ctx.Value(nodeKey{}).(*node)
+// nodeRun is what a runnable's context carries: its node and which run of
+// it the context was made for.
+type nodeRun struct {
+	node *node
+	run  uint64
+}
+
+func nodeFrom(ctx context.Context) (*node, uint64, error) {
+	nr, ok := ctx.Value(nodeKey{}).(nodeRun)
 	if !ok {
-		return nil, errors.New("supervisor: context does not belong to a runnable")
+		return nil, 0, errors.New("supervisor: context does not belong to a runnable")
 	}
-	return n, nil
+	return nr.node, nr.run, nil
 }
 
 // validName tells whether name can be one element of a dotted path:
@@ -208,9 +219,13 @@ func Run(ctx context.Context, name string, r Runnable) error {
 // RunGroup starts children of the runnable that owns ctx as one group: when
 // one of them fails, all of them are cancelled and restarted.
 func RunGroup(ctx context.Context, runnables map[string]Runnable) error {
-	parent, err := nodeFrom(ctx)
+	parent, _, err := nodeFrom(ctx)
 	if err != nil {
 		return err
+	}
+	if len(runnables) == 0 {
+		// A group of none would be registered and never exit.
+		return fmt.Errorf("supervisor: %s started a group with no runnables", parent.name)
 	}
 	s := parent.sup
 	s.mu.Lock()
@@ -254,8 +269,10 @@ func (n *node) admitLocked(ctx context.Context, runnables map[string]Runnable) e
 }
 
 // Signal reports the runnable's state to the supervisor.
+// A signal with the context of an ended run is dropped: it speaks for a
+// run that is gone, not for the one that replaced it.
 func Signal(ctx context.Context, sig SignalType) {
-	n, err := nodeFrom(ctx)
+	n, run, err := nodeFrom(ctx)
 	if err != nil {
 		// Called outside the tree: nothing to report to.
 		return
@@ -263,6 +280,9 @@ func Signal(ctx context.Context, sig SignalType) {
 	s := n.sup
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if run != n.runs {
+		return
+	}
 	switch {
 	case sig == SignalHealthy && n.state == StateNew:
 		n.setState(StateHealthy)
@@ -278,7 +298,7 @@ func Signal(ctx context.Context, sig SignalType) {
 // Logger returns the zap logger of the runnable that owns ctx, named by its
 // dotted path. Outside the tree it returns a no-op logger.
 func Logger(ctx context.Context) *zap.Logger {
-	n, err := nodeFrom(ctx)
+	n, _, err := nodeFrom(ctx)
 	if err != nil {
 		return zap.NewNop()
 	}
@@ -339,7 +359,8 @@ func (g *group) loop(ctx context.Context) {
 		results := make(chan result, len(g.members))
 		s.mu.Lock()
 		for _, n := range g.members {
-			n.runCtx = context.WithValue(runCtx, nodeKey{}, n)
+			n.runs++
+			n.runCtx = context.WithValue(runCtx, nodeKey{}, nodeRun{node: n, run: n.runs})
 			n.children = nil
 			n.names = make(map[string]bool)
 			n.violation = nil

@@ -1,10 +1,13 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -411,6 +414,48 @@ func TestRunWithContextOfEndedRunIsRefused(t *testing.T) {
 	}
 }
 
+// A goroutine left from run N that signals with run N's context must not
+// change the state of run N+1: the second run stays new, so its parent
+// sees no Healthy it never gave.
+func TestSignalWithContextOfEndedRunIsDropped(t *testing.T) {
+	var runs atomic.Int32
+	oldCtx := make(chan context.Context, 1)
+	second := make(chan struct{})
+	s, _, _ := start(t, func(ctx context.Context) error {
+		if runs.Add(1) == 1 {
+			oldCtx <- ctx
+			return errors.New("fail")
+		}
+		close(second)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	ctx := recv(t, "first run", oldCtx)
+	recv(t, "second run", second)
+	Signal(ctx, SignalHealthy)
+	Signal(ctx, SignalDone)
+	if st := s.States()[rootName]; st != StateNew {
+		t.Fatalf("after signals with the ended run's context, the new run is %s, want %s", st, StateNew)
+	}
+}
+
+// RunGroup with no runnables is refused, and the parent's exit is not
+// held up by a group that would never exit.
+func TestRunGroupWithNoRunnablesIsRefused(t *testing.T) {
+	got := make(chan error, 1)
+	s, _, cancel := start(t, func(ctx context.Context) error {
+		got <- RunGroup(ctx, nil)
+		Signal(ctx, SignalHealthy)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := recv(t, "RunGroup's result", got); err == nil || !strings.Contains(err.Error(), "no runnables") {
+		t.Fatalf("RunGroup(ctx, nil) = %v, want an error saying it has no runnables", err)
+	}
+	cancel()
+	waitOrFail(t, "the tree to stop", s.Wait)
+}
+
 func TestRunRejectsBadNames(t *testing.T) {
 	errs := make(chan []error, 1)
 	start(t, func(ctx context.Context) error {
@@ -627,4 +672,45 @@ func TestRunCommandLinesUsesLineFunc(t *testing.T) {
 	if n := logs.FilterMessage("output").Len(); n != 0 {
 		t.Errorf("%d default \"output\" entries, want 0: the LineFunc replaces them", n)
 	}
+}
+
+// A grandchild in the child's process group that ignores SIGTERM does not
+// outlive the run: the group is killed once the child has exited.
+func TestRunCommandLeavesNothingOfItsGroup(t *testing.T) {
+	pids := make(chan int, 1)
+	ran := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `(trap '' TERM; exec sleep 1000) & echo $!; wait`)
+		ran <- RunCommandLines(ctx, cmd, func(_ *zap.Logger, stream string, line []byte) {
+			if pid, err := strconv.Atoi(string(line)); err == nil && stream == "stdout" {
+				pids <- pid
+			}
+		})
+	}()
+	pid := recv(t, "the grandchild's pid", pids)
+	cancel()
+	if err := recv(t, "RunCommand to return", ran); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RunCommand = %v, want context.Canceled", err)
+	}
+	deadline := time.Now().Add(guard)
+	for processLives(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d of the stopped command still runs", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// processLives tells whether pid is a process that has not exited (a
+// zombie has).
+func processLives(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command's closing parenthesis.
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
 // Options describe one VM.
@@ -201,11 +203,10 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	vm.cancel = cancel
 	cmd := exec.CommandContext(runCtx, o.QEMU, args...)
-	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	// QEMU dies with the process that started it, whatever ends that; in
 	// its own process group, a Ctrl-C on the terminal reaches only the
 	// caller, which can press the VM's power button instead.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	supervisor.Isolate(cmd, syscall.SIGKILL)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
@@ -372,7 +373,7 @@ func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
 	defer cancel()
 	args := append(machineArgs("kvm", 512, 1, kernel, initramfs, "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
 	cmd := exec.CommandContext(ctx, qemu, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	supervisor.Isolate(cmd, syscall.SIGKILL)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return false

@@ -64,10 +64,20 @@ func ManifestPath(name string) string {
 	return path.Join(ManifestDir, name+".yaml")
 }
 
+// Options change how Build treats a pod.
+type Options struct {
+	// StrictPrivileges makes privileges without a reason (CheckPrivileges)
+	// fail the build; without it they are given to Warn.
+	StrictPrivileges bool
+	// Warn receives each warning; nil drops them.
+	Warn func(error)
+}
+
 // Build reads the pod manifest src, checks that its metadata.name is
-// wantName, pins its images to bundles and returns the rewritten manifest
-// (deterministic bytes) and its Info.
-func Build(src, wantName string, bundles []Bundle) ([]byte, *Info, error) {
+// wantName and its privileges (CheckPrivileges, under opts), pins its
+// images to bundles and returns the rewritten manifest (deterministic
+// bytes) and its Info.
+func Build(src, wantName string, bundles []Bundle, opts Options) ([]byte, *Info, error) {
 	data, err := readFile(src)
 	if err != nil {
 		return nil, nil, err
@@ -75,6 +85,14 @@ func Build(src, wantName string, bundles []Bundle) ([]byte, *Info, error) {
 	pod, err := Parse(src, data)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := CheckPrivileges(src, pod); err != nil {
+		if opts.StrictPrivileges {
+			return nil, nil, err
+		}
+		if opts.Warn != nil {
+			opts.Warn(err)
+		}
 	}
 	if pod.Name != wantName {
 		return nil, nil, fmt.Errorf("pod manifest %s: metadata.name is %q, but the rule names the pod %q: they must agree (the appliance places the file by the rule's name)", src, pod.Name, wantName)

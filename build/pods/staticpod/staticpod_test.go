@@ -99,7 +99,7 @@ spec:
 func TestBuildPinsImagesToBundles(t *testing.T) {
 	f := newFixture(t)
 	src := writePod(t, strings.NewReplacer("%[1]s", f.helloIndex, "%[2]s", f.helloAMD64).Replace(goodPod))
-	out, info, err := staticpod.Build(src, "demo", f.bundles)
+	out, info, err := staticpod.Build(src, "demo", f.bundles, staticpod.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestBuildPinsImagesToBundles(t *testing.T) {
 			t.Errorf("info image %d: %v, want %v", i, im, wantImages[i])
 		}
 	}
-	again, _, err := staticpod.Build(src, "demo", f.bundles)
+	again, _, err := staticpod.Build(src, "demo", f.bundles, staticpod.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestBuildRefusesBadInput(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := writePod(t, tc.pod)
-			_, _, err := staticpod.Build(src, "demo", f.bundles)
+			_, _, err := staticpod.Build(src, "demo", f.bundles, staticpod.Options{})
 			if err == nil {
 				t.Fatal("Build succeeded")
 			}

@@ -49,7 +49,7 @@ func pinnedPod(t *testing.T, name string, bundles []staticpod.Bundle, images ...
 	for i, img := range images {
 		fmt.Fprintf(&b, "  - name: c%d\n    image: %s\n", i, img)
 	}
-	out, _, err := staticpod.Build(writePod(t, b.String()), name, bundles)
+	out, _, err := staticpod.Build(writePod(t, b.String()), name, bundles, staticpod.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

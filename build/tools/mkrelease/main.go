@@ -16,6 +16,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -276,6 +276,9 @@ type input struct{ name, path string }
 // inputs are the files a release is made of.
 type inputs struct {
 	kernel, initramfs, kernelLock, preseed, pods string
+	// init is the /init binary the initramfs holds: the manifest's Go
+	// version is the one it was built with.
+	init string
 }
 
 func run(in inputs, statusFile, fallback, out string) error {
@@ -295,7 +298,11 @@ func run(in inputs, statusFile, fallback, out string) error {
 	if err != nil {
 		return err
 	}
-	m := Manifest{Version: v, GoVersion: runtime.Version(), Kernel: Kernel{File: "vmlinuz"}}
+	bi, err := buildinfo.ReadFile(in.init)
+	if err != nil {
+		return fmt.Errorf("the init binary %s: %w", in.init, err)
+	}
+	m := Manifest{Version: v, GoVersion: bi.GoVersion, Kernel: Kernel{File: "vmlinuz"}}
 	for _, p := range lock.Packages {
 		m.Kernel.Packages = append(m.Kernel.Packages, Package{Name: p.Package, Version: p.Version, SHA256: p.SHA256})
 	}
@@ -380,6 +387,7 @@ func copyInto(tw *tar.Writer, hdr func(string, int64, int64, byte) *tar.Header, 
 func main() {
 	kernel := flag.String("kernel", "", "the kernel (vmlinuz)")
 	initramfs := flag.String("initramfs", "", "the production initramfs")
+	initBin := flag.String("init", "", "the /init binary of the initramfs (its Go version goes into the manifest)")
 	lock := flag.String("kernel_lock", "", "third_party/linux/kernel.lock.json")
 	preseed := flag.String("preseed_manifest", "", "the preseed manifest (//images:preseed_json)")
 	pods := flag.String("pods", "", "the static pods listing (//images:pods_json)")
@@ -387,11 +395,11 @@ func main() {
 	fallback := flag.String("default_version", "0.0.0-dev", "the version when not stamped")
 	out := flag.String("out", "", "the release archive to write")
 	flag.Parse()
-	if *kernel == "" || *initramfs == "" || *lock == "" || *preseed == "" || *pods == "" || *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: mkrelease -kernel F -initramfs F -kernel_lock F -preseed_manifest F -pods F [-stable_status F] -out F")
+	if *kernel == "" || *initramfs == "" || *initBin == "" || *lock == "" || *preseed == "" || *pods == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: mkrelease -kernel F -initramfs F -init F -kernel_lock F -preseed_manifest F -pods F [-stable_status F] -out F")
 		os.Exit(2)
 	}
-	in := inputs{kernel: *kernel, initramfs: *initramfs, kernelLock: *lock, preseed: *preseed, pods: *pods}
+	in := inputs{kernel: *kernel, initramfs: *initramfs, init: *initBin, kernelLock: *lock, preseed: *preseed, pods: *pods}
 	if err := run(in, *status, *fallback, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "mkrelease:", err)
 		os.Exit(1)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -87,7 +88,7 @@ func release(t *testing.T, preseed, pods string) map[string][]byte {
 	}
 	out := filepath.Join(dir, "release.tar")
 	in := inputs{kernel: filepath.Join(dir, "vmlinuz"), initramfs: filepath.Join(dir, "initramfs.cpio.zst"),
-		kernelLock: filepath.Join(dir, "kernel.lock.json"), preseed: preseed, pods: pods}
+		init: goBinary(t), kernelLock: filepath.Join(dir, "kernel.lock.json"), preseed: preseed, pods: pods}
 	if err := run(in, "", "1.2.3", out); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestReleaseRefusesManifestWithoutReferences(t *testing.T) {
 	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = run(inputs{kernel: lock, initramfs: lock, kernelLock: lock, preseed: preseed, pods: writePods(t, "hello:1.0")}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	err = run(inputs{kernel: lock, initramfs: lock, init: goBinary(t), kernelLock: lock, preseed: preseed, pods: writePods(t, "hello:1.0")}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
 	if err == nil || !strings.Contains(err.Error(), preseed) || !strings.Contains(err.Error(), "references") {
 		t.Fatalf("want an error naming %s and its references, got %v", preseed, err)
 	}
@@ -200,8 +201,44 @@ func TestReleaseRefusesPodNotPreseeded(t *testing.T) {
 	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := run(inputs{kernel: lock, initramfs: lock, kernelLock: lock, preseed: preseed, pods: pods}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	err := run(inputs{kernel: lock, initramfs: lock, init: goBinary(t), kernelLock: lock, preseed: preseed, pods: pods}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
 	if err == nil || !strings.Contains(err.Error(), pods) || !strings.Contains(err.Error(), `pod "web"`) || !strings.Contains(err.Error(), image) {
 		t.Fatalf("want an error naming %s, pod web and %s, got %v", pods, image, err)
+	}
+}
+
+// goBinary is a Go binary to stand for /init: this test's own.
+func goBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// The manifest's Go version is the one /init was built with, read from
+// the binary; a file that is no Go binary is refused, naming it.
+func TestReleaseGoVersionIsInit(t *testing.T) {
+	preseed, _ := preseedManifest(t)
+	files := release(t, preseed, writePods(t, "hello:1.0"))
+	var m Manifest
+	if err := json.Unmarshal(files["manifest.json"], &m); err != nil {
+		t.Fatal(err)
+	}
+	bi, err := buildinfo.ReadFile(goBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GoVersion != bi.GoVersion {
+		t.Errorf("manifest go_version %q, want the init binary's %q", m.GoVersion, bi.GoVersion)
+	}
+	lock := filepath.Join(t.TempDir(), "kernel.lock.json")
+	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(inputs{kernel: lock, initramfs: lock, init: lock, kernelLock: lock, preseed: preseed, pods: writePods(t, "hello:1.0")}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	if err == nil || !strings.Contains(err.Error(), lock) {
+		t.Fatalf("an init that is no Go binary: %v, want an error naming %s", err, lock)
 	}
 }

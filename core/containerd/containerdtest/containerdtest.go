@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/supervisor"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
@@ -177,16 +178,20 @@ func Launch(cfg containerd.Config, out io.Writer) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{Config: cfg, Address: cfg.Address, Snapshotter: cfg.Snapshotter, stop: cancel, exited: make(chan struct{})}
 	d.cmd = cfg.Command(ctx)
-	d.cmd.Cancel = func() error { return d.cmd.Process.Signal(syscall.SIGTERM) }
+	// Its own process group, as on the appliance: a stop reaches nothing
+	// of the caller's, and nothing of it outlives the test.
+	supervisor.Isolate(d.cmd, syscall.SIGTERM)
 	d.cmd.WaitDelay = stopGrace
 	d.cmd.Stdout, d.cmd.Stderr = out, out
-	// Its own process group, so a stop reaches nothing of the caller's.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("failed to start containerd: %w", err)
 	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	go func() {
+		_ = d.cmd.Wait()
+		_ = supervisor.KillGroup(d.cmd)
+		close(d.exited)
+	}()
 	wctx, wcancel := context.WithTimeout(context.Background(), startTimeout)
 	defer wcancel()
 	if err := containerd.WaitReady(wctx, cfg.Address, d.exited); err != nil {

@@ -83,6 +83,43 @@ func (n *Node) KillKubelet(ctx context.Context) (int, error) {
 	return killed.PID, nil
 }
 
+// KillSupervisor sends SIGKILL to the node's supervisor process (from
+// inside it) and returns its pid.
+func (n *Node) KillSupervisor(ctx context.Context) (int, error) {
+	body, _, err := n.do(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/supervisor/kill", n.VM.Ports[statusPort]))
+	if err != nil {
+		return 0, err
+	}
+	var killed struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(body, &killed); err != nil || killed.PID == 0 {
+		return 0, fmt.Errorf("POST /supervisor/kill answered %q: %v", body, err)
+	}
+	return killed.PID, nil
+}
+
+// Executables of the daemons whose processes Processes counts.
+const (
+	ContainerdBinary = "/usr/bin/containerd"
+	KubeletBinary    = "/usr/bin/kubelet"
+	InitBinary       = "/init"
+)
+
+// Processes lists the pids of the node's containerd, kubelet and /init
+// (PID 1 and the supervisor) processes, by executable.
+func (n *Node) Processes(ctx context.Context) (map[string][]int, error) {
+	body, err := n.get(ctx, "/processes")
+	if err != nil {
+		return nil, err
+	}
+	var out map[string][]int
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("GET /processes answered %q: %w", body, err)
+	}
+	return out, nil
+}
+
 // CheckNoPulls fails the test if containerd logged any image pull: every
 // pod must have started from preseeded images.
 func (n *Node) CheckNoPulls(t *testing.T) {

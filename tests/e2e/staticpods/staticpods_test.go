@@ -8,19 +8,22 @@ package staticpods_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 	"github.com/appliance-bundler/appliance/tests/launch"
 )
 
 // kubeletLogger is the supervisor's logger of the kubelet runnable.
-const kubeletLogger = "supervisor.root.containerd.pods.kubelet"
+const kubeletLogger = "supervisor.root.containerd.kubelet"
 
 func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -41,6 +44,7 @@ func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	checkHelloLog(ctx, t, n, hello)
 	web := waitPhase(ctx, t, n, node.HelloWebPod, corev1.PodRunning)
 	checkPinnedImages(t, hello, web)
+	checkLeastPrivilege(ctx, t, n, web)
 	if total, avail, err := n.Memory(ctx); err != nil {
 		t.Errorf("guest memory: %v", err)
 	} else {
@@ -48,6 +52,7 @@ func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	}
 
 	restartKubelet(ctx, t, n, web)
+	restartSupervisor(ctx, t, n)
 	n.CheckNoPulls(t)
 }
 
@@ -151,4 +156,97 @@ func restartKubelet(ctx context.Context, t *testing.T, n *node.Node, web *corev1
 	}
 	waitHelloWeb(ctx, t, n)
 	t.Logf("hello-web answers after the kubelet's restart, %s after QEMU start", n.Since())
+}
+
+// restartSupervisor kills the supervisor process inside the VM, as a crash
+// would, and wants PID 1 to start a new one that runs exactly one
+// containerd and one kubelet (nothing of the old tree left to race them),
+// whose CRI answers and whose hello-web answers.
+func restartSupervisor(ctx context.Context, t *testing.T, n *node.Node) {
+	t.Helper()
+	pid, err := n.KillSupervisor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed the supervisor (pid %d) %s after QEMU start", pid, n.Since())
+	node.Eventually(ctx, t, "a new supervisor with one containerd and one kubelet", func(ctx context.Context) error {
+		procs, err := n.Processes(ctx)
+		if err != nil {
+			return err
+		}
+		inits := procs[node.InitBinary]
+		if len(inits) != 2 || slices.Contains(inits, pid) {
+			return fmt.Errorf("/init processes %v, want PID 1 and a new supervisor (the old was %d)", inits, pid)
+		}
+		if c, k := procs[node.ContainerdBinary], procs[node.KubeletBinary]; len(c) != 1 || len(k) != 1 {
+			return fmt.Errorf("containerd processes %v, kubelet processes %v; want one each", c, k)
+		}
+		if _, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{}); err != nil {
+			return fmt.Errorf("the CRI does not answer: %w", err)
+		}
+		return nil
+	})
+	t.Logf("a new supervisor runs one containerd and one kubelet, and the CRI answers, %s after QEMU start", n.Since())
+	waitHelloWeb(ctx, t, n)
+	t.Logf("hello-web answers after the supervisor's restart, %s after QEMU start", n.Since())
+	// Nothing of the old tree may come back later either.
+	procs, err := n.Processes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, k := procs[node.ContainerdBinary], procs[node.KubeletBinary]; len(c) != 1 || len(k) != 1 {
+		t.Errorf("after hello-web answered: containerd processes %v, kubelet processes %v; want one each", c, k)
+	}
+}
+
+// checkLeastPrivilege asks the CRI for the OCI spec hello-web's container
+// runs with: the runtime's default seccomp profile (the kubelet's
+// seccompDefault, and the pod's RuntimeDefault), an unprivileged user, no
+// capabilities, no new privileges and a read-only root.
+func checkLeastPrivilege(ctx context.Context, t *testing.T, n *node.Node, web *corev1.Pod) {
+	t.Helper()
+	if len(web.Status.ContainerStatuses) != 1 {
+		t.Fatalf("hello-web has container statuses %+v, want one", web.Status.ContainerStatuses)
+	}
+	id := strings.TrimPrefix(web.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	resp, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatalf("CRI ContainerStatus %s: %v", id, err)
+	}
+	var info struct {
+		RuntimeSpec struct {
+			Process struct {
+				User            struct{ UID, GID int }
+				NoNewPrivileges bool `json:"noNewPrivileges"`
+				Capabilities    map[string][]string
+			}
+			Root  struct{ Readonly bool }
+			Linux struct {
+				Seccomp *struct {
+					DefaultAction string `json:"defaultAction"`
+					Syscalls      []json.RawMessage
+				}
+			}
+		} `json:"runtimeSpec"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
+		t.Fatalf("CRI ContainerStatus %s: verbose info: %v", id, err)
+	}
+	spec := info.RuntimeSpec
+	if sc := spec.Linux.Seccomp; sc == nil || sc.DefaultAction == "SCMP_ACT_ALLOW" || len(sc.Syscalls) == 0 {
+		t.Errorf("hello-web runs with seccomp %+v, want the runtime's default profile", sc)
+	} else {
+		t.Logf("hello-web's seccomp profile: default action %s, %d syscall rules", sc.DefaultAction, len(sc.Syscalls))
+	}
+	if spec.Process.User.UID != 65532 || spec.Process.User.GID != 65532 {
+		t.Errorf("hello-web runs as %d:%d, want 65532:65532", spec.Process.User.UID, spec.Process.User.GID)
+	}
+	for set, caps := range spec.Process.Capabilities {
+		if len(caps) > 0 {
+			t.Errorf("hello-web has %s capabilities %q, want none", set, caps)
+		}
+	}
+	if !spec.Process.NoNewPrivileges || !spec.Root.Readonly {
+		t.Errorf("hello-web: noNewPrivileges %v, read-only root %v; want both", spec.Process.NoNewPrivileges, spec.Root.Readonly)
+	}
 }

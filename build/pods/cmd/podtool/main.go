@@ -17,7 +17,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/pods/staticpod"
 )
 
-const usage = `usage: podtool pin --src POD.yaml --name POD --path PATH --spec SPEC.json --out OUT.yaml --info OUT.json
+const usage = `usage: podtool pin --src POD.yaml --name POD --path PATH --spec SPEC.json --out OUT.yaml --info OUT.json [--strict_privileges]
 SPEC.json: {"bundles": [{"file": PATH, "namespace": NS}, ...]}
        podtool tree --spec SPEC.json --preseed_manifest PRESEED.json --out PODS.tar --pods_json PODS.json
 SPEC.json: {"pods": [{"name": POD, "file": PINNED.yaml}, ...]}`
@@ -55,6 +55,7 @@ func runPin(args []string) error {
 	specFile := fs.String("spec", "", "JSON spec naming the bundles")
 	out := fs.String("out", "", "pinned pod manifest to write")
 	infoOut := fs.String("info", "", "pod info JSON to write")
+	strict := fs.Bool("strict_privileges", false, "fail on privileges the pod gives no reason for, instead of warning")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,7 +66,10 @@ func runPin(args []string) error {
 	if err != nil {
 		return err
 	}
-	pod, info, err := staticpod.Build(*src, *name, s.Bundles)
+	pod, info, err := staticpod.Build(*src, *name, s.Bundles, staticpod.Options{
+		StrictPrivileges: *strict,
+		Warn:             func(err error) { fmt.Fprintf(os.Stderr, "WARNING: %v\n", err) },
+	})
 	if err != nil {
 		return err
 	}
