@@ -6,6 +6,7 @@ these rules and rules_oci. The work is done by //build/oci/cmd/ocitool; the
 rules only pass paths and a JSON spec.
 """
 
+load("//third_party/erofs-utils:mkfs_erofs.bzl", "mkfs_erofs_args", "mkfs_erofs_attrs")
 load(":bundle_format.bzl", "BUNDLE_EXTENSIONS", "PRESEED_ROOT")
 load(":index.bzl", _oci_image_index = "oci_image_index")
 load(":tarball.bzl", _oci_from_tarball = "oci_from_tarball")
@@ -120,6 +121,19 @@ def _layout_dir(target, what):
 def _list_or_none(values):
     return values if values else None
 
+def _has_constraint(ctx, target):
+    return ctx.target_platform_has_constraint(target[platform_common.ConstraintValueInfo])
+
+def _target_platform(ctx):
+    """The OCI os and architecture of Bazel's target platform, or "" each."""
+    goos = "linux" if _has_constraint(ctx, ctx.attr._os_linux) else ""
+    arch = ""
+    if _has_constraint(ctx, ctx.attr._cpu_x86_64):
+        arch = "amd64"
+    elif _has_constraint(ctx, ctx.attr._cpu_aarch64):
+        arch = "arm64"
+    return goos, arch
+
 def _oci_image_impl(ctx):
     out = ctx.actions.declare_directory(ctx.label.name)
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
@@ -130,6 +144,7 @@ def _oci_image_impl(ctx):
         inputs.append(base_dir)
         base = base_dir.path
     spec = ctx.actions.declare_file(ctx.label.name + ".image.json")
+    target_os, target_arch = _target_platform(ctx)
     ctx.actions.write(spec, json.encode({
         "annotations": ctx.attr.annotations,
         "architecture": ctx.attr.architecture,
@@ -141,6 +156,8 @@ def _oci_image_impl(ctx):
         "labels": ctx.attr.labels,
         "layers": [t.path for t in ctx.files.tars],
         "os": ctx.attr.os,
+        "target_architecture": target_arch,
+        "target_os": target_os,
         "user": ctx.attr.user,
         "variant": ctx.attr.variant,
         "volumes": ctx.attr.volumes,
@@ -169,7 +186,7 @@ fixed metadata and compressed with a fixed gzip header, and the config's
 written to `<name>.digest` (output group `digest`).""",
     attrs = {
         "base": attr.label(
-            doc = "An OCI layout directory to build on (an oci_image or a pulled image). From a multi-platform layout, the manifest for `os`/`architecture` is used.",
+            doc = "An OCI layout directory to build on (an oci_image or a pulled image). From a multi-platform layout, the manifest for `os`/`architecture` is used; without them, the only platform the layout holds (a pull narrowed to one), else the target platform's, as rules_oci does.",
             allow_files = True,
         ),
         "tars": attr.label_list(
@@ -188,6 +205,9 @@ written to `<name>.digest` (output group `digest`).""",
         "os": attr.string(doc = "Config os; required without a base, else taken from it."),
         "architecture": attr.string(doc = "Config architecture; required without a base, else taken from it."),
         "variant": attr.string(doc = "Config variant, e.g. \"v8\" for arm64."),
+        "_cpu_aarch64": attr.label(default = "@platforms//cpu:aarch64", doc = "Target CPU arm64, for a base's platform."),
+        "_cpu_x86_64": attr.label(default = "@platforms//cpu:x86_64", doc = "Target CPU amd64, for a base's platform."),
+        "_os_linux": attr.label(default = "@platforms//os:linux", doc = "Target OS linux, for a base's platform."),
         "_tool": _tool_attr(),
     },
 )
@@ -290,15 +310,20 @@ def _preseed_tree_impl(ctx):
         })
     spec = ctx.actions.declare_file(ctx.label.name + ".tree.json")
     ctx.actions.write(spec, json.encode({"bundles": bundles}))
+    args = ctx.actions.args()
+    args.add_all(["tree", "--spec", spec, "--out", out, "--manifest", manifest])
+
+    # The pinned mkfs.erofs (the appliance's own) converts the layers, never
+    # one from PATH.
+    mkfs = mkfs_erofs_args(ctx, args)
     ctx.actions.run(
         executable = ctx.executable._tool,
-        arguments = ["tree", "--spec", spec.path, "--out", out.path, "--manifest", manifest.path],
+        arguments = [args],
         inputs = [spec] + files.values(),
+        tools = mkfs,
         outputs = [out, manifest],
         mnemonic = "PreseedTree",
         progress_message = "Placing preseed bundles %{label}",
-        # mkfs.erofs, from PATH (the toolchain root's), converts the layers.
-        use_default_shell_env = True,
     )
     return [
         DefaultInfo(files = depset([out, manifest])),
@@ -322,7 +347,8 @@ once per diffID, into EROFS blobs with a dm-verity hash tree at
 /containerd/erofs-cache/sha256/<xx>/<diffID hex>.erofs (+ `.dmverity`) in the
 tar, and the bundle is placed without them; its manifest entry lists them
 (`cached_layers`: digest, diff_id, path, size, root_hash) and its size and
-sha256 are the slim file's. Needs mkfs.erofs on PATH.""",
+sha256 are the slim file's. The conversion runs the pinned mkfs.erofs of
+//third_party/erofs-utils, the appliance's own, never one from PATH.""",
     attrs = {
         "bundles": attr.label_list(
             doc = "preseed_bundle targets.",
@@ -330,5 +356,5 @@ sha256 are the slim file's. Needs mkfs.erofs on PATH.""",
             mandatory = True,
         ),
         "_tool": _tool_attr(),
-    },
+    } | mkfs_erofs_attrs(),
 )

@@ -11,12 +11,16 @@
 #   APPLIANCE_CACHE          where the root and Bazel's output root live
 #                            (default /var/cache/appliance-build)
 #   APPLIANCE_DEBIAN_MIRROR  Debian mirror URL (default: the host apt's)
+#   APPLIANCE_TOOLROOT_RELOCK=1  set the root up from the archive's newest
+#                            packages and rewrite toolroot.lock from it
 set -euo pipefail
 
 ws=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 offline="$ws/build/offline"
 # shellcheck source=toolroot.conf
 source "$offline/toolroot.conf"
+# Every package of the root, pinned to its version (setup-toolroot.sh).
+toolroot_lock="$offline/toolroot.lock"
 
 cache=${APPLIANCE_CACHE:-/var/cache/appliance-build}
 root="$cache/toolroot"
@@ -138,7 +142,7 @@ gazelle_version=$(module_dep_version gazelle)
 identity=$(
   {
     echo "$bazel_version $go_minor $rules_go_version $gazelle_version"
-    cat "$offline/toolroot.conf" "$offline/setup-toolroot.sh"
+    cat "$offline/toolroot.conf" "$offline/toolroot.lock" "$offline/setup-toolroot.sh"
   } | sha256sum | cut -d' ' -f1
 )
 

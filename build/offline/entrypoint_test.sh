@@ -45,6 +45,20 @@ expect "reports an unreachable Debian archive" "Debian archive unreachable: coul
 expect "reports an unreachable Go module proxy" "Go module proxy unreachable: could not fetch http://127.0.0.1:9/github.com/bazelbuild/rules_go/" \
   env APPLIANCE_CACHE="$scratch/noproxy" GOPROXY=http://127.0.0.1:9 "$ws/tools/bazel" version
 
+# An archive that no longer has a pinned version (here: a file:// archive
+# whose index holds one package) fails before anything is installed, naming
+# the pins it lacks.
+mirror="$scratch/mirror"
+mkdir -p "$mirror/dists/sid/main/binary-amd64"
+echo "Suite: unstable" >"$mirror/dists/sid/Release"
+printf 'Package: hello\nVersion: 1.0-1\nArchitecture: amd64\n\n' | gzip -n >"$mirror/dists/sid/main/binary-amd64/Packages.gz"
+expect "refuses an archive without the pinned versions" "no longer has these versions pinned in build/offline/toolroot.lock \([0-9]+ of them\): [a-z0-9.+-]+=" \
+  env APPLIANCE_CACHE="$scratch/unpinned" APPLIANCE_DEBIAN_MIRROR="file://$mirror" "$ws/tools/bazel" version
+if [[ -e $scratch/unpinned/toolroot.partial ]]; then
+  echo "FAIL: the refused setup left toolroot.partial"
+  failed=$((failed + 1))
+fi
+
 # An interrupted setup leaves toolroot.partial (never toolroot): it is found,
 # reported and removed before the setup starts again.
 mkdir -p "$scratch/interrupted/toolroot.partial/usr"

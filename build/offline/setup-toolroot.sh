@@ -13,6 +13,49 @@ leave_old_root() {
   umount "$ns_file" 2>/dev/null || true
 }
 
+# The pins: "package=version" lines of toolroot.lock (comments dropped).
+toolroot_pins() {
+  sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$toolroot_lock"
+}
+
+# Fails, before anything is installed, when the archive's index lacks a
+# version toolroot.lock pins: the archive moved on, and the root would not
+# be the one the lock describes.
+check_pins_in_archive() {
+  local mirror=$1 index missing
+  index=$(mktemp)
+  if ! timeout 300 /usr/lib/apt/apt-helper -o Acquire::Retries=0 download-file \
+    "$mirror/dists/$toolroot_suite/main/binary-amd64/Packages.gz" "$index" >/dev/null 2>&1; then
+    rm -f "$index"
+    die "could not fetch the package index of Debian $toolroot_suite from $mirror"
+  fi
+  missing=$(gzip -dc "$index" | awk -v pins="$(toolroot_pins)" '
+    BEGIN { n = split(pins, l, "\n"); for (i = 1; i <= n; i++) { split(l[i], f, "="); want[f[1]] = f[2] } }
+    /^Package: / { p = $2 }
+    /^Version: / { if (p in want && want[p] == $2) found[p] = 1 }
+    END { for (p in want) if (!(p in found)) print p "=" want[p] }' | LC_ALL=C sort)
+  rm -f "$index"
+  [[ -z $missing ]] ||
+    die "the Debian archive at $mirror no longer has these versions pinned in build/offline/toolroot.lock ($(wc -l <<<"$missing") of them): $(head -n 12 <<<"$missing" | tr '\n' ' ')... Move the pins with: APPLIANCE_TOOLROOT_RELOCK=1 tools/bazel version"
+}
+
+# Writes toolroot.lock from what the root at $1 holds.
+write_lock() {
+  {
+    echo "# Every package of the toolchain root, pinned: written by"
+    echo "# APPLIANCE_TOOLROOT_RELOCK=1 tools/bazel version (build/offline/setup-toolroot.sh)."
+    in_root "$1" / -- dpkg-query -W -f '${Package}=${Version}\n' | LC_ALL=C sort
+  } >"$toolroot_lock"
+}
+
+# Fails when the root at $1 holds other packages or versions than the lock.
+check_root_pins() {
+  local diff
+  diff=$(LC_ALL=C diff <(toolroot_pins | LC_ALL=C sort) \
+    <(in_root "$1" / -- dpkg-query -W -f '${Package}=${Version}\n' | LC_ALL=C sort)) ||
+    die "the toolchain root differs from build/offline/toolroot.lock ('<' pinned, '>' installed): $(tr '\n' ' ' <<<"$diff")"
+}
+
 setup_root() {
   local mirror proxy
   check_free_disk "$toolroot_setup_min_free_gib"
@@ -32,6 +75,11 @@ setup_root() {
     probe_url "Go module proxy" "$proxy/github.com/bazelbuild/rules_go/@v/v$rules_go_version.info"
   fi
 
+  local relock=${APPLIANCE_TOOLROOT_RELOCK:-0}
+  if [[ $relock != 1 ]]; then
+    check_pins_in_archive "$mirror"
+  fi
+
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap on the host"
     apt-get update -qq || die "apt-get update failed on the host"
@@ -46,15 +94,27 @@ setup_root() {
   mkdir -p "$partial/etc/ssl/certs"
   cp /etc/ssl/certs/ca-certificates.crt "$partial/etc/ssl/certs/ca-certificates.crt.host"
 
+  # Pinned, every package is installed at its locked version; relocking,
+  # the newest of the archive, and the lock is written from what came.
+  local packages=(bazel-bootstrap "golang-$go_minor-go" "${toolroot_packages[@]}")
+  if [[ $relock != 1 ]]; then
+    mapfile -t packages < <(toolroot_pins)
+  fi
   in_root "$partial" / -- /bin/sh -ec '
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    apt-get install -y -qq --no-install-recommends --allow-downgrades "$@" >/dev/null
     apt-get clean
     # The host bundle may hold the CAs of the network this machine is on.
     cat /etc/ssl/certs/ca-certificates.crt.host >>/etc/ssl/certs/ca-certificates.crt
-  ' apt bazel-bootstrap "golang-$go_minor-go" "${toolroot_packages[@]}" ||
+  ' apt "${packages[@]}" ||
     die "installing packages into the toolchain root failed (see the apt output above)"
+  if [[ $relock == 1 ]]; then
+    write_lock "$partial"
+    log "wrote $toolroot_lock; commit it"
+  else
+    check_root_pins "$partial"
+  fi
 
   if [[ -z $proxy ]]; then
     # Neither GOPROXY nor a Go on the host: ask the root's Go for its default.

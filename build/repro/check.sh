@@ -41,8 +41,10 @@ outputs() {
 }
 
 mapfile -t first_files < <(outputs --)
-# No disk cache: every action of the second build runs again.
-mapfile -t second_files < <(outputs --output_base="$second" -- --disk_cache=)
+# No disk cache: every action of the second build runs again. It leaves the
+# workspace's bazel-bin and bazel-out alone: they keep pointing into the
+# normal output base, not into this one, which is deleted at the end.
+mapfile -t second_files < <(outputs --output_base="$second" -- --disk_cache= --experimental_convenience_symlinks=ignore)
 
 if ((${#first_files[@]} != ${#second_files[@]} || ${#first_files[@]} == 0)); then
   echo "repro: the two builds gave different sets of outputs" >&2

@@ -35,6 +35,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/atomicfile"
+	"github.com/appliance-bundler/appliance/core/childlog"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
@@ -178,7 +179,14 @@ type tomlConfig struct {
 	DisabledPlugins []string    `toml:"disabled_plugins,omitempty"`
 	RequiredPlugins []string    `toml:"required_plugins"`
 	GRPC            grpcConfig  `toml:"grpc"`
+	Debug           debugConfig `toml:"debug"`
 	Plugins         pluginsTOML `toml:"plugins"`
+}
+
+// debugConfig makes containerd log JSON lines, which LogLine turns into
+// init's own entries (childlog) instead of escaping text inside them.
+type debugConfig struct {
+	Format string `toml:"format"`
 }
 
 // grpcConfig sets only the socket: the ttrpc socket defaults to
@@ -249,6 +257,7 @@ func (c Config) toml() tomlConfig {
 		DisabledPlugins: c.DisabledPlugins,
 		RequiredPlugins: c.Required(),
 		GRPC:            grpcConfig{Address: c.Address},
+		Debug:           debugConfig{Format: "json"},
 		Plugins: pluginsTOML{
 			CRIImages: criImagesConfig{Snapshotter: c.Snapshotter},
 			Transfer: transferConfig{UnpackConfig: []unpackConfig{
@@ -373,6 +382,19 @@ func probe(ctx context.Context, address string) error {
 	return err
 }
 
+// LogLine is the supervisor.LineFunc for containerd's output: its JSON
+// lines (logrus's: level, msg, time and key/values) become entries at the
+// line's level with its message, every other key/value under
+// "containerd".
+func LogLine(logger *zap.Logger, stream string, line []byte) {
+	childlog.Format{
+		Namespace:  "containerd",
+		MessageKey: "msg",
+		Drop:       []string{"time", "level"},
+		Level:      childlog.LevelKey("level"),
+	}.LineFunc()(logger, stream, line)
+}
+
 // Run is the containerd runnable. It never signals Done: containerd serves
 // for the life of the appliance, and its exit is a failure.
 func (c Config) Run(ctx context.Context) error {
@@ -400,7 +422,7 @@ func (c Config) Run(ctx context.Context) error {
 	exited := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- supervisor.RunCommand(cctx, c.Command(cctx))
+		done <- supervisor.RunCommandLines(cctx, c.Command(cctx), LogLine)
 		close(exited)
 	}()
 

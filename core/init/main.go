@@ -21,20 +21,10 @@ import (
 	"os"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // superviseArg is the argument that starts init in its supervisor role.
 const superviseArg = "supervise"
-
-// newLogger writes structured JSON lines to the console (stderr).
-func newLogger(name string) *zap.Logger {
-	cfg := zap.NewProductionEncoderConfig()
-	cfg.TimeKey = "ts"
-	cfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(cfg), zapcore.Lock(os.Stderr), zapcore.InfoLevel)
-	return zap.New(core).Named(name)
-}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == superviseArg {

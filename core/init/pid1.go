@@ -168,6 +168,9 @@ func startSupervisor(logger *zap.Logger, erofsUnavailable string) *os.Process {
 	if erofsUnavailable != "" {
 		cmd.Env = append(cmd.Env, erofsUnavailableEnv+"="+erofsUnavailable)
 	}
+	if v := os.Getenv(logJSONEnv); v != "" {
+		cmd.Env = append(cmd.Env, logJSONEnv+"="+v)
+	}
 	if err := cmd.Start(); err != nil {
 		logger.Error("failed to start the supervisor process", zap.Error(err))
 		return nil

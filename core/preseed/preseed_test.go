@@ -19,8 +19,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -233,8 +233,19 @@ func checkRegistered(t *testing.T, cl *client.Client, snapshotter, name, digest,
 func checkAbsent(t *testing.T, cl *client.Client, name string) {
 	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), ns)
-	if img, err := cl.ImageService().Get(ctx, name); !errdefs.IsNotFound(err) {
-		t.Errorf("image %s of a failed bundle is registered (%v): %+v", name, err, img)
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		t.Fatalf("image name %s: %v", name, err)
+	}
+	imgs, err := cl.ImageService().List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No record at all: not its tag, nor any digest name of its repository.
+	for _, img := range imgs {
+		if img.Name == name || strings.HasPrefix(img.Name, named.Name()+"@") {
+			t.Errorf("record %s of the failed bundle of %s is registered: %+v", img.Name, name, img.Target)
+		}
 	}
 }
 

@@ -47,7 +47,10 @@ type Options struct {
 	Forward []int
 	// Disks are raw images attached as virtio-blk devices, in order.
 	Disks []string
-	// SerialLog is the file the serial console is written to (required).
+	// SerialLog is the file the serial console (ttyS0: the kernel's lines
+	// and init's log for people) is written to (required). init's log as
+	// JSON lines, from a second serial port (ttyS1), goes to SerialLog +
+	// ".json".
 	SerialLog string
 	// Console, if set, also receives every serial line (e.g. os.Stdout or a
 	// test's log).
@@ -76,6 +79,10 @@ type VM struct {
 	lines   []string
 	changed chan struct{} // closed and replaced on every new line
 }
+
+// jsonPort is the guest device of the second serial port, where init
+// writes its log as JSON lines (core/init's appliance_log_json).
+const jsonPort = "/dev/ttyS1"
 
 // machineArgs are the QEMU arguments of a headless appliance VM: the
 // machine, its size, the boot files, the serial console on stdio and no
@@ -187,7 +194,15 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		vm.Ports[guest] = hosts[i]
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hosts[i], guest)
 	}
-	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, o.Kernel, o.Initramfs, o.Append),
+	// QEMU connects the second serial port to this socket at its start.
+	jsonSock := filepath.Join(dir, "json.sock")
+	jsonListener, err := net.Listen("unix", jsonSock)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("failed to listen for the JSON log: %w", err)
+	}
+	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, o.Kernel, o.Initramfs, "appliance_log_json="+jsonPort+" "+o.Append),
+		"-chardev", "socket,id=jsonlog,path="+jsonSock, "-serial", "chardev:jsonlog",
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
 	)
@@ -197,6 +212,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 
 	serial, err := os.Create(o.SerialLog)
 	if err != nil {
+		jsonListener.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("failed to create serial log %s: %w", o.SerialLog, err)
 	}
@@ -224,22 +240,18 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("failed to start %s: %w", o.QEMU, err)
 	}
+	jsonDone := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(serial, line)
-			if o.Console != nil {
-				fmt.Fprintln(o.Console, line)
-			}
-			vm.mu.Lock()
-			vm.lines = append(vm.lines, line)
-			close(vm.changed)
-			vm.changed = make(chan struct{})
-			vm.mu.Unlock()
-		}
+		defer close(jsonDone)
+		vm.readJSON(jsonListener, o.SerialLog+".json")
+	}()
+	go func() {
+		vm.readLines(stdout, serial, o.Console)
 		vm.waitErr = cmd.Wait()
+		// QEMU closed the socket, or never connected: either way the
+		// JSON lines are all read once the listener is closed.
+		jsonListener.Close()
+		<-jsonDone
 		serial.Close()
 		cancel()
 		os.RemoveAll(dir)
@@ -248,12 +260,63 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	return vm, nil
 }
 
-// LogMessage matches a serial line that is one of init's structured log
-// lines (JSON) from the named logger with the given message.
+// readLines scans r's lines into the VM's lines and copies each to log and,
+// if set, console.
+func (vm *VM) readLines(r io.Reader, log io.Writer, console io.Writer) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		// A serial port's line discipline ends lines with "\r\n".
+		line := strings.TrimSuffix(sc.Text(), "\r")
+		fmt.Fprintln(log, line)
+		if console != nil {
+			fmt.Fprintln(console, line)
+		}
+		vm.mu.Lock()
+		vm.lines = append(vm.lines, line)
+		close(vm.changed)
+		vm.changed = make(chan struct{})
+		vm.mu.Unlock()
+	}
+}
+
+// readJSON takes QEMU's connection of the JSON serial port and reads its
+// lines into the VM's lines, and into the file path.
+func (vm *VM) readJSON(l net.Listener, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		f = nil
+	}
+	conn, err := l.Accept()
+	l.Close()
+	if err == nil {
+		var log io.Writer = io.Discard
+		if f != nil {
+			log = f
+		}
+		vm.readLines(conn, log, nil)
+		conn.Close()
+	}
+	if f != nil {
+		f.Close()
+	}
+}
+
+// LogMessage matches a line that is one of init's structured log lines
+// (JSON, from the JSON port) from the named logger with the given message.
 func LogMessage(logger, msg string) func(string) bool {
 	return func(line string) bool {
 		var l struct{ Logger, Msg string }
 		return json.Unmarshal([]byte(line), &l) == nil && l.Logger == logger && l.Msg == msg
+	}
+}
+
+// ConsoleMessage matches a line of init's log for people on the console
+// (core/init's newLogger: time, LEVEL, logger, message, fields), for what
+// init logs before the JSON port can be opened (its early boot).
+func ConsoleMessage(level, logger, msg string) func(string) bool {
+	return func(line string) bool {
+		return strings.Contains(line, "  "+level+"  "+logger+"  "+msg)
 	}
 }
 
@@ -348,7 +411,9 @@ func (vm *VM) Kill() {
 	<-vm.exited
 }
 
-// Lines returns the serial lines so far.
+// Lines returns the lines of both serial ports so far, in the order they
+// came: the console's (the kernel's and init's log for people) and the JSON
+// port's (init's log as JSON, which LogMessage matches).
 func (vm *VM) Lines() []string {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()

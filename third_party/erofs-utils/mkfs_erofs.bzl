@@ -59,3 +59,80 @@ MKFS_EROFS_LIBRARIES = {
     Label("@erofs_utils_zlib1g//:libz.so.1"): _LIBDIR + "libz.so.1",
     Label("@erofs_utils_libzstd1//:libzstd.so.1"): _LIBDIR + "libzstd.so.1",
 }
+
+# The pinned mkfs.erofs as a build tool: preseed_tree converts layers with it
+# (ocitool tree --mkfs_erofs ...), and the erofs tests do, so the blobs the
+# build makes come from the binary the appliance ships.
+MKFS_EROFS_TOOL = {
+    "binary": Label("@erofs_utils//:mkfs.erofs"),
+    "loader": Label("@erofs_utils_libc6//:ld-linux-x86-64.so.2"),
+    # label -> soname
+    "libraries": {label: path.rpartition("/")[2] for label, path in MKFS_EROFS_LIBRARIES.items()},
+}
+
+def mkfs_erofs_attrs():
+    """The private attributes a rule needs to run the pinned mkfs.erofs.
+
+    Returns:
+      A dict of attribute name to attr: _mkfs_erofs, _mkfs_loader, _mkfs_libs.
+    """
+    return {
+        "_mkfs_erofs": attr.label(
+            default = MKFS_EROFS_TOOL["binary"],
+            allow_single_file = True,
+            cfg = "exec",
+            doc = "The pinned mkfs.erofs.",
+        ),
+        "_mkfs_libs": attr.label_keyed_string_dict(
+            default = MKFS_EROFS_TOOL["libraries"],
+            allow_files = True,
+            cfg = "exec",
+            doc = "Its shared libraries, each to its soname.",
+        ),
+        "_mkfs_loader": attr.label(
+            default = MKFS_EROFS_TOOL["loader"],
+            allow_single_file = True,
+            cfg = "exec",
+            doc = "The ELF interpreter it was built for.",
+        ),
+    }
+
+def mkfs_erofs_args(ctx, args):
+    """Adds ocitool's --mkfs_* flags for the attributes of mkfs_erofs_attrs.
+
+    Args:
+      ctx: the rule's context.
+      args: the Args of the action.
+
+    Returns:
+      The files the action must take as tool inputs.
+    """
+    args.add("--mkfs_erofs", ctx.file._mkfs_erofs)
+    args.add("--mkfs_loader", ctx.file._mkfs_loader)
+    files = [ctx.file._mkfs_erofs, ctx.file._mkfs_loader]
+    for target, soname in ctx.attr._mkfs_libs.items():
+        f = target.files.to_list()
+        if len(f) != 1:
+            fail("library %s of mkfs.erofs is %d files, want 1" % (target.label, len(f)))
+        args.add("--mkfs_lib", "%s=%s" % (soname, f[0].path))
+        files.append(f[0])
+    return files
+
+def mkfs_erofs_test_env():
+    """data and env of a go_test that runs the pinned mkfs.erofs.
+
+    The test reads MKFS_EROFS, MKFS_LOADER and MKFS_LIBS (space-separated
+    soname=rlocationpath) and passes them to build/oci/erofs.Mkfs.
+
+    Returns:
+      A struct with data (a list of labels) and env (a dict).
+    """
+    libs = MKFS_EROFS_TOOL["libraries"]
+    return struct(
+        data = [MKFS_EROFS_TOOL["binary"], MKFS_EROFS_TOOL["loader"]] + list(libs.keys()),
+        env = {
+            "MKFS_EROFS": "$(rlocationpath %s)" % MKFS_EROFS_TOOL["binary"],
+            "MKFS_LIBS": " ".join(["%s=$(rlocationpath %s)" % (soname, label) for label, soname in libs.items()]),
+            "MKFS_LOADER": "$(rlocationpath %s)" % MKFS_EROFS_TOOL["loader"],
+        },
+    )

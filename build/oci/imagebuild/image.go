@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Spec describes one image, as oci_image's attributes do. Nil slices and
@@ -34,6 +35,11 @@ type Spec struct {
 	OS           string            `json:"os"`
 	Architecture string            `json:"architecture"`
 	Variant      string            `json:"variant"`
+	// TargetOS and TargetArchitecture are the build's target platform:
+	// from a base that holds several platforms, without OS and
+	// Architecture, its manifest is used, as rules_oci does.
+	TargetOS           string `json:"target_os"`
+	TargetArchitecture string `json:"target_architecture"`
 }
 
 // Build assembles the image Spec describes. Layers are gzip-compressed by
@@ -41,7 +47,9 @@ type Spec struct {
 func Build(spec Spec) (v1.Image, error) {
 	img := empty.Image
 	if spec.Base != "" {
-		base, err := LoadImage(spec.Base, spec.OS, spec.Architecture, spec.Variant)
+		base, err := LoadImageFor(spec.Base,
+			ocispec.Platform{OS: spec.OS, Architecture: spec.Architecture, Variant: spec.Variant},
+			ocispec.Platform{OS: spec.TargetOS, Architecture: spec.TargetArchitecture})
 		if err != nil {
 			return nil, err
 		}

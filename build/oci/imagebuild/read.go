@@ -183,8 +183,16 @@ func (l *layoutLayer) Compressed() (io.ReadCloser, error)  { return l.dir.open(l
 // LoadImage reads the image of an OCI layout directory (see layoutDir for
 // why symlinked blobs are followed). The layout must name one image, either
 // directly or through an index; from an index the manifest for
-// goos/goarch(/variant) is taken, which must then be given and held.
+// goos/goarch(/variant) is taken, which must then be held, or, with no
+// platform given, the only one the index holds.
 func LoadImage(dir, goos, goarch, variant string) (v1.Image, error) {
+	return LoadImageFor(dir, ocispec.Platform{OS: goos, Architecture: goarch, Variant: variant}, ocispec.Platform{})
+}
+
+// LoadImageFor is LoadImage with target, the platform of the build's
+// target (Bazel's target platform, as rules_oci takes it): with no want
+// given and several platforms held, target's manifest is taken.
+func LoadImageFor(dir string, want, target ocispec.Platform) (v1.Image, error) {
 	l := layoutDir(dir)
 	im, err := l.index()
 	if err != nil {
@@ -193,14 +201,16 @@ func LoadImage(dir, goos, goarch, variant string) (v1.Image, error) {
 	if len(im.Manifests) == 1 && im.Manifests[0].MediaType.IsImage() {
 		return l.image(im.Manifests[0])
 	}
-	return l.pick(im, "index.json", nil, ocispec.Platform{OS: goos, Architecture: goarch, Variant: variant})
+	return l.pick(im, "index.json", nil, want, target)
 }
 
-// pick finds the image for the platform want in an index. held, when not
-// nil, are the platforms whose manifests a narrowed index holds
-// (AnnotationPlatforms): the others' manifests are absent.
-func (l layoutDir) pick(im *v1.IndexManifest, what string, held []string, want ocispec.Platform) (v1.Image, error) {
+// pick finds the image for the platform want in an index, else (want not
+// given) its only platform, else target's. held, when not nil, are the
+// platforms whose manifests a narrowed index holds (AnnotationPlatforms):
+// the others' manifests are absent. An error names every platform held.
+func (l layoutDir) pick(im *v1.IndexManifest, what string, held []string, want, target ocispec.Platform) (v1.Image, error) {
 	var found []string
+	var descs []v1.Descriptor
 	for _, d := range im.Manifests {
 		switch {
 		case d.MediaType.IsIndex():
@@ -216,22 +226,42 @@ func (l layoutDir) pick(im *v1.IndexManifest, what string, held []string, want o
 			if v, ok := d.Annotations[bundleformat.AnnotationPlatforms]; ok {
 				childHeld = strings.Split(v, ",")
 			}
-			return l.pick(child, "index "+d.Digest.String(), childHeld, want)
+			return l.pick(child, "index "+d.Digest.String(), childHeld, want, target)
 		case d.MediaType.IsImage() && d.Platform != nil:
 			p := bundleformat.FormatPlatform(ocispec.Platform{OS: d.Platform.OS, Architecture: d.Platform.Architecture, Variant: d.Platform.Variant})
 			if held != nil && !slices.Contains(held, p) {
 				continue
 			}
 			found = append(found, p)
-			if d.Platform.OS == want.OS && d.Platform.Architecture == want.Architecture && (want.Variant == "" || d.Platform.Variant == want.Variant) {
-				return l.image(d)
-			}
+			descs = append(descs, d)
 		}
 	}
-	if want.OS == "" || want.Architecture == "" {
-		return nil, fmt.Errorf("failed to pick an image from OCI layout %s: its %s holds several platforms (%s); set os and architecture", l, what, strings.Join(found, ", "))
+	holds := strings.Join(found, ", ")
+	matching := func(w ocispec.Platform) (v1.Descriptor, bool) {
+		for _, d := range descs {
+			if d.Platform.OS == w.OS && d.Platform.Architecture == w.Architecture && (w.Variant == "" || d.Platform.Variant == w.Variant) {
+				return d, true
+			}
+		}
+		return v1.Descriptor{}, false
 	}
-	return nil, fmt.Errorf("failed to pick an image from OCI layout %s: its %s holds no manifest for %s (it holds %s)", l, what, bundleformat.FormatPlatform(want), strings.Join(found, ", "))
+	switch {
+	case len(descs) == 0:
+		return nil, fmt.Errorf("failed to pick an image from OCI layout %s: its %s holds no image manifest with a platform", l, what)
+	case want.OS != "" && want.Architecture != "":
+		if d, ok := matching(want); ok {
+			return l.image(d)
+		}
+		return nil, fmt.Errorf("failed to pick an image from OCI layout %s: its %s holds no manifest for %s (it holds %s)", l, what, bundleformat.FormatPlatform(want), holds)
+	case len(descs) == 1:
+		return l.image(descs[0])
+	case target.OS != "" && target.Architecture != "":
+		if d, ok := matching(target); ok {
+			return l.image(d)
+		}
+		return nil, fmt.Errorf("failed to pick an image from OCI layout %s: its %s holds platforms %s, none of them the target platform %s; set os and architecture", l, what, holds, bundleformat.FormatPlatform(target))
+	}
+	return nil, fmt.Errorf("failed to pick an image from OCI layout %s: its %s holds platforms %s; set os and architecture", l, what, holds)
 }
 
 // configPlatform is the platform a config names, as an index describes it.

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 	"github.com/appliance-bundler/appliance/build/oci/validate"
@@ -193,5 +196,45 @@ func TestPickFromNarrowedIndex(t *testing.T) {
 	}
 	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "amd64" {
 		t.Fatalf("picked %+v, %v; want amd64", cf, err)
+	}
+}
+
+// Without os and architecture, a base's platform is chosen as rules_oci
+// does: the only one a (narrowed) index holds, else the target platform's;
+// with neither, the error names every platform held.
+func TestPickWithoutPlatform(t *testing.T) {
+	two := filepath.Join(t.TempDir(), "index")
+	if _, err := imagebuild.WriteIndex("//x:index", two, []string{layouttest.Single(t, "linux/amd64", "content of a"), layouttest.Single(t, "linux/arm64", "content of b")}); err != nil {
+		t.Fatal(err)
+	}
+	narrowed := filepath.Join(t.TempDir(), "narrowed")
+	if err := os.CopyFS(narrowed, os.DirFS(two)); err != nil {
+		t.Fatal(err)
+	}
+	layouttest.Narrow(t, narrowed, "linux/amd64")
+	arch := func(img v1.Image, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cf.Architecture
+	}
+	if got := arch(imagebuild.LoadImage(narrowed, "", "", "")); got != "amd64" {
+		t.Errorf("the one platform of a narrowed index: got %s, want amd64", got)
+	}
+	arm := ocispec.Platform{OS: "linux", Architecture: "arm64"}
+	if got := arch(imagebuild.LoadImageFor(two, ocispec.Platform{}, arm)); got != "arm64" {
+		t.Errorf("two platforms, target linux/arm64: got %s", got)
+	}
+	if _, err := imagebuild.LoadImage(two, "", "", ""); err == nil || !strings.Contains(err.Error(), "holds platforms linux/amd64, linux/arm64; set os and architecture") {
+		t.Errorf("two platforms, no target: got %v, want an error naming both", err)
+	}
+	s390x := ocispec.Platform{OS: "linux", Architecture: "s390x"}
+	if _, err := imagebuild.LoadImageFor(two, ocispec.Platform{}, s390x); err == nil || !strings.Contains(err.Error(), "holds platforms linux/amd64, linux/arm64, none of them the target platform linux/s390x") {
+		t.Errorf("two platforms, target s390x: got %v, want an error naming both and the target", err)
 	}
 }

@@ -204,12 +204,12 @@ layer_tar(
     files = {"hello.txt": "/hello.txt"},
 )
 
+# As the README writes it: no os or architecture, the base (narrowed to
+# linux/arm64) gives its only platform.
 oci_image(
     name = "app",
-    architecture = "arm64",
     base = "@base//:image",
     entrypoint = ["/bin/cat", "/hello.txt"],
-    os = "linux",
     tars = [":hello_layer"],
 )
 

@@ -3,10 +3,16 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/distribution/reference"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/appliance-bundler/appliance/core/preseed"
 )
 
 // Image names of the preseeded images (//images/hello, //images/pause).
@@ -43,18 +49,41 @@ func (n *Node) CheckPreseededImages(ctx context.Context, t *testing.T, names ...
 	}
 }
 
-// CheckAbsent checks through the CRI that no image has the name.
+// CheckAbsent checks that the refused bundle of image name (repo:tag) left
+// no record at all: neither its tag nor any digest name of its repository,
+// in containerd's image store nor in the CRI's list. Call it after the
+// node's preseed status is done: Done means the CRI serves every image
+// preseed registered, and it learns of records in the order they were
+// written, so a stray record would be listed by then.
 func (n *Node) CheckAbsent(ctx context.Context, t *testing.T, name string) {
 	t.Helper()
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		t.Fatalf("image name %s: %v", name, err)
+	}
+	ofBundle := func(ref string) bool { return ref == name || strings.HasPrefix(ref, named.Name()+"@") }
 	resp, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
 	if err != nil {
 		t.Fatalf("ListImages: %v", err)
 	}
 	for _, img := range resp.Images {
-		for _, tag := range img.RepoTags {
-			if tag == name {
-				t.Errorf("image %s is registered, but its bundle was refused", name)
+		for _, ref := range append(slices.Clone(img.RepoTags), img.RepoDigests...) {
+			if ofBundle(ref) {
+				t.Errorf("the CRI lists %s (image %s), but the bundle of %s was refused", ref, img.Id, name)
 			}
+		}
+	}
+	cl, err := containerd.NewWithConn(n.conn)
+	if err != nil {
+		t.Fatalf("containerd client: %v", err)
+	}
+	imgs, err := cl.ImageService().List(namespaces.WithNamespace(ctx, preseed.CRINamespace))
+	if err != nil {
+		t.Fatalf("containerd's image list: %v", err)
+	}
+	for _, img := range imgs {
+		if ofBundle(img.Name) {
+			t.Errorf("containerd holds record %s (%s), but the bundle of %s was refused", img.Name, img.Target.Digest, name)
 		}
 	}
 }

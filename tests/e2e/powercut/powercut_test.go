@@ -3,7 +3,9 @@
 // disk, then boots again over that disk: preseed must finish with nothing
 // failed, every image of the tree must be there, pinned and whole (no
 // half-registered image), and pods of the big image and of hello must run,
-// without any pull. Each kill point is its own test target (KILL_POINT), so
+// without any pull. One more point (after-machine-id) cuts the power right
+// after init wrote the machine ID to the state disk: the next boot must
+// find the same ID. Each kill point is its own test target (KILL_POINT), so
 // they run in parallel; the serial console and where the kill landed are in
 // the test log.
 package powercut_test
@@ -23,6 +25,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 	"github.com/appliance-bundler/appliance/tests/e2e/powercut/bigdata"
+	"github.com/appliance-bundler/appliance/tests/launch"
 )
 
 // What the tree holds (BUILD.bazel).
@@ -136,9 +139,13 @@ const (
 
 func TestPowerCut(t *testing.T) {
 	name := os.Getenv("KILL_POINT")
+	if name == machineIDPoint {
+		testMachineIDSurvives(t)
+		return
+	}
 	kp, ok := killPoints()[name]
 	if !ok {
-		t.Fatalf("KILL_POINT=%q is not one of before-layer, mid-layer, mid-unpack, after-register", name)
+		t.Fatalf("KILL_POINT=%q is not one of before-layer, mid-layer, mid-unpack, after-register, %s", name, machineIDPoint)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 	defer cancel()
@@ -348,5 +355,45 @@ func logDurations(t *testing.T, name string, lines []string) {
 	}
 	if !unpack.IsZero() && !unpacked.IsZero() {
 		t.Logf("kill point %q: second boot: big image unpack took %s", name, unpacked.Sub(unpack))
+	}
+}
+
+// machineIDPoint cuts the power right after init logged the machine ID it
+// wrote to the new state disk: the next boot must find the same ID, or the
+// node would change identity.
+const machineIDPoint = "after-machine-id"
+
+// machineID is init's "machine ID" line.
+type machineID struct {
+	ID         string `json:"machine_id"`
+	Persistent bool   `json:"persistent"`
+}
+
+// bootMachineID boots over disk until init logs the machine ID, and
+// returns it with the VM still running.
+func bootMachineID(ctx context.Context, t *testing.T, disk string) (*node.Node, machineID) {
+	t.Helper()
+	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: stateDisk})
+	line, err := n.VM.WaitForLine(ctx, "init's machine ID", launch.LogMessage("init", "machine ID"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id machineID
+	if err := json.Unmarshal([]byte(line), &id); err != nil || !id.Persistent || id.ID == "" {
+		t.Fatalf("machine ID line %s (%v): want a persistent ID", line, err)
+	}
+	return n, id
+}
+
+func testMachineIDSurvives(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	disk := newStateDisk(t)
+	n, first := bootMachineID(ctx, t, disk)
+	n.VM.Kill()
+	t.Logf("SIGKILL right after the machine ID %s was logged (QEMU start + %s)", first.ID, n.Since())
+	_, second := bootMachineID(ctx, t, disk)
+	if second.ID != first.ID {
+		t.Errorf("after the power cut the machine ID is %s, before it was %s", second.ID, first.ID)
 	}
 }

@@ -25,7 +25,8 @@ commands:
   layer  --spec FILE --out TAR            files → deterministic layer tar
   image  --spec FILE --out DIR [--digest FILE]  image spec → OCI layout
   bundle --layout DIR --ref REF [--compression zstd|gzip] [--platform os/arch]... --out FILE
-  tree   --spec FILE --out TAR --manifest JSON   bundles → preseed tree
+  tree   --spec FILE --out TAR --manifest JSON --mkfs_erofs BIN --mkfs_loader LD --mkfs_lib SONAME=FILE...
+                                          bundles → preseed tree (layers converted by that mkfs.erofs)
   index  --image DIR... [--target LABEL] --out DIR [--digest FILE]  layouts → index layout
   tarball --tarball FILE [--image SELECTOR] --out DIR [--digest FILE]  image tarball → OCI layout
   pull   --image REPO --digest DIGEST [--platform os/arch]... [--mirror REPO]...

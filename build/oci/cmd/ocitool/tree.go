@@ -19,7 +19,19 @@ func runTree(ctx context.Context, args []string) error {
 	spec := fs.String("spec", "", "JSON spec file")
 	out := fs.String("out", "", "output tar")
 	manifest := fs.String("manifest", "", "JSON manifest output")
+	var mkfs erofs.Mkfs
+	var libs listFlag
+	fs.StringVar(&mkfs.Binary, "mkfs_erofs", "", "the pinned mkfs.erofs binary")
+	fs.StringVar(&mkfs.Loader, "mkfs_loader", "", "the ELF interpreter it was built for")
+	fs.Var(&libs, "mkfs_lib", "soname=file of a library it loads, repeatable")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if mkfs.Binary == "" || mkfs.Loader == "" || len(libs) == 0 {
+		return fmt.Errorf("--mkfs_erofs, --mkfs_loader and --mkfs_lib are required: the layers are converted by the pinned mkfs.erofs only")
+	}
+	var err error
+	if mkfs.Libraries, err = erofs.ParseLibraries(libs); err != nil {
 		return err
 	}
 	var s struct {
@@ -38,6 +50,20 @@ func runTree(ctx context.Context, args []string) error {
 		return fmt.Errorf("failed to create the EROFS cache work directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	toolDir, err := os.MkdirTemp("", "mkfs-erofs-")
+	if err != nil {
+		return fmt.Errorf("failed to create the mkfs.erofs directory: %w", err)
+	}
+	defer os.RemoveAll(toolDir)
+	bin, err := mkfs.Install(toolDir)
+	if err != nil {
+		return fmt.Errorf("failed to set up the pinned mkfs.erofs: %w", err)
+	}
+	// containerd's converter runs "mkfs.erofs" from PATH: only the pinned
+	// one is on it (the action's environment has no PATH of its own).
+	if err := os.Setenv("PATH", bin); err != nil {
+		return err
+	}
 	var m []byte
 	err = writeFile(*out, func(f *os.File) error {
 		var err error

@@ -1,0 +1,94 @@
+package erofs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/tests/runfile"
+)
+
+// TestMain puts the pinned mkfs.erofs (//third_party/erofs-utils, given by
+// mkfs_erofs_test_env) alone on PATH: every conversion of these tests runs
+// the binary the build and the appliance run, never the machine's own.
+func TestMain(m *testing.M) {
+	os.Exit(runPinned(m))
+}
+
+func runPinned(m *testing.M) int {
+	mkfs, err := pinnedMkfs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "erofs tests:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "mkfs-erofs-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "erofs tests:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin, err := mkfs.Install(dir)
+	if err == nil {
+		err = os.Setenv("PATH", bin)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "erofs tests: failed to set up the pinned mkfs.erofs:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// pinnedMkfs is the tool from MKFS_EROFS, MKFS_LOADER and MKFS_LIBS.
+func pinnedMkfs() (Mkfs, error) {
+	var m Mkfs
+	var err error
+	if m.Binary, err = runfile.Lookup("MKFS_EROFS"); err != nil {
+		return m, err
+	}
+	if m.Loader, err = runfile.Lookup("MKFS_LOADER"); err != nil {
+		return m, err
+	}
+	var libs []string
+	for _, l := range strings.Fields(os.Getenv("MKFS_LIBS")) {
+		soname, loc, _ := strings.Cut(l, "=")
+		env := "MKFS_LIB_" + soname
+		os.Setenv(env, loc)
+		p, err := runfile.Lookup(env)
+		if err != nil {
+			return m, err
+		}
+		libs = append(libs, soname+"="+p)
+	}
+	m.Libraries, err = ParseLibraries(libs)
+	if err == nil && len(libs) == 0 {
+		err = fmt.Errorf("$MKFS_LIBS lists no library")
+	}
+	return m, err
+}
+
+// The pinned tool's blob of the test layer, hash tree included, and its
+// root hash, as checked in: a different mkfs.erofs (another version, other
+// defaults) or a change to the options or the hash tree shows up here as a
+// failure, not as other bytes in a release.
+const (
+	pinnedBlobSHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+	pinnedRootHash   = "0000000000000000000000000000000000000000000000000000000000000000"
+)
+
+func TestPinnedToolGivesTheCheckedInBlob(t *testing.T) {
+	raw := testLayer(t)
+	diffID := digest.FromBytes(raw)
+	dir := t.TempDir()
+	e := convert(t, dir, raw, descOf(ocispec.MediaTypeImageLayer, raw), diffID)
+	sum := sha256.Sum256(read(t, erofscache.BlobPath(dir, diffID)))
+	if got := hex.EncodeToString(sum[:]); got != pinnedBlobSHA256 || e.RootHash != pinnedRootHash {
+		t.Errorf("the pinned mkfs.erofs gave a blob of sha256 %s, root hash %s; want %s, %s", got, e.RootHash, pinnedBlobSHA256, pinnedRootHash)
+	}
+}
