@@ -15,9 +15,11 @@
 // summary line and signals Done.
 //
 // Done, and the status file's state "done", mean that the CRI serves
-// every name registered in CRINamespace (serve.go): listed by the CRI as a
-// RepoTag or RepoDigest, pinned, and on the same CRI image as the other
-// names of its image. The kubelet may start pods at once.
+// every name of the imported and skipped bundles of CRINamespace
+// (serve.go): listed by the CRI as a RepoTag or RepoDigest, pinned, and on
+// the same CRI image as the other names of its image. The kubelet may
+// start pods at once. A bundle with a name the CRI still does not serve
+// after Config.CRIWait fails, naming them.
 //
 // An index may be narrowed to some platforms (bundleformat.AnnotationPlatforms):
 // its blob is the original one, the other platforms' manifests are absent.
@@ -207,8 +209,9 @@ type Config struct {
 	RequireVerity bool
 	// CRIWait bounds how long a run waits, before it writes its status
 	// and signals Done, for the CRI to serve every name it registered in
-	// CRINamespace; zero means DefaultCRIWait. Past it the run fails
-	// with the names still missing, and the supervisor runs it again.
+	// CRINamespace; zero means DefaultCRIWait. Past it each bundle with a
+	// name still not served fails, naming them. Negative waits for
+	// nothing: for a Platform other than the CRI's, in tests.
 	CRIWait time.Duration
 }
 
@@ -228,7 +231,7 @@ func (c Config) withDefaults() Config {
 	if c.SlimConcurrency <= 0 {
 		c.SlimConcurrency = DefaultSlimConcurrency
 	}
-	if c.CRIWait <= 0 {
+	if c.CRIWait == 0 {
 		c.CRIWait = DefaultCRIWait
 	}
 	if c.Platform == nil {

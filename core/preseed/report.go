@@ -26,6 +26,11 @@ func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Clien
 	if err := containerdGone(ctx, cl, bundles); err != nil {
 		return nil, err
 	}
+	// "done" promises the kubelet every name: results are taken only once
+	// the CRI serves them, or has failed the bundles it does not.
+	if err := c.waitServed(ctx, logger, cl, bundles); err != nil {
+		return nil, err
+	}
 	st := &Status{State: "done", Started: start, Ignored: ignored}
 	for _, b := range bundles {
 		bs, err := result(logger, b)
@@ -57,11 +62,6 @@ func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Clien
 		logger.Info("bundle gone; image unpinned", zap.String("namespace", u.Namespace), zap.String("image", u.Name))
 	}
 	st.Unpinned = unpinned
-	// "done" promises the kubelet every name: written only once the CRI
-	// serves them.
-	if err := c.waitServed(ctx, logger, cl, bundles); err != nil {
-		return nil, err
-	}
 	st.Duration = time.Since(start).Seconds()
 	if err := writeStatus(c.StatusPath, st); err != nil {
 		return nil, err

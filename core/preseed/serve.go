@@ -32,6 +32,7 @@ const (
 type servedName struct {
 	name  string
 	image string // the image's name, which groups its names
+	b     *bundle
 }
 
 // criNames are the names of the images of CRINamespace that the run
@@ -44,22 +45,24 @@ func criNames(bundles []*bundle) []servedName {
 		}
 		for _, im := range b.meta.images {
 			for _, n := range im.names() {
-				out = append(out, servedName{name: n, image: im.Name})
+				out = append(out, servedName{name: n, image: im.Name, b: b})
 			}
 		}
 	}
 	return out
 }
 
-// waitServed returns once the CRI, asked through containerd's own
+// waitServed waits until the CRI, asked through containerd's own
 // connection, serves every name of criNames: what "done" promises the
 // kubelet, whose pods name their images with imagePullPolicy Never and
 // would otherwise fail with ErrImageNeverPull in the gap between a record's
-// creation and the CRI's handling of its event. It fails after c.CRIWait
-// with the names still missing and why.
+// creation and the CRI's handling of its event. After c.CRIWait, each
+// bundle with a name still not served fails, naming them and why; the
+// others stand. It returns an error only when the CRI never answered or
+// containerd went away (the run is retried then).
 func (c Config) waitServed(ctx context.Context, logger *zap.Logger, cl *client.Client, bundles []*bundle) error {
 	want := criNames(bundles)
-	if len(want) == 0 {
+	if len(want) == 0 || c.CRIWait < 0 {
 		return nil
 	}
 	conn, ok := cl.Conn().(*grpc.ClientConn)
@@ -72,54 +75,78 @@ func (c Config) waitServed(ctx context.Context, logger *zap.Logger, cl *client.C
 	defer cancel()
 	t := time.NewTicker(criPoll)
 	defer t.Stop()
+	var missing []servedName
+	var reasons []string
+	listed := false
 	for {
 		resp, err := cri.ListImages(wctx, &runtimeapi.ListImagesRequest{})
-		var missing []string
 		if err == nil {
-			missing = unserved(resp.Images, want)
-			if len(missing) == 0 {
+			listed = true
+			if missing, reasons = unserved(resp.Images, want); len(missing) == 0 {
 				logger.Info("the CRI serves the preseeded images",
 					zap.Int("names", len(want)), zap.Duration("wait", time.Since(start)))
 				return nil
 			}
-		}
-		if err != nil && unavailable(err) && ctx.Err() == nil && wctx.Err() == nil {
+		} else if unavailable(err) && ctx.Err() == nil && wctx.Err() == nil {
 			return fmt.Errorf("failed to list the CRI's images: %w", err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-wctx.Done():
-			if err != nil {
+			if !listed {
 				return fmt.Errorf("the CRI did not list its images within %s: %w", c.CRIWait, err)
 			}
-			return fmt.Errorf("the CRI does not serve %d of the %d preseeded names of namespace %s within %s: %s",
-				len(missing), len(want), CRINamespace, c.CRIWait, strings.Join(missing, "; "))
+			failUnserved(missing, reasons, c.CRIWait)
+			return nil
 		case <-t.C:
 		}
 	}
 }
 
+// failUnserved fails each bundle of missing with the names of it the CRI
+// does not serve and why (reasons, in missing's order).
+func failUnserved(missing []servedName, reasons []string, waited time.Duration) {
+	byBundle := make(map[*bundle][]string)
+	var order []*bundle
+	for i, m := range missing {
+		if _, seen := byBundle[m.b]; !seen {
+			order = append(order, m.b)
+		}
+		byBundle[m.b] = append(byBundle[m.b], reasons[i])
+	}
+	for _, b := range order {
+		b.err = fmt.Errorf("the CRI does not serve these names of %s after %s, so no pod can start from them: %s",
+			b.path, waited, strings.Join(byBundle[b], "; "))
+	}
+}
+
 // unserved lists each wanted name the CRI's image list does not serve as
-// it must, with the reason.
-func unserved(imgs []*runtimeapi.Image, want []servedName) []string {
+// it must, and the reason of each.
+func unserved(imgs []*runtimeapi.Image, want []servedName) ([]servedName, []string) {
 	byName := make(map[string]*runtimeapi.Image)
 	for _, img := range imgs {
 		for _, n := range slices.Concat(img.RepoTags, img.RepoDigests) {
 			byName[n] = img
 		}
 	}
-	var missing []string
+	var missing []servedName
+	var reasons []string
 	for _, w := range want {
 		img := byName[w.name]
+		reason := ""
 		switch {
 		case img == nil:
-			missing = append(missing, w.name+" (not listed)")
+			reason = w.name + " (not listed)"
 		case !img.Pinned:
-			missing = append(missing, w.name+" (not pinned)")
+			reason = w.name + " (not pinned)"
 		case byName[w.image] != nil && byName[w.image].Id != img.Id:
-			missing = append(missing, fmt.Sprintf("%s (CRI image %s, but %s is %s)", w.name, img.Id, w.image, byName[w.image].Id))
+			reason = fmt.Sprintf("%s (CRI image %s, but %s is %s)", w.name, img.Id, w.image, byName[w.image].Id)
+		default:
+			continue
 		}
+		missing = append(missing, w)
+		reasons = append(reasons, reason)
 	}
-	return missing
+	return missing, reasons
 }

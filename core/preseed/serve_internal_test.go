@@ -2,6 +2,7 @@ package preseed
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -11,7 +12,7 @@ import (
 // list can fall short of a preseeded image's names is named.
 func TestUnserved(t *testing.T) {
 	const tag, byIndex, byManifest = "x.test/a:1", "x.test/a@sha256:1", "x.test/a@sha256:2"
-	want := []servedName{{tag, tag}, {byIndex, tag}, {byManifest, tag}}
+	want := []servedName{{name: tag, image: tag}, {name: byIndex, image: tag}, {name: byManifest, image: tag}}
 	img := func(id string, pinned bool, tags, digests []string) *runtimeapi.Image {
 		return &runtimeapi.Image{Id: id, Pinned: pinned, RepoTags: tags, RepoDigests: digests}
 	}
@@ -30,8 +31,21 @@ func TestUnserved(t *testing.T) {
 			img("c1", true, []string{tag}, []string{byIndex}), img("c2", true, nil, []string{byManifest})},
 			[]string{byManifest + " (CRI image c2, but " + tag + " is c1)"}},
 	} {
-		if got := unserved(c.list, want); !slices.Equal(got, c.want) {
+		if _, got := unserved(c.list, want); !slices.Equal(got, c.want) {
 			t.Errorf("%s: unserved = %q, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// Past the wait, each bundle with names the CRI does not serve fails,
+// naming them; the others are left alone.
+func TestFailUnserved(t *testing.T) {
+	a, b := &bundle{path: "/p/k8s.io/a.tar"}, &bundle{path: "/p/k8s.io/b.tar"}
+	failUnserved([]servedName{{name: "a:1", b: a}, {name: "a@sha256:1", b: a}}, []string{"a:1 (not listed)", "a@sha256:1 (not pinned)"}, DefaultCRIWait)
+	if a.err == nil || !strings.Contains(a.err.Error(), "/p/k8s.io/a.tar") || !strings.Contains(a.err.Error(), "a:1 (not listed); a@sha256:1 (not pinned)") {
+		t.Errorf("bundle a: %v, want an error naming it and both names", a.err)
+	}
+	if b.err != nil {
+		t.Errorf("bundle b failed: %v", b.err)
 	}
 }

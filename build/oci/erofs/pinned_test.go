@@ -78,8 +78,8 @@ func pinnedMkfs() (Mkfs, error) {
 // defaults) or a change to the options or the hash tree shows up here as a
 // failure, not as other bytes in a release.
 const (
-	pinnedBlobSHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
-	pinnedRootHash   = "0000000000000000000000000000000000000000000000000000000000000000"
+	pinnedBlobSHA256 = "ec754fe50c94349c71f79a26136555fbc730c78bfda679ed1fc6fd81a2eb80b6"
+	pinnedRootHash   = "a998d1435d9df8c2ebc451b543c517541f56daff0782647ef12e68d2e38a7ab3"
 )
 
 func TestPinnedToolGivesTheCheckedInBlob(t *testing.T) {

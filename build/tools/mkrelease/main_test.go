@@ -220,8 +220,8 @@ func goBinary(t *testing.T) string {
 // The manifest's Go version is the one /init was built with, read from
 // the binary; a file that is no Go binary is refused, naming it.
 func TestReleaseGoVersionIsInit(t *testing.T) {
-	preseed, _ := preseedManifest(t)
-	files := release(t, preseed, writePods(t, "hello:1.0"))
+	preseed, pm := preseedManifest(t)
+	files := release(t, preseed, writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String()))
 	var m Manifest
 	if err := json.Unmarshal(files["manifest.json"], &m); err != nil {
 		t.Fatal(err)
@@ -237,7 +237,8 @@ func TestReleaseGoVersionIsInit(t *testing.T) {
 	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = run(inputs{kernel: lock, initramfs: lock, init: lock, kernelLock: lock, preseed: preseed, pods: writePods(t, "hello:1.0")}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	pods := writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String())
+	err = run(inputs{kernel: lock, initramfs: lock, init: lock, kernelLock: lock, preseed: preseed, pods: pods}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
 	if err == nil || !strings.Contains(err.Error(), lock) {
 		t.Fatalf("an init that is no Go binary: %v, want an error naming %s", err, lock)
 	}
