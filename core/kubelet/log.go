@@ -1,7 +1,7 @@
 package kubelet
 
 import (
-	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -9,15 +9,42 @@ import (
 	"github.com/appliance-bundler/appliance/core/childlog"
 )
 
-// BenignErrors are the messages the kubelet logs as errors at every start
-// in standalone mode (no API server, no cloud, the image filesystem on
-// tmpfs), which say nothing is wrong with the node: each is logged at info
-// level instead, so that the console shows an error only when there is
-// one. An explicit list: any other error keeps its level.
-func BenignErrors() []string {
-	return []string{
-		// Standalone: there is no API server to get the node from.
-		"failed to check if node is newer; using informer node",
+// BenignError is one error the kubelet logs at its start in standalone mode
+// that says nothing is wrong: its message, and a part of its "err" that
+// must be there too ("" for any), so that the same message with another
+// cause keeps its level.
+type BenignError struct {
+	Msg, Err string
+}
+
+// matches tells whether a line with message msg and key/values kv is e.
+func (e BenignError) matches(msg string, kv map[string]any) bool {
+	if msg != e.Msg {
+		return false
+	}
+	err, _ := kv["err"].(string)
+	return strings.Contains(err, e.Err)
+}
+
+// BenignErrors are the errors the kubelet logs at every start in
+// standalone mode (no API server, no cloud, the image filesystem on
+// tmpfs, a fresh state directory, the runtime still starting), read off a
+// healthy boot: each is logged at info level instead, so that the console
+// shows an error only when there is one. An explicit list: any other
+// error keeps its level.
+func BenignErrors() []BenignError {
+	return []BenignError{
+		// No API server to get the node from.
+		{"failed to check if node is newer; using informer node", ""},
+		// The first sync loops, before the runtime's first status and
+		// the first pod lifecycle event relist.
+		{"Skipping pod synchronization", "container runtime status check may not have completed yet"},
+		// The first image GC, before the image filesystem's stats.
+		{"Image garbage collection failed once. Stats initialization may not have completed yet", "invalid capacity 0 on image filesystem"},
+		// A fresh state directory has no device manager checkpoint yet.
+		{"Failed to read data from checkpoint", "checkpoint is not found"},
+		// containerd's CRI reports no separate image filesystem.
+		{"eviction manager: failed to check if we have separate container filesystem. Ignoring.", "no imagefs label for configured runtime"},
 	}
 }
 
@@ -32,8 +59,13 @@ func logFormat() childlog.Format {
 		MessageKey: "msg",
 		Drop:       []string{"ts"},
 		Level: func(msg string, kv map[string]any) zapcore.Level {
-			if _, info := kv["v"]; info || slices.Contains(benign, msg) {
+			if _, info := kv["v"]; info {
 				return zapcore.InfoLevel
+			}
+			for _, b := range benign {
+				if b.matches(msg, kv) {
+					return zapcore.InfoLevel
+				}
 			}
 			return zapcore.ErrorLevel
 		},

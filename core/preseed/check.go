@@ -15,7 +15,9 @@ import (
 // and refuses the bundles that claim one name together, so that all of
 // this is known before any bundle is imported. A refused bundle keeps its
 // reason in b.err.
-func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle) {
+//
+// It returns the bundles the manifest lists that are absent, failed.
+func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle) []*bundle {
 	man, manErr := c.loadManifest(logger, bundles)
 	parallel(ctx, bundles, c.Concurrency, func(b *bundle) {
 		if manErr != nil {
@@ -25,6 +27,10 @@ func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle
 		b.err = c.checkBundle(ctx, man, b)
 	})
 	refuseSharedNames(bundles)
+	if man == nil {
+		return nil
+	}
+	return man.absent(bundles)
 }
 
 // loadManifest reads c.Manifest, if one is set. A manifest that cannot be
@@ -39,7 +45,6 @@ func (c Config) loadManifest(logger *zap.Logger, bundles []*bundle) (*manifest, 
 		return nil, err
 	}
 	logger.Info("checking bundles against the preseed manifest", zap.String("manifest", c.Manifest), zap.Int("bundles", len(man.byPath)))
-	man.logAbsent(logger, bundles)
 	return man, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 )
@@ -191,22 +191,26 @@ func (m *metadata) manifestDigests(im imageRef) (map[digest.Digest]bool, bool) {
 	return out, complete
 }
 
-// logAbsent logs the manifest's bundles that are not in the tree.
-func (m *manifest) logAbsent(logger *zap.Logger, bundles []*bundle) {
+// absent are the bundles the manifest lists that are not in the tree, each
+// failed: the build placed them, so one missing means the images on this
+// node are not the build's (a root copied half, a file removed at rest),
+// and its images must not vanish without a failure.
+func (m *manifest) absent(bundles []*bundle) []*bundle {
 	present := make(map[*ManifestEntry]bool)
 	for _, b := range bundles {
 		if e, err := m.entry(b); err == nil {
 			present[e] = true
 		}
 	}
-	var absent []string
+	var out []*bundle
 	for p, e := range m.byPath {
 		if !present[e] {
-			absent = append(absent, p)
+			out = append(out, &bundle{
+				namespace: e.Namespace, file: path.Base(p), path: p,
+				err: fmt.Errorf("bundle %s is listed in the preseed manifest %s, but absent: its images are not on this node", p, m.file),
+			})
 		}
 	}
-	sort.Strings(absent)
-	for _, p := range absent {
-		logger.Warn("bundle listed in the preseed manifest is absent", zap.String("manifest", m.file), zap.String("path", p))
-	}
+	sort.Slice(out, func(i, j int) bool { return out[i].path < out[j].path })
+	return out
 }

@@ -183,7 +183,8 @@ func TestManifestChangedBytesOfStoredLayer(t *testing.T) {
 	if err := os.Rename(a, aside); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.run(cfg); st.Imported != 1 || st.Failed != 0 {
+	// good-a.tar, listed but set aside, fails as absent.
+	if st := f.run(cfg); st.Imported != 1 || st.Failed != 1 {
 		t.Fatalf("first run (good-b only): %+v", st)
 	}
 	shared, err := preseedtest.RandomLayer(1, 256<<10)
@@ -228,6 +229,28 @@ func TestManifestUnlistedBundle(t *testing.T) {
 	write(t, filepath.Join(f.root, ns, "extra.tar"), badEntries(t, badName))
 	st := f.run(cfg)
 	f.expectRefused(st, "extra.tar", []string{"not in the preseed manifest", cfg.Manifest}, badName)
+}
+
+// A bundle the manifest lists that is not in the tree (a root copied in
+// part, a file removed at rest) fails, naming its path and the manifest;
+// the bundles present are imported.
+func TestManifestAbsentBundleFails(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config()
+	gone := f.goodFiles()[0]
+	cfg.Manifest = f.writeManifest(f.goodFiles()...)
+	if err := os.Remove(filepath.Join(f.root, ns, gone)); err != nil {
+		t.Fatal(err)
+	}
+	st := f.run(cfg)
+	if st.Failed != 1 || st.Imported != len(f.goodFiles())-1 {
+		t.Fatalf("status %+v, want %s failed and the others imported", st, gone)
+	}
+	b := bundleStatus(t, st, gone)
+	want := path.Join(bundleformat.PreseedRoot, ns, gone)
+	if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, want) || !strings.Contains(b.Error, cfg.Manifest) || !strings.Contains(b.Error, "absent") {
+		t.Errorf("%s: %s %q, want failed naming %s, the manifest and that it is absent", gone, b.Result, b.Error, want)
+	}
 }
 
 // A valid bundle put in place of another under its file name, naming the

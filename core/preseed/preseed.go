@@ -79,8 +79,8 @@
 //     Images already registered keep their pins (their bundle is unknown,
 //     not gone).
 //
-// Listed bundles that are absent are logged, not failed: the manifest says
-// what a bundle must be, not that each one must be present.
+// A listed bundle that is absent fails, by its path and the manifest's:
+// the build placed it, so its images must not vanish without a failure.
 //
 // An empty Config.Manifest enforces nothing (bundles are still checked
 // against their own digests, as always).
@@ -350,7 +350,7 @@ func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*Status, error
 	if err != nil {
 		return nil, err
 	}
-	c.check(ctx, logger, bundles)
+	absent := c.check(ctx, logger, bundles)
 	// A pass cut short leaves bundles it never looked at: no result of
 	// either pass means anything then.
 	if err := ctx.Err(); err != nil {
@@ -360,7 +360,7 @@ func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*Status, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return c.report(ctx, logger, cl, start, bundles, ignored)
+	return c.report(ctx, logger, cl, start, append(bundles, absent...), ignored)
 }
 
 // parallel runs fn on every bundle, at most n at once.
