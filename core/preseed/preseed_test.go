@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
@@ -782,19 +783,44 @@ func TestImageRuleBundles(t *testing.T) {
 	if st.Imported != 2 || st.Failed != 0 {
 		t.Fatalf("status %+v", st)
 	}
+	// What each must be is the build's word, not preseed's: the preseed
+	// manifest the image rules wrote (//images:preseed_json) gives its
+	// name, target and references (hello, an index: its tag, its index
+	// digest and its linux/amd64 manifest's; pause: its tag and digest).
+	built := builtEntries(t)
 	for _, b := range st.Bundles {
-		if len(b.Images) == 0 {
-			t.Errorf("bundle %s named no image", b.File)
+		e, ok := built[b.File]
+		if !ok || len(b.Images) != 1 {
+			t.Errorf("bundle %s: images %+v; the build's manifest has it: %v", b.File, b.Images, ok)
+			continue
 		}
-		for _, im := range b.Images {
-			checkImage(t, cl, d.Snapshotter, im.Name, im.Digest, b.File)
-			// What a pod may name: the CRI resolves each digest name
-			// (hello is an index: its digest and its manifest's).
-			if len(im.References) < 2 {
-				t.Errorf("image %s: references %q, want its digest names too", im.Name, im.References)
-				continue
-			}
-			checkCRI(t, criClient(t, d.Address), im.Name, im.References[1:]...)
+		im := b.Images[0]
+		if im.Name != e.Reference || im.Digest != e.Target.Digest.String() || !slices.Equal(slices.Sorted(slices.Values(im.References)), slices.Sorted(slices.Values(e.References))) {
+			t.Errorf("bundle %s registered %s at %s as %q; the build says %s at %s as %q",
+				b.File, im.Name, im.Digest, im.References, e.Reference, e.Target.Digest, e.References)
 		}
+		checkImage(t, cl, d.Snapshotter, e.Reference, e.Target.Digest.String(), b.File)
+		checkCRI(t, criClient(t, d.Address), e.Reference, slices.DeleteFunc(slices.Clone(e.References), func(r string) bool { return r == e.Reference })...)
 	}
+	if n := len(built["hello.tar"].References); n != 3 {
+		t.Errorf("the build lists %d references for hello, an index: want its tag and two digest names", n)
+	}
+}
+
+// builtEntries are the build's preseed manifest entries, by file name.
+func builtEntries(t *testing.T) map[string]bundleformat.Entry {
+	t.Helper()
+	data, err := os.ReadFile(runfile.Path(t, "PRESEED_JSON"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bundleformat.ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]bundleformat.Entry)
+	for _, e := range m.Bundles {
+		out[filepath.Base(e.Path)] = e
+	}
+	return out
 }

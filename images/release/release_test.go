@@ -8,12 +8,14 @@ package release_test
 import (
 	"archive/tar"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -182,9 +184,19 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 	if strings.Join(pods, "\n") != strings.Join(wantPods, "\n") {
 		t.Errorf("the release lists the static pods\n%s\nwant\n%s", strings.Join(pods, "\n"), strings.Join(wantPods, "\n"))
 	}
+	// Exactly the release's artifacts are listed, each with its sum.
+	var listed []string
 	for _, a := range m.Artifacts {
+		listed = append(listed, a.File)
 		if got := sha(t, filepath.Join(rel, a.File)); got != a.SHA256 {
 			t.Errorf("artifact %s: manifest says %s, file is %s", a.File, a.SHA256, got)
 		}
+	}
+	if want := []string{"vmlinuz", "initramfs.cpio.zst"}; !slices.Equal(listed, want) {
+		t.Errorf("the manifest lists artifacts %q, want %q", listed, want)
+	}
+	// And the Go version is the one /init was built with.
+	if bi, err := buildinfo.ReadFile(runfile.Path(t, "INIT")); err != nil || m.GoVersion != bi.GoVersion {
+		t.Errorf("manifest go_version %q, /init's %v (%v)", m.GoVersion, bi, err)
 	}
 }

@@ -105,31 +105,36 @@ func TestLockUpdate(t *testing.T) {
 
 func TestLockRefusesBadEntries(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Anonymous)
-	for name, content := range map[string]string{
-		"no tag or digest": `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x"}]}`,
-		"unknown platform": `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x", "tag": "1.0", "platforms": ["linux/s390x"]}]}`,
+	reg.Push(t, "library/x:1.0", layouttest.RandomImage(t, testPlatforms[0]))
+	// Each is refused for its own reason: the error names it (the
+	// registry is there and serves library/x:1.0, so no other failure can
+	// stand in for it).
+	for name, c := range map[string]struct{ content, want string }{
+		"no tag or digest": {`{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x"}]}`,
+			"image x (" + reg.Host() + "/library/x) has neither digest nor tag: give a tag to resolve"},
+		"unknown platform": {`{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x", "tag": "1.0", "platforms": ["linux/s390x"]}]}`,
+			"has no manifest for platform linux/s390x"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			reg.Push(t, "library/x:1.0", layouttest.RandomImage(t, testPlatforms[0]))
-			l, err := pull.ReadLock(writeLock(t, content))
+			l, err := pull.ReadLock(writeLock(t, c.content))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := pull.Update(context.Background(), l, pull.UpdateOptions{}); err == nil {
-				t.Fatal("update accepted a bad entry")
-			} else {
-				t.Logf("refused: %v", err)
+			if _, err := pull.Update(context.Background(), l, pull.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("update: %v, want an error saying %q", err, c.want)
 			}
 		})
 	}
-	for name, content := range map[string]string{
-		"tag in image":  `{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x:1.0"}]}`,
-		"duplicate":     `{"images": [{"name": "x", "image": "a/b"}, {"name": "x", "image": "a/c"}]}`,
-		"unknown field": `{"images": [{"name": "x", "image": "a/b", "sha": "1"}]}`,
+	for name, c := range map[string]struct{ content, want string }{
+		"tag in image":  {`{"images": [{"name": "x", "image": "` + reg.Host() + `/library/x:1.0"}]}`, "is not a repository name (no tag or digest here)"},
+		"duplicate":     {`{"images": [{"name": "x", "image": "a/b"}, {"name": "x", "image": "a/c"}]}`, `name "x" is used twice`},
+		"unknown field": {`{"images": [{"name": "x", "image": "a/b", "sha": "1"}]}`, `unknown key "sha"`},
+		"bad digest":    {`{"images": [{"name": "x", "image": "a/b", "digest": "sha256:1"}]}`, `digest "sha256:1" is not sha256:<64 hex digits>`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := pull.ReadLock(writeLock(t, content)); err == nil {
-				t.Fatal("bad lock file accepted")
+			path := writeLock(t, c.content)
+			if _, err := pull.ReadLock(path); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("ReadLock: %v, want an error naming %s and saying %q", err, path, c.want)
 			}
 		})
 	}

@@ -38,6 +38,9 @@ func TestKubeletRunsStaticPodsFromPreseededImages(t *testing.T) {
 	t.Logf("hello-web answered %s after QEMU start: %q", n.Since(), answer)
 	st := n.PreseedStatus(ctx)
 	t.Logf("preseed: imported %d, skipped %d, failed %d", st.Imported, st.Skipped, st.Failed)
+	if st.Imported != 3 || st.Failed != 0 {
+		t.Errorf("preseed imported %d and failed %d, want 3 and 0: %+v", st.Imported, st.Failed, st.Bundles)
+	}
 
 	hello := waitPhase(ctx, t, n, node.HelloPod, corev1.PodSucceeded)
 	t.Logf("pod %s Succeeded (seen %s after QEMU start)", hello.Name, n.Since())
@@ -131,17 +134,25 @@ func checkPinnedImages(t *testing.T, pods ...*corev1.Pod) {
 }
 
 // restartKubelet kills the kubelet inside the VM and wants the supervisor
-// to start a new one, which reports hello-web running (its container kept,
-// not restarted), while hello-web keeps answering.
+// to start a new one, while hello-web answers all along (polled from the
+// kill until the new kubelet reports it), and the new kubelet to report
+// hello-web's very container running: the same container ID, restart
+// count and start time (a static pod's UID is a hash of its manifest,
+// equal even if the container were made anew).
 func restartKubelet(ctx context.Context, t *testing.T, n *node.Node, web *corev1.Pod) {
 	t.Helper()
 	before := len(n.VM.Lines())
+	was := containerOf(t, web)
 	pid, err := n.KillKubelet(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	killed := n.Since()
-	t.Logf("killed the kubelet (pid %d) %s after QEMU start", pid, killed)
+	t.Logf("killed the kubelet (pid %d) %s after QEMU start", pid, n.Since())
+	// hello-web is polled while no kubelet runs, and until the new one
+	// reports it.
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	polled := make(chan error, 1)
+	go func() { polled <- pollHelloWeb(pollCtx, n) }()
 	started := func(l string) bool {
 		return launch.LogMessage(kubeletLogger, "started")(l) && !strings.Contains(l, fmt.Sprintf(`"pid":%d`, pid))
 	}
@@ -150,18 +161,50 @@ func restartKubelet(ctx context.Context, t *testing.T, n *node.Node, web *corev1
 	}
 	t.Logf("a new kubelet started %s after QEMU start", n.Since())
 	again := waitPhase(ctx, t, n, node.HelloWebPod, corev1.PodRunning)
+	stopPolling()
+	if err := <-polled; err != nil {
+		t.Errorf("hello-web while the kubelet was down: %v", err)
+	}
 	t.Logf("the new kubelet reports %s Running %s after QEMU start", again.Name, n.Since())
-	if again.UID != web.UID {
-		t.Errorf("hello-web has UID %s after the restart, %s before", again.UID, web.UID)
+	now := containerOf(t, again)
+	if now.ContainerID != was.ContainerID || now.RestartCount != was.RestartCount || !now.State.Running.StartedAt.Equal(&was.State.Running.StartedAt) {
+		t.Errorf("hello-web's container after the kubelet's restart: %s, restarts %d, started %v; before: %s, restarts %d, started %v",
+			now.ContainerID, now.RestartCount, now.State.Running.StartedAt, was.ContainerID, was.RestartCount, was.State.Running.StartedAt)
 	}
 	waitHelloWeb(ctx, t, n)
 	t.Logf("hello-web answers after the kubelet's restart, %s after QEMU start", n.Since())
 }
 
+// containerOf is the status of the pod's one container, running.
+func containerOf(t *testing.T, p *corev1.Pod) corev1.ContainerStatus {
+	t.Helper()
+	if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Running == nil {
+		t.Fatalf("pod %s: container statuses %+v, want one running", p.Name, p.Status.ContainerStatuses)
+	}
+	return p.Status.ContainerStatuses[0]
+}
+
+// pollHelloWeb asks hello-web until ctx ends, at least once, and returns
+// the first failed answer, if any. A try under way when ctx ends is
+// finished (each is bounded), so that none is cut short into a failure.
+func pollHelloWeb(ctx context.Context, n *node.Node) error {
+	for tries := 1; ; tries++ {
+		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_, err := n.HelloWeb(callCtx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("try %d: %w", tries, err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
 // restartSupervisor kills the supervisor process inside the VM, as a crash
 // would, and wants PID 1 to start a new one that runs exactly one
 // containerd and one kubelet (nothing of the old tree left to race them),
-// whose CRI answers and whose hello-web answers.
+// whose CRI answers, while hello-web answers all along.
 func restartSupervisor(ctx context.Context, t *testing.T, n *node.Node) {
 	t.Helper()
 	pid, err := n.KillSupervisor(ctx)
@@ -169,6 +212,11 @@ func restartSupervisor(ctx context.Context, t *testing.T, n *node.Node) {
 		t.Fatal(err)
 	}
 	t.Logf("killed the supervisor (pid %d) %s after QEMU start", pid, n.Since())
+	// The pods run under containerd's shims, which outlive the tree:
+	// hello-web answers all along.
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	polled := make(chan error, 1)
+	go func() { polled <- pollHelloWeb(pollCtx, n) }()
 	node.Eventually(ctx, t, "a new supervisor with one containerd and one kubelet", func(ctx context.Context) error {
 		procs, err := n.Processes(ctx)
 		if err != nil {
@@ -186,6 +234,10 @@ func restartSupervisor(ctx context.Context, t *testing.T, n *node.Node) {
 		}
 		return nil
 	})
+	stopPolling()
+	if err := <-polled; err != nil {
+		t.Errorf("hello-web while the supervisor restarted: %v", err)
+	}
 	t.Logf("a new supervisor runs one containerd and one kubelet, and the CRI answers, %s after QEMU start", n.Since())
 	waitHelloWeb(ctx, t, n)
 	t.Logf("hello-web answers after the supervisor's restart, %s after QEMU start", n.Since())
