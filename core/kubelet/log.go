@@ -9,17 +9,18 @@ import (
 	"github.com/appliance-bundler/appliance/core/childlog"
 )
 
-// BenignError is one error the kubelet logs at its start in standalone mode
-// that says nothing is wrong: its message, and a part of its "err" that
-// must be there too ("" for any), so that the same message with another
-// cause keeps its level.
+// BenignError is one error the kubelet logs that says nothing is wrong
+// with the node: its message ("" for any), a part of its "err" that must
+// be there too ("" for any), so that the same message with another cause
+// keeps its level, and the level it is logged at instead.
 type BenignError struct {
 	Msg, Err string
+	Level    zapcore.Level
 }
 
 // matches tells whether a line with message msg and key/values kv is e.
 func (e BenignError) matches(msg string, kv map[string]any) bool {
-	if msg != e.Msg {
+	if e.Msg != "" && msg != e.Msg {
 		return false
 	}
 	err, _ := kv["err"].(string)
@@ -29,22 +30,30 @@ func (e BenignError) matches(msg string, kv map[string]any) bool {
 // BenignErrors are the errors the kubelet logs at every start in
 // standalone mode (no API server, no cloud, the image filesystem on
 // tmpfs, a fresh state directory, the runtime still starting), read off a
-// healthy boot: each is logged at info level instead, so that the console
-// shows an error only when there is one. An explicit list: any other
-// error keeps its level.
+// healthy boot, and one it logs when the machine is slow: each is logged
+// at its Level instead, so that the console shows an error only when
+// there is one. An explicit list: any other error keeps its level.
 func BenignErrors() []BenignError {
+	info, warn := zapcore.InfoLevel, zapcore.WarnLevel
 	return []BenignError{
 		// No API server to get the node from.
-		{"failed to check if node is newer; using informer node", ""},
+		{"failed to check if node is newer; using informer node", "", info},
 		// The first sync loops, before the runtime's first status and
 		// the first pod lifecycle event relist.
-		{"Skipping pod synchronization", "container runtime status check may not have completed yet"},
+		{"Skipping pod synchronization", "container runtime status check may not have completed yet", info},
 		// The first image GC, before the image filesystem's stats.
-		{"Image garbage collection failed once. Stats initialization may not have completed yet", "invalid capacity 0 on image filesystem"},
+		{"Image garbage collection failed once. Stats initialization may not have completed yet", "invalid capacity 0 on image filesystem", info},
 		// A fresh state directory has no device manager checkpoint yet.
-		{"Failed to read data from checkpoint", "checkpoint is not found"},
+		{"Failed to read data from checkpoint", "checkpoint is not found", info},
 		// containerd's CRI reports no separate image filesystem.
-		{"eviction manager: failed to check if we have separate container filesystem. Ignoring.", "no imagefs label for configured runtime"},
+		{"eviction manager: failed to check if we have separate container filesystem. Ignoring.", "no imagefs label for configured runtime", info},
+		// Any call the kubelet cancelled itself (gRPC's Canceled is the
+		// caller's doing; a runtime that fails gives another code): the
+		// calls in flight when it stops, at a power-off.
+		{"", "code = Canceled desc = context canceled", info},
+		// A housekeeping pass over 1 s: a slow or busy machine (TCG), not
+		// a failure; a warning, so that it still shows.
+		{"Housekeeping took longer than expected", "housekeeping took too long", warn},
 	}
 }
 
@@ -64,7 +73,7 @@ func logFormat() childlog.Format {
 			}
 			for _, b := range benign {
 				if b.matches(msg, kv) {
-					return zapcore.InfoLevel
+					return b.Level
 				}
 			}
 			return zapcore.ErrorLevel

@@ -32,8 +32,11 @@ func TestLogLineLevels(t *testing.T) {
 		t.Fatalf("%d entries, want %d", len(entries), 3+len(BenignErrors()))
 	}
 	want := []zapcore.Level{zapcore.InfoLevel, zapcore.ErrorLevel}
-	for range BenignErrors() {
-		want = append(want, zapcore.InfoLevel)
+	for _, b := range BenignErrors() {
+		if b.Level >= zapcore.ErrorLevel {
+			t.Errorf("benign error %q is logged at %v", b.Msg, b.Level)
+		}
+		want = append(want, b.Level)
 	}
 	want = append(want, zapcore.ErrorLevel)
 	for i, e := range entries {

@@ -106,7 +106,8 @@
 // disk, so they are written again rather than resumed.
 //
 // Progress is logged at Info level with fixed messages and fields ("bundle
-// import started", "layer ingest started", "layer ingested", "unpack
+// import started", "layer ingest started", "layer ingest progress" (a big
+// layer's, at each quarter), "layer ingested", "unpack
 // started", "unpack finished", "image registered", "interrupted ingest
 // discarded", "interrupted import lease removed"): the power-cut E2E
 // (tests/e2e/powercut) matches them, so they change only together.

@@ -13,7 +13,8 @@ import (
 // loggingStore is the content store ingest writes a bundle into: it logs
 // "layer ingest started" once the store opened a writer for one of the
 // bundle's layers (so the store did not have it yet; nothing is written
-// before the log) and "layer ingested" once that writer committed. The
+// before the log), "layer ingest progress" at each quarter of a big one,
+// and "layer ingested" once that writer committed. The
 // messages and fields are a contract with the power-cut E2E
 // (tests/e2e/powercut): change them only together.
 type loggingStore struct {
@@ -40,13 +41,40 @@ func (s *loggingStore) Writer(ctx context.Context, opts ...content.WriterOpt) (c
 	}
 	log := s.log.With(zap.String("digest", wo.Desc.Digest.String()), zap.Int64("size", wo.Desc.Size))
 	log.Info("layer ingest started")
-	return &loggingWriter{Writer: w, log: log}, nil
+	lw := &loggingWriter{Writer: w, log: log, size: wo.Desc.Size}
+	// A resumed ingest starts where it was.
+	if st, err := w.Status(); err == nil {
+		lw.offset = st.Offset
+	}
+	return lw, nil
 }
 
-// loggingWriter logs its commit.
+// progressMin is the smallest layer whose ingest logs its progress: a big
+// one, where the power-cut E2E aims a kill at a point of its own inside.
+const progressMin = 16 << 20
+
+// loggingWriter logs, for a layer of progressMin bytes or more, "layer
+// ingest progress" as the bytes written pass each quarter of the layer
+// (fields offset and size), and its commit.
 type loggingWriter struct {
 	content.Writer
-	log *zap.Logger
+	log    *zap.Logger
+	size   int64
+	offset int64
+}
+
+func (w *loggingWriter) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	before := w.offset
+	w.offset += int64(n)
+	if w.size >= progressMin {
+		for q := int64(1); q <= 3; q++ {
+			if mark := w.size * q / 4; before < mark && w.offset >= mark {
+				w.log.Info("layer ingest progress", zap.Int64("offset", w.offset))
+			}
+		}
+	}
+	return n, err
 }
 
 // Commit commits the blob; AlreadyExists means another writer committed

@@ -88,6 +88,30 @@ func (n *Node) CheckAbsent(ctx context.Context, t *testing.T, name string) {
 	}
 }
 
+// CheckWhole checks that every image record of the CRI's namespace is
+// whole: unpacked in the erofs snapshotter, its layers' snapshots all
+// there, so that no name points at content half there (a half-registered
+// image, after a power cut).
+func (n *Node) CheckWhole(ctx context.Context, t *testing.T) {
+	t.Helper()
+	cl, err := containerd.NewWithConn(n.conn)
+	if err != nil {
+		t.Fatalf("containerd client: %v", err)
+	}
+	nctx := namespaces.WithNamespace(ctx, preseed.CRINamespace)
+	imgs, err := cl.ListImages(nctx)
+	if err != nil {
+		t.Fatalf("containerd's image list: %v", err)
+	}
+	for _, img := range imgs {
+		ok, err := img.IsUnpacked(nctx, preseed.SnapshotterErofs)
+		if err != nil || !ok {
+			t.Errorf("record %s (%s) is not whole: unpacked %v (%v)", img.Name(), img.Target().Digest, ok, err)
+		}
+	}
+	t.Logf("%d records of %s, each unpacked whole", len(imgs), preseed.CRINamespace)
+}
+
 // RunHello runs a pod with one container of the hello image (see RunPod)
 // and returns its exit code and log, which holds the greeting.
 func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
