@@ -24,7 +24,8 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
     Targets: `<name>` (OCI layout, entrypoint `path`), `<name>_layer` (the
     binary at `path`), `bundle` (for `namespace`, named `reference`) and
     `bundle_zstd`; and `<name>_again` / `bundle_again`, the same built again
-    in separate actions, which //images:images_test compares for
+    in separate actions (its layer `<name>_layer_again` too), which
+    //images:images_test compares for
     reproducibility. With `platforms`, `<name>` is an oci_image_index of
     `<name>_platform` built for each platform (the binary must be pure Go).
     With `bundle_platforms`, the bundles hold only those platforms of the
@@ -43,19 +44,21 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
       bundle_platforms: os/arch of the index to keep in the bundles (e.g.
         the appliance's own, `["linux/amd64"]`); none: all.
     """
-    go_layer(
-        name = name + "_layer",
-        binary = binary,
-        path = path,
-    )
     for suffix, visibility in [("", _USERS), ("_again", ["//images:__pkg__"])]:
+        # The layer too is built twice, in actions of its own: a layer
+        # action that is not reproducible shows as two digests.
+        go_layer(
+            name = name + "_layer" + suffix,
+            binary = binary,
+            path = path,
+        )
         if platforms:
             oci_image(
                 name = name + "_platform" + suffix,
                 architecture = _ARCHITECTURE,
                 entrypoint = [path],
                 os = "linux",
-                tars = [":" + name + "_layer"],
+                tars = [":" + name + "_layer" + suffix],
                 user = user,
                 visibility = ["//visibility:private"],
             )
@@ -71,7 +74,7 @@ def preseeded_image(name, binary, path, reference, bundle_name, namespace = "k8s
                 architecture = "amd64",
                 entrypoint = [path],
                 os = "linux",
-                tars = [":" + name + "_layer"],
+                tars = [":" + name + "_layer" + suffix],
                 user = user,
                 visibility = visibility,
             )

@@ -290,8 +290,8 @@ func checkLeastPrivilege(ctx context.Context, t *testing.T, n *node.Node, web *c
 	} else {
 		t.Logf("hello-web's seccomp profile: default action %s, %d syscall rules", sc.DefaultAction, len(sc.Syscalls))
 	}
-	if spec.Process.User.UID != 65532 || spec.Process.User.GID != 65532 {
-		t.Errorf("hello-web runs as %d:%d, want 65532:65532", spec.Process.User.UID, spec.Process.User.GID)
+	if spec.Process.User.UID != 65534 || spec.Process.User.GID != 65534 {
+		t.Errorf("hello-web runs as %d:%d, want 65534:65534, the image's user", spec.Process.User.UID, spec.Process.User.GID)
 	}
 	for set, caps := range spec.Process.Capabilities {
 		if len(caps) > 0 {
