@@ -3,7 +3,6 @@ package imagebuild
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -63,10 +62,17 @@ func Build(spec Spec) (v1.Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("failed to read layer %s: %w", path, err)
 		}
+		diffID, err := l.DiffID()
+		if err != nil {
+			return nil, fmt.Errorf("failed to hash layer %s: %w", path, err)
+		}
+		// The history names the layer by its content, not by the file
+		// Bazel gave it: the same layer under another target name is the
+		// same image.
 		img, err = mutate.Append(img, mutate.Addendum{
 			Layer:     l,
 			MediaType: types.OCILayer,
-			History:   v1.History{Created: v1.Time{Time: Epoch()}, CreatedBy: "oci_image layer " + filepath.Base(path), Comment: "appliance build/oci"},
+			History:   v1.History{Created: v1.Time{Time: Epoch()}, CreatedBy: "oci_image layer " + diffID.String(), Comment: "appliance build/oci"},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("failed to append layer %s: %w", path, err)
