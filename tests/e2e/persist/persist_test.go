@@ -1,8 +1,11 @@
 // Package persist_test boots the appliance twice over one persistent disk
 // (virtio-blk, ext4) holding containerd's state: the first boot imports the
-// preseeded bundles, the second finds them imported and unpacked, skips them
-// without reading their layers, is faster to preseed Done, and still runs the
-// hello pod. Each clean power-off must leave a clean filesystem (e2fsck).
+// preseeded bundles, the second finds them imported and unpacked (every
+// record's snapshots there before any pod asks for them), skips them
+// reading less of the bundles, and still runs the hello pod. Each clean
+// power-off must leave a clean filesystem (e2fsck). How long each preseed
+// took, and the time to Done, are logged, not asserted: speed is the
+// bench's (tools/bazel run //core/preseed/bench), not a timed test's.
 package persist_test
 
 import (
@@ -28,6 +31,9 @@ func boot(ctx context.Context, t *testing.T, disk string, runHello bool) (*prese
 	done := n.Since()
 	t.Logf("preseed done %s after QEMU start: imported %d, skipped %d, failed %d, preseed took %.3f s",
 		done, st.Imported, st.Skipped, st.Failed, st.Duration)
+	// Unpacked, every one, before any pod: the CRI would unpack on demand
+	// at a pod's start and hide a snapshot lost across the reboot.
+	n.CheckWhole(ctx, t)
 	if runHello {
 		if exit, log := n.RunHello(ctx, t); exit != 0 {
 			t.Errorf("hello exited with %d; log: %s", exit, log)
@@ -110,9 +116,6 @@ func TestSecondBootSkipsImport(t *testing.T) {
 	// importing reads their metadata and JSON blobs, skipping reads less.
 	if second.Bytes >= first.Bytes {
 		t.Errorf("second boot read %d bytes of bundles, the first %d: skipping read as much as importing", second.Bytes, first.Bytes)
-	}
-	if second.Duration >= first.Duration {
-		t.Errorf("second preseed took %.3f s, not less than the first's %.3f s", second.Duration, first.Duration)
 	}
 	t.Logf("preseed: first boot %.3f s (%d bytes read, Done %s after QEMU start), second boot %.3f s (%d bytes read, Done %s after QEMU start)",
 		first.Duration, first.Bytes, firstDone, second.Duration, second.Bytes, secondDone)
