@@ -12,8 +12,11 @@
 //
 // Splitting the roles keeps PID 1 free of work that can fail and lets it reap
 // every orphan without stealing exit statuses from the supervisor's own
-// children. Nothing here may exit PID 1: a failure is logged and the machine
-// keeps running (or powers off cleanly).
+// children. Nothing here may exit PID 1: a failure of early boot (before
+// the supervisor starts) is one error line and a clean power-off, never a
+// boot on a half-made system; a failure after it is logged and the machine
+// keeps running. The console log is for people, the JSON log
+// (appliance_log_json) for machines.
 package main
 
 import (
