@@ -290,8 +290,8 @@ then sit in memory twice). This target's own output is always whole.""",
 )
 
 def _preseed_tree_impl(ctx):
-    out = ctx.actions.declare_file(ctx.label.name + ".tar")
-    manifest = ctx.actions.declare_file(ctx.label.name + ".json")
+    out = ctx.outputs.tar
+    manifest = ctx.outputs.manifest
     bundles = []
     files = {}
     for b in ctx.attr.bundles:
@@ -328,13 +328,12 @@ def _preseed_tree_impl(ctx):
     return [
         DefaultInfo(files = depset([out, manifest])),
         PreseedTreeInfo(files = files, manifest = manifest),
-        OutputGroupInfo(tar = depset([out]), manifest = depset([manifest])),
     ]
 
 preseed_tree = rule(
     implementation = _preseed_tree_impl,
     doc = """Places bundles at /containerd/preseed/<namespace>/<bundle_name>.tar[.gz|.zst]:
-as a tar (`<name>.tar`: directories 0755, files 0644, owner 0:0, mtime 0,
+as a tar (`<name>.tar`, a predeclared output, like `<name>.json`: directories 0755, files 0644, owner 0:0, mtime 0,
 sorted, paths relative to the root) for an appliance rule to unpack, as a
 dict of path to file (PreseedTreeInfo) for a rule that maps files itself, and
 `<name>.json`: for each bundle its namespace, name, path, reference, index.json
@@ -357,4 +356,5 @@ sha256 are the slim file's. The conversion runs the pinned mkfs.erofs of
         ),
         "_tool": _tool_attr(),
     } | mkfs_erofs_attrs(),
+    outputs = {"manifest": "%{name}.json", "tar": "%{name}.tar"},
 )

@@ -4,7 +4,7 @@
 // extensions, the preseed manifest's schema with its strict parser, and the
 // reader of a bundle's metadata (everything before its layers). Every writer
 // (build/oci/bundle) and reader (core/preseed, build/oci/validate,
-// build/tools/mkrelease) uses it, so the format is declared once.
+// build/release/cmd/mkrelease) uses it, so the format is declared once.
 //
 // It must not talk to containerd or a registry, and must not compress,
 // decompress or do any IO beyond reading a tar stream it is given: callers

@@ -20,7 +20,7 @@ import (
 const MaxManifestSize = 16 << 20
 
 // Manifest is the preseed manifest: every bundle of a preseed tree, written
-// by build/oci/bundle.WriteTree (//images:preseed_json), carried in the
+// by build/oci/bundle.WriteTree (//images:preseed.json), carried in the
 // appliance at ManifestPath and in the release's manifest.json.
 type Manifest struct {
 	// Bundles is required: a file without it is not a manifest.

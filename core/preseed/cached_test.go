@@ -21,10 +21,10 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/erofs"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/preseed"
-	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+	"github.com/appliance-bundler/appliance/tests/preseedtest"
 )
 
 // The erofs snapshotter's labels on a snapshot served from the layer

@@ -18,7 +18,7 @@ import (
 )
 
 // ManifestFile is the preseed manifest the build writes next to the bundles
-// (//images:preseed_json); ManifestEntry is one bundle of it. Both are the
+// (//images:preseed.json); ManifestEntry is one bundle of it. Both are the
 // format's own types (core/bundleformat), which the build writes with.
 type (
 	ManifestFile  = bundleformat.Manifest

@@ -17,10 +17,10 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/preseed"
-	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+	"github.com/appliance-bundler/appliance/tests/preseedtest"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
@@ -375,8 +375,8 @@ func TestManifestMatchingSecondRunSkips(t *testing.T) {
 		c.bytes["good-a.tar"].Load(), limit, c.bytes["good-b.tar.zst"].Load(), zst.Size())
 }
 
-// The manifest the build writes (//images:preseed_json) accepts the tree
-// the build writes (//images:preseed_tar: slim bundles and the EROFS layer
+// The manifest the build writes (//images:preseed.json) accepts the tree
+// the build writes (//images:preseed.tar: slim bundles and the EROFS layer
 // content cache), placed under another root here: every image imports into
 // erofs from the cache, with its dm-verity sidecars required. A bundle
 // swapped for another is refused.

@@ -53,7 +53,7 @@
 // # Preseed manifest
 //
 // With Config.Manifest set (the appliance sets /etc/appliance/preseed.json,
-// the build's //images:preseed_json, read as ManifestFile), a bundle must
+// the build's //images:preseed.json, read as ManifestFile), a bundle must
 // be what the build made, or it is refused and the others continue:
 //
 //   - Every bundle file must be listed, by its path or by namespace and

@@ -26,9 +26,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/core/containerd/containerdtest"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
-	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+	"github.com/appliance-bundler/appliance/tests/preseedtest"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -784,7 +784,7 @@ func TestImageRuleBundles(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	// What each must be is the build's word, not preseed's: the preseed
-	// manifest the image rules wrote (//images:preseed_json) gives its
+	// manifest the image rules wrote (//images:preseed.json) gives its
 	// name, target and references (hello, an index: its tag, its index
 	// digest and its linux/amd64 manifest's; pause: its tag and digest).
 	built := builtEntries(t)

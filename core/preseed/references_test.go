@@ -35,7 +35,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/preseed"
-	"github.com/appliance-bundler/appliance/core/preseed/preseedtest"
+	"github.com/appliance-bundler/appliance/tests/preseedtest"
 )
 
 // unpackedManifest is the manifest of target this machine unpacks: target

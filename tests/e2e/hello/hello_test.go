@@ -23,7 +23,7 @@ import (
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
-// The image of //build/oci/tarballtest:bundle, read from a docker-save
+// The image of //build/oci/tests/tarball:bundle, read from a docker-save
 // tarball by oci_from_tarball, and what it prints.
 const (
 	tarballImage    = "docker.io/library/hello-tarball:1.0"

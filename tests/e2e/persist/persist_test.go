@@ -5,7 +5,7 @@
 // reading less of the bundles, and still runs the hello pod. Each clean
 // power-off must leave a clean filesystem (e2fsck). How long each preseed
 // took, and the time to Done, are logged, not asserted: speed is the
-// bench's (tools/bazel run //core/preseed/bench), not a timed test's.
+// bench's (tools/bazel run //tests/bench/preseed), not a timed test's.
 package persist_test
 
 import (

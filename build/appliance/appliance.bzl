@@ -1,0 +1,121 @@
+"""appliance_initramfs: the appliance's initramfs with a given init."""
+
+load("//build/initramfs:defs.bzl", "initramfs")
+load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
+load("//build/oci:defs.bzl", "preseed_tree")
+load("//build/pods:defs.bzl", "static_pods")
+load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
+
+def appliance_initramfs(
+        name,
+        init,
+        preseed_tar = None,
+        preseed_manifest = None,
+        pods = None,
+        testonly = False,
+        **kwargs):
+    """The appliance image's initramfs: init, containerd, runc, CNI, the kubelet, mkfs.erofs, kernel modules, the preseeded bundles with their manifest and the static pods.
+
+    With neither `preseed_tar`, `preseed_manifest` nor `pods`, the image
+    holds the production bundles (//images:preseed) and pods (//images:pods).
+    Otherwise it declares `<name>_pods`, a static_pods of `pods` checked
+    against `preseed_manifest`, so that every appliance's pods are checked
+    against the bundles that very appliance preseeds.
+
+    Args:
+      name: the target's name.
+      init: the init binary (`//core/init` or its E2E variant).
+      preseed_tar: the tree of bundles (a preseed_tree's tar); tests swap it.
+        Default: //images:preseed.tar.
+      preseed_manifest: that tree's manifest, which preseed enforces.
+        Default: //images:preseed.json.
+      pods: static_pod targets to place at /etc/kubernetes/manifests/.
+        Default: the production pods with the production tree, none with
+        another tree.
+      testonly: whether the targets are testonly.
+      **kwargs: passed to initramfs (visibility, tags, ...).
+    """
+    if (preseed_tar == None) != (preseed_manifest == None):
+        fail("appliance_initramfs %s: give both preseed_tar and preseed_manifest, or neither" % name)
+    if preseed_tar == None and pods == None:
+        pods_tar = Label("//images:pods")
+    else:
+        static_pods(
+            name = name + "_pods",
+            pods = pods or [],
+            preseed_manifest = preseed_manifest or Label("//images:preseed.json"),
+            testonly = testonly,
+        )
+        pods_tar = ":" + name + "_pods"
+    initramfs(
+        name = name,
+        # /etc/kubernetes/manifests: the kubelet's staticPodPath, there even
+        # when no pod is.
+        dirs = ["/etc", "/etc/kubernetes/manifests", "/proc", "/run", "/sys", "/tmp", "/var"],
+        # Both also hold mkfs.erofs, its loader and its libraries, for
+        # containerd's EROFS differ: it converts the layers that are not in
+        # the build-time cache (third_party/erofs-utils).
+        executables = {
+            Label("//third_party/cni:bridge"): "/opt/cni/bin/bridge",
+            Label("//third_party/cni:host-local"): "/opt/cni/bin/host-local",
+            Label("//third_party/cni:loopback"): "/opt/cni/bin/loopback",
+            Label("//third_party/containerd:containerd"): "/usr/bin/containerd",
+            Label("//third_party/containerd:containerd-shim-runc-v2"): "/usr/bin/containerd-shim-runc-v2",
+            Label("//third_party/kubernetes:kubelet"): "/usr/bin/kubelet",
+            Label("//third_party/runc:runc"): "/usr/bin/runc",
+            init: "/init",
+        } | MKFS_EROFS_EXECUTABLES,
+        files = {
+            Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
+            # root only. The kubelet reads them (user namespace mappings)
+            # and fails to start without them.
+            Label("//images/appliance:group"): "/etc/group",
+            Label("//images/appliance:passwd"): "/etc/passwd",
+            # The manifest of the preseeded bundles, which preseed enforces
+            # (core/init sets preseed.Config.Manifest to this path).
+            preseed_manifest or Label("//images:preseed.json"): PRESEED_MANIFEST_PATH,
+        } | MKFS_EROFS_LIBRARIES,
+        tars = [
+            # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
+            preseed_tar or Label("//images:preseed.tar"),
+            # /etc/kubernetes/manifests/<pod>.yaml: the static pods.
+            pods_tar,
+            # /lib/modules/<release>/ and /etc/modules-load.d/.
+            Label("//third_party/linux:modules"),
+        ],
+        testonly = testonly,
+        **kwargs
+    )
+
+def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **kwargs):
+    """An appliance initramfs with its own set of preseed bundles and pods.
+
+    Declares `<name>_tree` (a preseed_tree of `bundles`, whose tar and
+    manifest are `<name>_tree.tar` and `<name>_tree.json`), `<name>_pods` (`pods`
+    checked against that manifest; output group `pods_json` lists them) and
+    the initramfs `<name>` that carries them. Variants of the appliance (E2E
+    trees with extra images) use it instead of repeating those targets.
+
+    Args:
+      name: the initramfs target's name.
+      init: the init binary (`//core/init` or its E2E variant).
+      bundles: preseed_bundle targets.
+      pods: static_pod targets; the build fails if one runs an image that
+        `bundles` do not provide.
+      testonly: whether the targets are testonly (needed when a bundle is).
+      **kwargs: passed to the initramfs (visibility, tags, ...).
+    """
+    preseed_tree(
+        name = name + "_tree",
+        bundles = bundles,
+        testonly = testonly,
+    )
+    appliance_initramfs(
+        name = name,
+        init = init,
+        preseed_manifest = ":" + name + "_tree.json",
+        preseed_tar = ":" + name + "_tree.tar",
+        pods = pods,
+        testonly = testonly,
+        **kwargs
+    )

@@ -1,0 +1,28 @@
+"""Go rules of this module: rules_go's, with what its BUILD files repeat.
+
+BUILD files load go_test from here (gazelle's map_kind in //:BUILD.bazel).
+"""
+
+load("@rules_go//go:def.bzl", _go_test = "go_test")
+
+def go_test(name, runfiles_env = {}, data = [], env = {}, **kwargs):
+    """rules_go's go_test, plus `runfiles_env`.
+
+    Args:
+      name: the test's name.
+      runfiles_env: {VARIABLE: label} of single files the test reads: each
+        label is added to `data` and VARIABLE is set to its rlocationpath
+        (read with //tests/runfile), instead of naming each file twice.
+      data: as go_test's.
+      env: as go_test's.
+      **kwargs: passed to go_test.
+    """
+    data = list(data)
+    env = dict(env)
+    for variable, label in runfiles_env.items():
+        if variable in env:
+            fail("go_test %s: %s is in both env and runfiles_env" % (name, variable))
+        if label not in data:
+            data.append(label)
+        env[variable] = "$(rlocationpath %s)" % label
+    _go_test(name = name, data = data, env = env, **kwargs)
