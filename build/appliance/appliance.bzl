@@ -5,6 +5,7 @@ load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:defs.bzl", "static_pods")
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
+load(":node.bzl", "STATIC_POD_DIR")
 
 def appliance_initramfs(
         name,
@@ -49,9 +50,9 @@ def appliance_initramfs(
         pods_tar = ":" + name + "_pods"
     initramfs(
         name = name,
-        # /etc/kubernetes/manifests: the kubelet's staticPodPath, there even
+        # STATIC_POD_DIR: the kubelet's staticPodPath, there even
         # when no pod is.
-        dirs = ["/etc", "/etc/kubernetes/manifests", "/proc", "/run", "/sys", "/tmp", "/var"],
+        dirs = ["/etc", STATIC_POD_DIR, "/proc", "/run", "/sys", "/tmp", "/var"],
         # Both also hold mkfs.erofs, its loader and its libraries, for
         # containerd's EROFS differ: it converts the layers that are not in
         # the build-time cache (third_party/erofs-utils).

@@ -1,6 +1,6 @@
 """Preseed bundle format constants, generated from core/bundleformat: do not edit.
 
-Regenerate with `GOFLAGS=-mod=mod go run ./core/bundleformat/cmd/genbzl > build/oci/bundle_format.bzl`.
+Regenerate with `GOFLAGS=-mod=mod go run ./build/genbzl bundle_format > build/oci/bundle_format.bzl`.
 """
 
 # Each compression kind of a bundle and its file name extension.

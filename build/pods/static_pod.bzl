@@ -5,11 +5,8 @@ The work is done by //build/pods/cmd/podtool (package
 //build/pods/staticpod); the rule only passes paths and a JSON spec.
 """
 
+load("//build/appliance:node.bzl", "STATIC_POD_DIR")
 load("//build/oci:defs.bzl", "PreseedBundleInfo")
-
-# The kubelet's staticPodPath in the appliance: staticpod.ManifestDir, which
-# podtool checks the path against.
-_MANIFEST_DIR = "/etc/kubernetes/manifests"
 
 _TOOL = Label("//build/pods/cmd/podtool")
 
@@ -44,7 +41,7 @@ with a warning naming the file and each privilege.""",
 
 def _static_pod_impl(ctx):
     pod_name = ctx.attr.pod_name or ctx.label.name
-    path = "%s/%s.yaml" % (_MANIFEST_DIR, pod_name)
+    path = "%s/%s.yaml" % (STATIC_POD_DIR, pod_name)
 
     # Not <name>.yaml: that may well be the source's own name (pod.yaml).
     out = ctx.actions.declare_file(ctx.label.name + ".pinned.yaml")

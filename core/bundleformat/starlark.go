@@ -7,7 +7,7 @@ import (
 
 // StarlarkCommand regenerates build/oci/bundle_format.bzl from this
 // package (run from the repository root).
-const StarlarkCommand = "GOFLAGS=-mod=mod go run ./core/bundleformat/cmd/genbzl > build/oci/bundle_format.bzl"
+const StarlarkCommand = "GOFLAGS=-mod=mod go run ./build/genbzl bundle_format > build/oci/bundle_format.bzl"
 
 // Starlark is build/oci/bundle_format.bzl: the format's constants the image
 // rules need, generated from this package so Starlark holds no copy.

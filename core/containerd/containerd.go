@@ -37,22 +37,14 @@ import (
 	"github.com/appliance-bundler/appliance/core/atomicfile"
 	"github.com/appliance-bundler/appliance/core/childlog"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
-// Defaults for the appliance.
+// Defaults for the appliance; its paths, snapshotter and dm-verity mode are
+// the node's (core/node).
 const (
-	DefaultBinary      = "/usr/bin/containerd"
-	DefaultRoot        = "/var/lib/containerd"
-	DefaultState       = "/run/containerd"
-	DefaultAddress     = "/run/containerd/containerd.sock"
-	DefaultConfigPath  = "/run/containerd/config.toml"
-	DefaultSnapshotter = "erofs"
-	// DefaultDmverityMode makes the erofs snapshotter mount every layer
-	// through dm-verity and refuse one without a .dmverity sidecar.
-	DefaultDmverityMode = "on"
-	// ErofsSnapshotter is the snapshotter that serves the layer cache.
-	ErofsSnapshotter = "erofs"
+	DefaultBinary = "/usr/bin/containerd"
 
 	// basePath are the directories containerd's PATH must hold: the erofs
 	// differ runs mkfs.erofs (the appliance ships /usr/bin/mkfs.erofs), and
@@ -103,7 +95,7 @@ type Config struct {
 	// snapshotter.
 	LayerContentCaches []string
 	// DmverityMode is the erofs snapshotter's dmverity_mode ("on", "auto" or
-	// "off"); empty means DefaultDmverityMode. The erofs differ formats the
+	// "off"); empty means node.DmverityMode. The erofs differ formats the
 	// layers it converts with dm-verity unless it is "off" (which needs no
 	// dm_verity module: the tests' hosts have none).
 	DmverityMode string
@@ -120,12 +112,12 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	set(&c.Binary, DefaultBinary)
-	set(&c.Root, DefaultRoot)
-	set(&c.State, DefaultState)
-	set(&c.Address, DefaultAddress)
-	set(&c.ConfigPath, DefaultConfigPath)
-	set(&c.Snapshotter, DefaultSnapshotter)
-	set(&c.DmverityMode, DefaultDmverityMode)
+	set(&c.Root, node.ContainerdRoot)
+	set(&c.State, node.ContainerdState)
+	set(&c.Address, node.ContainerdAddress)
+	set(&c.ConfigPath, node.ContainerdConfig)
+	set(&c.Snapshotter, node.Snapshotter)
+	set(&c.DmverityMode, node.DmverityMode)
 	if c.DisabledPlugins == nil {
 		c.DisabledPlugins = DefaultDisabledPlugins()
 	}
@@ -164,7 +156,7 @@ func ErofsPlugins() []string {
 
 // Required lists the plugins this configuration makes containerd require.
 func (c Config) Required() []string {
-	if c.withDefaults().Snapshotter == ErofsSnapshotter {
+	if c.withDefaults().Snapshotter == node.ErofsSnapshotter {
 		return append(RequiredPlugins(), ErofsPlugins()...)
 	}
 	return RequiredPlugins()
@@ -268,14 +260,14 @@ func (c Config) toml() tomlConfig {
 	if c.SandboxImage != "" {
 		t.Plugins.CRIImages.PinnedImages = &pinnedImages{Sandbox: c.SandboxImage}
 	}
-	if c.Snapshotter == ErofsSnapshotter {
+	if c.Snapshotter == node.ErofsSnapshotter {
 		t.Plugins.ErofsSnapshotter = &erofsSnapshotterConfig{
 			LayerContentCaches: c.LayerContentCaches,
 			DmverityMode:       c.DmverityMode,
 		}
 		t.Plugins.ErofsDiffer = &erofsDifferConfig{
 			EnableDmverity: c.DmverityMode != "off",
-			MkfsOptions:    []string{"-T0", "--mkfs-time"},
+			MkfsOptions:    node.ErofsMkfsOptions(),
 		}
 		t.Plugins.DiffService = &diffServiceConfig{Default: []string{"erofs", "walking"}}
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
-	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
 )
 
 // containerd reads the generated configuration as we mean it: the CRI

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
-	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/supervisor"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
 )
 
 // guard bounds each wait; reaching it is a failure, never an expectation.

@@ -8,7 +8,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 const (
@@ -33,7 +33,7 @@ func powerOff(logger *zap.Logger, child *os.Process, why string) {
 	killAll(logger, unix.SIGKILL, killWait)
 	// The containers' root filesystems (under containerd's state directory)
 	// are overlays of the state disk's snapshots: they go first.
-	releaseMounts(logger, containerd.DefaultState)
+	releaseMounts(logger, node.ContainerdState)
 	releaseMounts(logger, stateDir)
 	unix.Sync()
 	logger.Info("power off")

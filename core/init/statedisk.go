@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 const (
@@ -15,8 +17,8 @@ const (
 	// an ext4 filesystem to hold containerd's state across boots, e.g.
 	// appliance.state_disk=/dev/vda. Without it the state is on tmpfs.
 	stateDiskParam = "appliance.state_disk="
-	// stateDir is containerd's root (core/containerd.DefaultRoot).
-	stateDir = "/var/lib/containerd"
+	// stateDir, where the state disk is mounted, is containerd's root.
+	stateDir = node.ContainerdRoot
 	// deviceWait bounds how long the device may take to appear after its
 	// driver module is loaded.
 	deviceWait = 10 * time.Second

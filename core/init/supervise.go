@@ -14,6 +14,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/devmapper"
 	"github.com/appliance-bundler/appliance/core/kubelet"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
@@ -105,7 +106,7 @@ func supervise(logger *zap.Logger) int {
 		// Children): a kubelet that dies restarts alone, without running
 		// preseed again, and a failed preseed run leaves the kubelet be.
 		Children: map[string]supervisor.Runnable{
-			"preseed": preseed.Config{Manifest: preseedManifest, RequireVerity: true}.Run,
+			"preseed": preseed.Config{Manifest: preseedManifest, RequireVerity: node.RequireVerity}.Run,
 			"kubelet": kc.Run,
 		},
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/kubelet"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
@@ -88,7 +89,7 @@ func criProxy(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer conn.Close()
-			up, err := net.Dial("unix", containerd.DefaultAddress)
+			up, err := net.Dial("unix", node.ContainerdAddress)
 			if err != nil {
 				logger.Warn("failed to reach containerd", zap.Error(err))
 				return

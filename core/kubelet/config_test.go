@@ -17,6 +17,8 @@ import (
 	kubeletconfig "k8s.io/kubernetes/pkg/kubelet/apis/config"
 	kubeletscheme "k8s.io/kubernetes/pkg/kubelet/apis/config/scheme"
 	"k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
+
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 // TestMain registers the logging feature gates in the default gate, as
@@ -130,7 +132,7 @@ func TestProductionConfig(t *testing.T) {
 		}
 	}
 	args := c.Args()
-	if want := []string{"--config=" + c.ConfigPath, "--root-dir=" + DefaultRootDir}; !slices.Equal(args, want) {
+	if want := []string{"--config=" + c.ConfigPath, "--root-dir=" + node.KubeletRoot}; !slices.Equal(args, want) {
 		t.Errorf("args %q, want %q", args, want)
 	}
 }

@@ -33,22 +33,19 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/atomicfile"
-	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
-// Defaults for the appliance.
+// Defaults for the appliance; its static pod directory, state and runtime
+// endpoint are the node's (core/node).
 const (
 	DefaultBinary = "/usr/bin/kubelet"
 	// DefaultConfigPath is per boot (/run is a tmpfs): the init writes the
 	// configuration anew at every start.
 	DefaultConfigPath  = "/run/kubelet/config.yaml"
-	DefaultManifestDir = "/etc/kubernetes/manifests"
 	DefaultPodLogsDir  = "/var/log/pods"
-	// DefaultRootDir is the kubelet's state without a state disk (/var is a
-	// tmpfs).
-	DefaultRootDir     = "/var/lib/kubelet"
 	DefaultResolvConf  = "/etc/resolv.conf"
 	DefaultHealthzPort = 10248
 	// DefaultPort is the kubelet's authenticated API port.
@@ -109,9 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	set(&c.Binary, DefaultBinary)
 	set(&c.ConfigPath, DefaultConfigPath)
-	set(&c.ManifestDir, DefaultManifestDir)
+	set(&c.ManifestDir, node.StaticPodDir)
 	set(&c.PodLogsDir, DefaultPodLogsDir)
-	set(&c.RuntimeEndpoint, containerd.DefaultAddress)
+	set(&c.RuntimeEndpoint, node.ContainerdAddress)
 	set(&c.ResolvConf, DefaultResolvConf)
 	set(&c.PreseedStatus, preseed.DefaultStatusPath)
 	if c.HealthzPort == 0 {
@@ -126,7 +123,7 @@ func (c Config) RootDir() string {
 	if c.StateDir != "" {
 		return c.StateDir
 	}
-	return DefaultRootDir
+	return node.KubeletRoot
 }
 
 // Kubeconfig returns the kubeconfig that makes the kubelet join a cluster,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 // cachedLayer is a layer of an unpacked manifest that the bundle leaves to
@@ -42,9 +43,9 @@ func (c Config) checkCached(b *bundle) error {
 		}
 		return nil
 	}
-	if c.Snapshotter != SnapshotterErofs {
+	if c.Snapshotter != node.ErofsSnapshotter {
 		return fmt.Errorf("bundle %s leaves layers to the EROFS layer content cache, which only the %s snapshotter serves, not %s",
-			b.path, SnapshotterErofs, c.Snapshotter)
+			b.path, node.ErofsSnapshotter, c.Snapshotter)
 	}
 	b.cached = make(map[digest.Digest]cachedLayer)
 	for _, im := range b.meta.images {

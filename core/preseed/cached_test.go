@@ -21,9 +21,9 @@ import (
 
 	"github.com/appliance-bundler/appliance/build/oci/erofs"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
 )
 

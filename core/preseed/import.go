@@ -19,6 +19,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 // leaseExpiry bounds how long a lease of an import that never ended keeps
@@ -149,7 +151,7 @@ func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 // discardLeases collects. Cached layers are the cache's read-only blobs:
 // a slim bundle needs no sync.
 func (c Config) syncApplied(b *bundle) {
-	if c.Snapshotter == SnapshotterErofs && len(b.meta.Layers) > 0 {
+	if c.Snapshotter == node.ErofsSnapshotter && len(b.meta.Layers) > 0 {
 		unix.Sync()
 	}
 }

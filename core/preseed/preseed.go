@@ -135,17 +135,13 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
 // Defaults for the appliance.
 const (
-	DefaultRoot        = bundleformat.PreseedRoot
-	DefaultAddress     = "/run/containerd/containerd.sock"
-	DefaultSnapshotter = SnapshotterErofs
-	// SnapshotterErofs is the snapshotter that serves the EROFS layer
-	// content cache: only it can unpack a bundle with cached layers.
-	SnapshotterErofs  = "erofs"
+	DefaultRoot       = bundleformat.PreseedRoot
 	DefaultStatusPath = "/run/preseed/status.json"
 	// DefaultConcurrency: on 2 CPUs the benchmark gains up to 4 bundles at
 	// once (ingest of one overlaps the unpack and syncs of another).
@@ -223,8 +219,8 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	set(&c.Root, DefaultRoot)
-	set(&c.Address, DefaultAddress)
-	set(&c.Snapshotter, DefaultSnapshotter)
+	set(&c.Address, node.ContainerdAddress)
+	set(&c.Snapshotter, node.Snapshotter)
 	set(&c.StatusPath, DefaultStatusPath)
 	if c.Concurrency <= 0 {
 		c.Concurrency = DefaultConcurrency

@@ -26,10 +26,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/core/preseed"
-	"github.com/appliance-bundler/appliance/tests/preseedtest"
 	"github.com/appliance-bundler/appliance/core/supervisor"
+	"github.com/appliance-bundler/appliance/tests/containerdtest"
+	"github.com/appliance-bundler/appliance/tests/preseedtest"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -128,7 +129,7 @@ func NewConfig(t testing.TB) containerd.Config {
 func NewErofsConfig(t testing.TB, cacheDir string) containerd.Config {
 	t.Helper()
 	cfg := NewConfig(t)
-	cfg.Snapshotter = containerd.ErofsSnapshotter
+	cfg.Snapshotter = node.ErofsSnapshotter
 	cfg.LayerContentCaches = []string{cacheDir}
 	cfg.DmverityMode = "off"
 	return cfg

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
@@ -260,7 +261,7 @@ func TestHelpOffersTar(t *testing.T) {
 
 // TestConvertsLayer converts a layer as containerd's differ does
 // (erofsutils.ConvertTarErofs: the tar on stdin, the differ's mkfs_options
-// -T0 --mkfs-time, a UUID) and checks the image's superblock and data.
+// node.ErofsMkfsOptions, a UUID) and checks the image's superblock and data.
 func TestConvertsLayer(t *testing.T) {
 	s := newShipped(t)
 	if err := os.Mkdir(filepath.Join(s.root, "work"), 0o755); err != nil {
@@ -268,8 +269,9 @@ func TestConvertsLayer(t *testing.T) {
 	}
 	content := []byte("converted on the node by the shipped mkfs.erofs\n")
 	uuid := "01234567-89ab-cdef-0123-456789abcdef"
-	out, err := s.runStdin(bytes.NewReader(layerTar(t, content)), "--tar=f", "--aufs", "--quiet",
-		"-Enoinline_data", "-T0", "--mkfs-time", "-U", uuid, s.path("/work/layer.erofs"))
+	args := append([]string{"--tar=f", "--aufs", "--quiet", "-Enoinline_data"}, node.ErofsMkfsOptions()...)
+	args = append(args, "-U", uuid, s.path("/work/layer.erofs"))
+	out, err := s.runStdin(bytes.NewReader(layerTar(t, content)), args...)
 	if err != nil {
 		t.Fatalf("mkfs.erofs: %v\n%s", err, out)
 	}

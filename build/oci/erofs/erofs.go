@@ -30,12 +30,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 )
-
-// mkfsOptions are added to containerd's mkfs.erofs arguments: a fixed build
-// time for a reproducible superblock, applied to the build time only so
-// files keep the tar's own mtimes (the node's differ uses the same).
-func mkfsOptions() []string { return []string{"-T0", "--mkfs-time"} }
 
 // Entry is one converted layer in a cache directory.
 type Entry struct {
@@ -113,7 +109,7 @@ func mkfs(ctx context.Context, dir string, layer io.Reader, desc ocispec.Descrip
 	if err := content.WriteBlob(ctx, cs, "layer-"+desc.Digest.String(), layer, desc); err != nil {
 		return fmt.Errorf("failed to read layer %s: %w", desc.Digest, err)
 	}
-	got, err := erofsconv.ConvertLayerToErofs(ctx, cs, desc, out, erofsconv.WithMkfsOptions(mkfsOptions()))
+	got, err := erofsconv.ConvertLayerToErofs(ctx, cs, desc, out, erofsconv.WithMkfsOptions(node.ErofsMkfsOptions()))
 	if err != nil {
 		return fmt.Errorf("failed to convert layer %s to EROFS: %w", desc.Digest, err)
 	}

@@ -26,10 +26,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
-)
 
-// ManifestDir is the kubelet's staticPodPath in the appliance.
-const ManifestDir = "/etc/kubernetes/manifests"
+	"github.com/appliance-bundler/appliance/core/node"
+)
 
 // CRINamespace is the containerd namespace the kubelet's CRI sees: a bundle
 // imported anywhere else is invisible to pods.
@@ -61,7 +60,7 @@ type Info struct {
 
 // ManifestPath is where the kubelet finds the static pod named name.
 func ManifestPath(name string) string {
-	return path.Join(ManifestDir, name+".yaml")
+	return path.Join(node.StaticPodDir, name+".yaml")
 }
 
 // Options change how Build treats a pod.

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 // TreePod is one pinned pod manifest (a static_pod output) to place in an
@@ -65,7 +66,7 @@ func WriteTree(w io.Writer, pods []TreePod, manifestFile string) ([]byte, error)
 	sort.Slice(all, func(i, j int) bool { return all[i].info.Name < all[j].info.Name })
 
 	tw := tar.NewWriter(w)
-	for _, d := range []string{"etc", "etc/kubernetes", strings.TrimPrefix(ManifestDir, "/")} {
+	for _, d := range []string{"etc", "etc/kubernetes", strings.TrimPrefix(node.StaticPodDir, "/")} {
 		hdr := &tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: bundleformat.ModTime(), Format: tar.FormatPAX}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, fmt.Errorf("failed to write directory %s: %w", d, err)

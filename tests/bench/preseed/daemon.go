@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/containerd"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -52,7 +53,7 @@ func setUp(keep bool) (*env, error) {
 		fmt.Printf("overlay mount failed on %s (%v): using native\n", work, err)
 		e.overlay.Snapshotter = "native"
 	}
-	e.erofs.Snapshotter = containerd.ErofsSnapshotter
+	e.erofs.Snapshotter = node.ErofsSnapshotter
 	e.erofs.DmverityMode = "on"
 	e.dmverityWhy = "dm_verity is loaded; preseed requires every cached layer's sidecar"
 	if _, err := os.Stat(dmVerityModule); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 )
 
@@ -150,7 +151,7 @@ func (z *zeroCopy) checkHits(ctx context.Context, address string) error {
 	}
 	defer c.Close()
 	hits, total := 0, 0
-	err = c.SnapshotService(containerd.ErofsSnapshotter).Walk(namespaces.WithNamespace(ctx, ns), func(_ context.Context, info snapshots.Info) error {
+	err = c.SnapshotService(node.ErofsSnapshotter).Walk(namespaces.WithNamespace(ctx, ns), func(_ context.Context, info snapshots.Info) error {
 		if info.Kind != snapshots.KindCommitted {
 			return nil
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/distribution/reference"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 )
 
@@ -104,7 +105,7 @@ func (n *Node) CheckWhole(ctx context.Context, t *testing.T) {
 		t.Fatalf("containerd's image list: %v", err)
 	}
 	for _, img := range imgs {
-		ok, err := img.IsUnpacked(nctx, preseed.SnapshotterErofs)
+		ok, err := img.IsUnpacked(nctx, node.ErofsSnapshotter)
 		if err != nil || !ok {
 			t.Errorf("record %s (%s) is not whole: unpacked %v (%v)", img.Name(), img.Target().Digest, ok, err)
 		}

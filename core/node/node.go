@@ -1,0 +1,48 @@
+// Package node holds the settings of the appliance node that more than one
+// of its parts must agree on: where containerd lives and listens, the
+// snapshotter that serves preseeded images, dm-verity's mode, the kubelet's
+// static pod directory and state, and the fixed mkfs.erofs options that the
+// node's differ and the build's converter share. containerd's, preseed's
+// and the kubelet's configurations are derived from these, and the build's
+// Starlark reads them from build/appliance/node.bzl, generated from here.
+//
+// It must hold values only: no code that runs, and no copy of what another
+// contract package declares (the preseed tree and manifest paths are
+// core/bundleformat's, the EROFS layer cache's core/erofscache's).
+package node
+
+const (
+	// ContainerdRoot is containerd's persistent directory; the state disk,
+	// when there is one, is mounted here.
+	ContainerdRoot = "/var/lib/containerd"
+	// ContainerdState is containerd's runtime directory (a tmpfs).
+	ContainerdState = "/run/containerd"
+	// ContainerdAddress is containerd's gRPC socket: its API and the CRI.
+	ContainerdAddress = ContainerdState + "/containerd.sock"
+	// ContainerdConfig is where the init writes containerd's config.toml.
+	ContainerdConfig = ContainerdState + "/config.toml"
+
+	// ErofsSnapshotter is the name of containerd's erofs snapshotter, the
+	// only one that serves the EROFS layer content cache.
+	ErofsSnapshotter = "erofs"
+	// Snapshotter is the CRI's snapshotter, into which preseed unpacks.
+	Snapshotter = ErofsSnapshotter
+	// DmverityMode is the erofs snapshotter's dmverity_mode: every layer is
+	// mounted through dm-verity, and one without its .dmverity sidecar is
+	// refused.
+	DmverityMode = "on"
+	// RequireVerity makes preseed fail a cached layer without its sidecar,
+	// as the snapshotter under DmverityMode would fail its mount.
+	RequireVerity = DmverityMode == "on"
+
+	// StaticPodDir is the kubelet's staticPodPath.
+	StaticPodDir = "/etc/kubernetes/manifests"
+	// KubeletRoot is the kubelet's state without a state disk.
+	KubeletRoot = "/var/lib/kubelet"
+)
+
+// ErofsMkfsOptions are added to every mkfs.erofs run, on the node and in
+// the build: a fixed build time (-T0) and no timestamps of files
+// (--mkfs-time), so that a layer converts to the same bytes anywhere.
+// A function, not a variable: callers get their own slice.
+func ErofsMkfsOptions() []string { return []string{"-T0", "--mkfs-time"} }
