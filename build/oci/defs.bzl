@@ -2,8 +2,9 @@
 
 Rule and attribute names follow rules_oci (oci_image's attributes, an OCI
 image-layout directory as its output), so that targets can move between
-these rules and rules_oci. The work is done by //build/oci/cmd/ocitool; the
-rules only pass paths and a JSON spec.
+these rules and rules_oci. The work is done by //build/oci/cmd/imagetool
+(layers, images) and //build/oci/cmd/bundletool (bundles, trees); the rules
+only pass paths and a JSON spec.
 """
 
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "mkfs_erofs_args", "mkfs_erofs_attrs")
@@ -15,7 +16,10 @@ load(":tarball.bzl", _oci_from_tarball = "oci_from_tarball")
 oci_image_index = _oci_image_index
 oci_from_tarball = _oci_from_tarball
 
-_TOOL = Label("//build/oci/cmd/ocitool")
+# Each rule runs only the tool of its job, so an edit to another's code
+# (bundles, pulls) reruns none of its actions.
+_IMAGETOOL = Label("//build/oci/cmd/imagetool")
+_BUNDLETOOL = Label("//build/oci/cmd/bundletool")
 
 PreseedBundleInfo = provider(
     doc = "A preseed bundle (docs/bundle-format.md) and where it belongs.",
@@ -37,12 +41,12 @@ PreseedTreeInfo = provider(
     },
 )
 
-def _tool_attr():
+def _tool_attr(tool):
     return attr.label(
-        default = _TOOL,
+        default = tool,
         executable = True,
         cfg = "exec",
-        doc = "The ocitool binary.",
+        doc = "The tool the rule runs.",
     )
 
 def _single_file(target, what):
@@ -88,7 +92,7 @@ Use it in oci_image's `tars`.""",
             doc = "Octal mode of every file.",
             default = "0755",
         ),
-        "_tool": _tool_attr(),
+        "_tool": _tool_attr(_IMAGETOOL),
     },
 )
 
@@ -208,7 +212,7 @@ written to `<name>.digest` (output group `digest`).""",
         "_cpu_aarch64": attr.label(default = "@platforms//cpu:aarch64", doc = "Target CPU arm64, for a base's platform."),
         "_cpu_x86_64": attr.label(default = "@platforms//cpu:x86_64", doc = "Target CPU amd64, for a base's platform."),
         "_os_linux": attr.label(default = "@platforms//os:linux", doc = "Target OS linux, for a base's platform."),
-        "_tool": _tool_attr(),
+        "_tool": _tool_attr(_IMAGETOOL),
     },
 )
 
@@ -285,7 +289,7 @@ differ converts its layers on the node at first boot (slower, and the layers
 then sit in memory twice). This target's own output is always whole.""",
             default = True,
         ),
-        "_tool": _tool_attr(),
+        "_tool": _tool_attr(_BUNDLETOOL),
     },
 )
 
@@ -354,7 +358,7 @@ sha256 are the slim file's. The conversion runs the pinned mkfs.erofs of
             providers = [PreseedBundleInfo],
             mandatory = True,
         ),
-        "_tool": _tool_attr(),
+        "_tool": _tool_attr(_BUNDLETOOL),
     } | mkfs_erofs_attrs(),
     outputs = {"manifest": "%{name}.json", "tar": "%{name}.tar"},
 )

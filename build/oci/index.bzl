@@ -4,7 +4,7 @@ Name and attributes follow rules_oci's oci_image_index. defs.bzl re-exports
 it; this file loads nothing from defs.bzl, so that it can.
 """
 
-_TOOL = Label("//build/oci/cmd/ocitool")
+_TOOL = Label("//build/oci/cmd/imagetool")
 
 _PLATFORMS = "//command_line_option:platforms"
 
@@ -87,7 +87,7 @@ image that is not a layout of exactly one image manifest, fail the build.""",
             default = _TOOL,
             executable = True,
             cfg = "exec",
-            doc = "The ocitool binary.",
+            doc = "The imagetool binary.",
         ),
     },
 )

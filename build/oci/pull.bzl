@@ -5,7 +5,7 @@ rules run before any build), and downloading blobs with
 repository_ctx.download would mean re-implementing the registry token flow
 in Starlark. So the repository rule `_oci_pull_repo` only writes a BUILD file
 holding the pinned digest, and the fetch itself is a build action
-(`oci_fetch`) running //build/oci/cmd/ocitool, which uses
+(`oci_fetch`) running //build/oci/cmd/pulltool, which uses
 go-containerregistry for the registry API and authentication and verifies
 every blob. Its output is an OCI layout tree artifact keyed by the digest:
 with nothing changed, Bazel's action cache (or a disk/remote cache) supplies
@@ -45,7 +45,7 @@ docker_config_setting = rule(
     build_setting = config.string(flag = True),
 )
 
-_TOOL = Label("//build/oci/cmd/ocitool")
+_TOOL = Label("//build/oci/cmd/pulltool")
 
 def _oci_fetch_impl(ctx):
     if not ctx.attr.digest.startswith("sha256:"):

@@ -1,10 +1,10 @@
 """oci_from_tarball: an image from a tarball the user already has.
 
-The work is done by `ocitool tarball` (//build/oci/tarball); the rule only
+The work is done by `imagetool tarball` (//build/oci/tarball); the rule only
 passes paths.
 """
 
-_TOOL = Label("//build/oci/cmd/ocitool")
+_TOOL = Label("//build/oci/cmd/imagetool")
 
 def _oci_from_tarball_impl(ctx):
     out = ctx.actions.declare_directory(ctx.label.name)
@@ -82,7 +82,7 @@ hold exactly one image.""",
             default = _TOOL,
             executable = True,
             cfg = "exec",
-            doc = "The ocitool binary.",
+            doc = "The imagetool binary.",
         ),
     },
 )

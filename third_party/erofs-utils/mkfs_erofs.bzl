@@ -61,7 +61,7 @@ MKFS_EROFS_LIBRARIES = {
 }
 
 # The pinned mkfs.erofs as a build tool: preseed_tree converts layers with it
-# (ocitool tree --mkfs_erofs ...), and the erofs tests do, so the blobs the
+# (bundletool tree --mkfs_erofs ...), and the erofs tests do, so the blobs the
 # build makes come from the binary the appliance ships.
 MKFS_EROFS_TOOL = {
     "binary": Label("@erofs_utils//:mkfs.erofs"),
@@ -98,7 +98,7 @@ def mkfs_erofs_attrs():
     }
 
 def mkfs_erofs_args(ctx, args):
-    """Adds ocitool's --mkfs_* flags for the attributes of mkfs_erofs_attrs.
+    """Adds bundletool's --mkfs_* flags for the attributes of mkfs_erofs_attrs.
 
     Args:
       ctx: the rule's context.

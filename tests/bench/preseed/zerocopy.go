@@ -45,7 +45,7 @@ type zeroCopy struct {
 	note string
 }
 
-// makeZeroCopy makes the preseed tree of set's bundles as ocitool tree
+// makeZeroCopy makes the preseed tree of set's bundles as bundletool tree
 // makes the appliance's (build/oci/bundle.WriteTreeCached, every bundle
 // with erofs_cache, its layers converted by build/oci/erofs.TreeCache, that
 // is CacheBundle, with mkfs.erofs from PATH) and unpacks it under

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
+	"github.com/appliance-bundler/appliance/build/oci/cmd/internal/cli"
 	"github.com/appliance-bundler/appliance/build/oci/erofs"
 )
 
@@ -20,7 +21,7 @@ func runTree(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "output tar")
 	manifest := fs.String("manifest", "", "JSON manifest output")
 	var mkfs erofs.Mkfs
-	var libs listFlag
+	var libs cli.ListFlag
 	fs.StringVar(&mkfs.Binary, "mkfs_erofs", "", "the pinned mkfs.erofs binary")
 	fs.StringVar(&mkfs.Loader, "mkfs_loader", "", "the ELF interpreter it was built for")
 	fs.Var(&libs, "mkfs_lib", "soname=file of a library it loads, repeatable")
@@ -37,7 +38,7 @@ func runTree(ctx context.Context, args []string) error {
 	var s struct {
 		Bundles []bundle.TreeInput `json:"bundles"`
 	}
-	if err := readJSON(*spec, &s); err != nil {
+	if err := cli.ReadJSON(*spec, &s); err != nil {
 		return err
 	}
 	// containerd's content store warns, for every layer, that the build
@@ -65,7 +66,7 @@ func runTree(ctx context.Context, args []string) error {
 		return err
 	}
 	var m []byte
-	err = writeFile(*out, func(f *os.File) error {
+	err = cli.WriteFile(*out, func(f *os.File) error {
 		var err error
 		m, err = bundle.WriteTreeCached(ctx, f, s.Bundles, erofs.TreeCache(dir))
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/appliance-bundler/appliance/build/oci/cmd/internal/cli"
 	"github.com/appliance-bundler/appliance/build/oci/pull"
 )
 
@@ -21,7 +22,7 @@ import (
 func runPull(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	var req pull.Request
-	var plats, mirrors listFlag
+	var plats, mirrors cli.ListFlag
 	fs.StringVar(&req.Image, "image", "", "repository")
 	fs.StringVar(&req.Digest, "digest", "", "pinned digest")
 	fs.Var(&plats, "platform", "os/arch[/variant], repeatable")
@@ -52,7 +53,7 @@ func runPull(ctx context.Context, args []string) error {
 func runLock(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("lock", flag.ContinueOnError)
 	lockPath := fs.String("lock", "", "lock file, relative to the workspace under bazel run")
-	var refresh listFlag
+	var refresh cli.ListFlag
 	fs.Var(&refresh, "refresh", "re-resolve this pinned image's tag, repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err

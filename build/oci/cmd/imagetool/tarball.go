@@ -4,12 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 
+	"github.com/appliance-bundler/appliance/build/oci/cmd/internal/cli"
 	"github.com/appliance-bundler/appliance/build/oci/tarball"
 )
 
-// runTarball is "ocitool tarball --tarball FILE [--image SELECTOR] --out DIR
+// runTarball is "imagetool tarball --tarball FILE [--image SELECTOR] --out DIR
 // [--digest FILE]": one image of an image tarball → OCI layout.
 func runTarball(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tarball", flag.ContinueOnError)
@@ -27,11 +27,5 @@ func runTarball(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *digestOut == "" {
-		return nil
-	}
-	if err := os.WriteFile(*digestOut, []byte(res.Digest.String()+"\n"), 0o644); err != nil {
-		return fmt.Errorf("failed to write digest file %s: %w", *digestOut, err)
-	}
-	return nil
+	return cli.WriteDigest(*digestOut, res.Digest.String())
 }

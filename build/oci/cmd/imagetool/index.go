@@ -4,19 +4,19 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 
+	"github.com/appliance-bundler/appliance/build/oci/cmd/internal/cli"
 	"github.com/appliance-bundler/appliance/build/oci/imagebuild"
 )
 
-// runIndex is "ocitool index": the layouts of single images → a layout of
+// runIndex is "imagetool index": the layouts of single images → a layout of
 // one image index (oci_image_index).
 func runIndex(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("index", flag.ContinueOnError)
 	target := fs.String("target", "", "the rule's label, for errors")
 	out := fs.String("out", "", "output layout directory")
 	digestOut := fs.String("digest", "", "file to write the index digest to")
-	var images listFlag
+	var images cli.ListFlag
 	fs.Var(&images, "image", "OCI layout of one image, repeatable, in index order")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -28,10 +28,5 @@ func runIndex(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *digestOut != "" {
-		if err := os.WriteFile(*digestOut, []byte(dg.String()+"\n"), 0o644); err != nil {
-			return fmt.Errorf("failed to write %s: %w", *digestOut, err)
-		}
-	}
-	return nil
+	return cli.WriteDigest(*digestOut, dg.String())
 }
