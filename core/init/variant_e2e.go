@@ -23,7 +23,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/kubelet"
 	"github.com/appliance-bundler/appliance/core/node"
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -112,7 +112,7 @@ func criProxy(ctx context.Context) error {
 func statusServer(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /preseed/status", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, preseed.DefaultStatusPath)
+		http.ServeFile(w, r, status.DefaultPath)
 	})
 	mux.Handle("GET /logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(podLogDir))))
 	mux.HandleFunc("GET /kubelet/pods", kubeletPods)

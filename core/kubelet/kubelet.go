@@ -19,7 +19,6 @@ package kubelet
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -34,7 +33,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/atomicfile"
 	"github.com/appliance-bundler/appliance/core/node"
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -110,7 +109,7 @@ func (c Config) withDefaults() Config {
 	set(&c.PodLogsDir, DefaultPodLogsDir)
 	set(&c.RuntimeEndpoint, node.ContainerdAddress)
 	set(&c.ResolvConf, DefaultResolvConf)
-	set(&c.PreseedStatus, preseed.DefaultStatusPath)
+	set(&c.PreseedStatus, status.DefaultPath)
 	if c.HealthzPort == 0 {
 		c.HealthzPort = DefaultHealthzPort
 	}
@@ -227,8 +226,8 @@ func waitPreseed(ctx context.Context, path string) error {
 	t := time.NewTicker(preseedPoll)
 	defer t.Stop()
 	for {
-		var st preseed.Status
-		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &st) == nil && st.State == "done" {
+		// Absent or half written (it is replaced whole): not done yet.
+		if st, err := status.Read(path); err == nil && st.State == status.StateDone {
 			return nil
 		}
 		select {

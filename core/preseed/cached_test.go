@@ -23,6 +23,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
 )
@@ -176,7 +177,7 @@ func TestCachedBundles(t *testing.T) {
 	} {
 		b := bundleStatus(t, st, file)
 		for _, w := range want {
-			if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, w) {
+			if b.Result != status.ResultFailed || !strings.Contains(b.Error, w) {
 				t.Errorf("bundle %s: result %s, error %q; want failed naming %s", file, b.Result, b.Error, w)
 			}
 		}
@@ -199,7 +200,7 @@ func TestCachedBundles(t *testing.T) {
 	if second.Skipped != 2 || second.Failed != 2 || second.Imported != 0 {
 		t.Errorf("second run: %+v", second)
 	}
-	if b := bundleStatus(t, second, "slim.tar"); b.Result != preseed.ResultSkipped {
+	if b := bundleStatus(t, second, "slim.tar"); b.Result != status.ResultSkipped {
 		t.Errorf("slim.tar on the second run: %+v", b)
 	}
 
@@ -275,7 +276,7 @@ func TestCachedBundleAgainstManifest(t *testing.T) {
 		cfg.Manifest = f.writeEntries(tc.entry)
 		st := f.run(cfg)
 		b := bundleStatus(t, st, "slim.tar")
-		if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, tc.want) || !strings.Contains(b.Error, "differs from the preseed manifest") {
+		if b.Result != status.ResultFailed || !strings.Contains(b.Error, tc.want) || !strings.Contains(b.Error, "differs from the preseed manifest") {
 			t.Errorf("%s: result %s, error %q; want failed with %q", name, b.Result, b.Error, tc.want)
 		}
 		checkAbsent(t, f.cl, "preseed.test/slim:1")

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/node"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 )
 
 // leaseExpiry bounds how long a lease of an import that never ended keeps
@@ -69,12 +70,12 @@ func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, 
 		if err := register(ctx, log, cl, b, false); err != nil {
 			return "", err
 		}
-		return ResultSkipped, nil
+		return status.ResultSkipped, nil
 	}
 	if err := c.importBundle(ctx, log, cl, run, b); err != nil {
 		return "", err
 	}
-	return ResultImported, nil
+	return status.ResultImported, nil
 }
 
 // present tells whether every image of the bundle was imported and

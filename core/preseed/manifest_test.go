@@ -19,6 +19,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
 	"github.com/appliance-bundler/appliance/tests/runfile"
@@ -128,10 +129,10 @@ func flipByte(t *testing.T, file string, off int64) {
 // expectRefused checks that file failed with every one of reasons in its
 // error, which also names the file, that none of names is registered, and
 // that every good bundle is imported or skipped and correct.
-func (f *fixture) expectRefused(st *preseed.Status, file string, reasons []string, names ...string) {
+func (f *fixture) expectRefused(st *status.Status, file string, reasons []string, names ...string) {
 	f.t.Helper()
 	b := bundleStatus(f.t, st, file)
-	if b.Result != preseed.ResultFailed {
+	if b.Result != status.ResultFailed {
 		f.t.Errorf("bundle %s: result %s, want failed", file, b.Result)
 	}
 	for _, r := range append([]string{filepath.Join(f.root, ns, file)}, reasons...) {
@@ -199,7 +200,7 @@ func TestManifestChangedBytesOfStoredLayer(t *testing.T) {
 
 	st := f.run(cfg)
 	b := bundleStatus(t, st, "good-a.tar")
-	if b.Result != preseed.ResultFailed {
+	if b.Result != status.ResultFailed {
 		t.Fatalf("good-a.tar with a changed byte: %+v", b)
 	}
 	for _, want := range []string{a, cfg.Manifest, "sha256 of the file is"} {
@@ -208,7 +209,7 @@ func TestManifestChangedBytesOfStoredLayer(t *testing.T) {
 		}
 	}
 	checkAbsent(t, f.cl, "preseed.test/good-a:1.0")
-	if bs := bundleStatus(t, st, "good-b.tar.zst"); bs.Result != preseed.ResultSkipped {
+	if bs := bundleStatus(t, st, "good-b.tar.zst"); bs.Result != status.ResultSkipped {
 		t.Errorf("good-b.tar.zst: %+v", bs)
 	}
 	g := f.good["preseed.test/good-b:1.0"]
@@ -217,7 +218,7 @@ func TestManifestChangedBytesOfStoredLayer(t *testing.T) {
 
 	// The control: without the manifest the same file imports, so the
 	// refusal above is the manifest's doing.
-	if st := f.run(f.config()); bundleStatus(t, st, "good-a.tar").Result != preseed.ResultImported {
+	if st := f.run(f.config()); bundleStatus(t, st, "good-a.tar").Result != status.ResultImported {
 		t.Errorf("without a manifest good-a.tar was not imported: %+v", st.Bundles)
 	}
 }
@@ -248,7 +249,7 @@ func TestManifestAbsentBundleFails(t *testing.T) {
 	}
 	b := bundleStatus(t, st, gone)
 	want := path.Join(bundleformat.PreseedRoot, ns, gone)
-	if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, want) || !strings.Contains(b.Error, cfg.Manifest) || !strings.Contains(b.Error, "absent") {
+	if b.Result != status.ResultFailed || !strings.Contains(b.Error, want) || !strings.Contains(b.Error, cfg.Manifest) || !strings.Contains(b.Error, "absent") {
 		t.Errorf("%s: %s %q, want failed naming %s, the manifest and that it is absent", gone, b.Result, b.Error, want)
 	}
 }
@@ -313,7 +314,7 @@ func TestManifestInvalid(t *testing.T) {
 				t.Errorf("status: %d imported, %d skipped, %d failed; want every bundle failed", st.Imported, st.Skipped, st.Failed)
 			}
 			for _, b := range st.Bundles {
-				if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, p) || !strings.Contains(b.Error, c.reason) {
+				if b.Result != status.ResultFailed || !strings.Contains(b.Error, p) || !strings.Contains(b.Error, c.reason) {
 					t.Errorf("bundle %s: %s %q; want failed naming %s and %q", b.File, b.Result, b.Error, p, c.reason)
 				}
 			}
@@ -387,7 +388,7 @@ func TestManifestFromImageRules(t *testing.T) {
 	d := containerdtest.StartConfig(t, containerdtest.NewErofsConfig(t, cache))
 	cl := d.Client(t)
 	bundles := filepath.Join(tree, strings.TrimPrefix(bundleformat.PreseedRoot, "/"))
-	run := func() *preseed.Status {
+	run := func() *status.Status {
 		t.Helper()
 		cfg := preseed.Config{Root: bundles, Address: d.Address, Snapshotter: d.Snapshotter,
 			StatusPath: filepath.Join(t.TempDir(), "status.json"), Manifest: manifest,
@@ -422,7 +423,7 @@ func TestManifestFromImageRules(t *testing.T) {
 	}
 	st = run()
 	b := bundleStatus(t, st, "hello.tar")
-	if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, "image name is localhost/appliance/pause:1.0, the manifest says docker.io/library/hello:1.0") {
+	if b.Result != status.ResultFailed || !strings.Contains(b.Error, "image name is localhost/appliance/pause:1.0, the manifest says docker.io/library/hello:1.0") {
 		t.Errorf("pause bundle as hello.tar: %+v", b)
 	}
 	if len(st.Unpinned) != 0 {

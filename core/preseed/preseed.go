@@ -131,18 +131,18 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/node"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
 // Defaults for the appliance.
 const (
-	DefaultRoot       = bundleformat.PreseedRoot
-	DefaultStatusPath = "/run/preseed/status.json"
+	DefaultRoot = bundleformat.PreseedRoot
 	// DefaultConcurrency: on 2 CPUs the benchmark gains up to 4 bundles at
 	// once (ingest of one overlaps the unpack and syncs of another).
 	DefaultConcurrency = 4
@@ -165,13 +165,6 @@ const (
 	// namespace and run; its value is the namespace), so a later run can
 	// tell those an interrupted import left from anyone else's.
 	LabelLease = "appliance-bundler.dev/preseed.lease"
-)
-
-// Results of one bundle.
-const (
-	ResultImported = "imported"
-	ResultSkipped  = "skipped"
-	ResultFailed   = "failed"
 )
 
 // Config says where bundles are and where they go. Zero fields take the
@@ -221,7 +214,7 @@ func (c Config) withDefaults() Config {
 	set(&c.Root, DefaultRoot)
 	set(&c.Address, node.ContainerdAddress)
 	set(&c.Snapshotter, node.Snapshotter)
-	set(&c.StatusPath, DefaultStatusPath)
+	set(&c.StatusPath, status.DefaultPath)
 	if c.Concurrency <= 0 {
 		c.Concurrency = DefaultConcurrency
 	}
@@ -241,51 +234,6 @@ func (c Config) withDefaults() Config {
 		c.CacheDirs = []string{erofscache.Root}
 	}
 	return c
-}
-
-// Status is the content of the status file.
-type Status struct {
-	// State is "done" once every bundle was handled.
-	State    string    `json:"state"`
-	Started  time.Time `json:"started"`
-	Duration float64   `json:"duration_seconds"`
-	Imported int       `json:"imported"`
-	Skipped  int       `json:"skipped"`
-	Failed   int       `json:"failed"`
-	// Bytes is what was read from bundle files.
-	Bytes    int64          `json:"bytes"`
-	Bundles  []BundleStatus `json:"bundles"`
-	Ignored  []Ignored      `json:"ignored,omitempty"`
-	Unpinned []ImageStatus  `json:"unpinned,omitempty"`
-}
-
-// BundleStatus is the result of one bundle.
-type BundleStatus struct {
-	Namespace string        `json:"namespace"`
-	File      string        `json:"file"`
-	Result    string        `json:"result"`
-	Error     string        `json:"error,omitempty"`
-	Images    []ImageStatus `json:"images,omitempty"`
-	Bytes     int64         `json:"bytes"`
-	Duration  float64       `json:"duration_seconds"`
-}
-
-// ImageStatus names an image.
-type ImageStatus struct {
-	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name"`
-	// Digest is the image's target: index.json's descriptor.
-	Digest string `json:"digest"`
-	// References are the names registered for the image (Name, then
-	// repo@Digest and, for an index, repo@ the unpacked manifest), when
-	// its bundle was imported or skipped.
-	References []string `json:"references,omitempty"`
-}
-
-// Ignored is a path in the preseed tree that is not a bundle.
-type Ignored struct {
-	Path   string `json:"path"`
-	Reason string `json:"reason"`
 }
 
 // bundle is one bundle file and what became of it.
@@ -331,7 +279,7 @@ func (c Config) Run(ctx context.Context) error {
 // without the supervisor, for tests and benchmarks. The phases, in order:
 // recover (what an interrupted earlier run left), scan, check, import,
 // report.
-func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*Status, error) {
+func (c Config) Preseed(ctx context.Context, logger *zap.Logger) (*status.Status, error) {
 	c = c.withDefaults()
 	start := time.Now()
 	cl, err := client.New(c.Address)
@@ -394,7 +342,7 @@ func unavailable(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errdefs.IsUnavailable(err) {
 		return true
 	}
-	var se interface{ GRPCStatus() *status.Status }
+	var se interface{ GRPCStatus() *grpcstatus.Status }
 	for e := err; e != nil; e = errors.Unwrap(e) {
 		if errors.As(e, &se) && se.GRPCStatus().Code() == codes.Unavailable {
 			return true

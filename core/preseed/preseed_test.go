@@ -27,6 +27,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
@@ -133,13 +134,13 @@ func (f *fixture) config() preseed.Config {
 	return preseed.Config{Root: f.root, Address: f.d.Address, Snapshotter: f.d.Snapshotter, StatusPath: f.status}
 }
 
-func (f *fixture) run(cfg preseed.Config) *preseed.Status {
+func (f *fixture) run(cfg preseed.Config) *status.Status {
 	f.t.Helper()
 	return f.runWith(cfg, zaptest.NewLogger(f.t))
 }
 
 // runWith is run with a logger of the test's.
-func (f *fixture) runWith(cfg preseed.Config, logger *zap.Logger) *preseed.Status {
+func (f *fixture) runWith(cfg preseed.Config, logger *zap.Logger) *status.Status {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), guard)
 	defer cancel()
@@ -152,7 +153,7 @@ func (f *fixture) runWith(cfg preseed.Config, logger *zap.Logger) *preseed.Statu
 	if err != nil {
 		f.t.Fatalf("no status file: %v", err)
 	}
-	var fromFile preseed.Status
+	var fromFile status.Status
 	if err := json.Unmarshal(b, &fromFile); err != nil {
 		f.t.Fatalf("status file is not JSON: %v", err)
 	}
@@ -162,7 +163,7 @@ func (f *fixture) runWith(cfg preseed.Config, logger *zap.Logger) *preseed.Statu
 	return &fromFile
 }
 
-func bundleStatus(t *testing.T, st *preseed.Status, file string) preseed.BundleStatus {
+func bundleStatus(t *testing.T, st *status.Status, file string) status.Bundle {
 	t.Helper()
 	for _, b := range st.Bundles {
 		if b.File == file {
@@ -170,15 +171,15 @@ func bundleStatus(t *testing.T, st *preseed.Status, file string) preseed.BundleS
 		}
 	}
 	t.Fatalf("no status for bundle %s in %+v", file, st.Bundles)
-	return preseed.BundleStatus{}
+	return status.Bundle{}
 }
 
 // checkGood asserts every good image is registered with its digest, pinned,
 // labelled with its bundle, with its content present and unpacked.
-func (f *fixture) checkGood(st *preseed.Status) {
+func (f *fixture) checkGood(st *status.Status) {
 	f.t.Helper()
 	for name, g := range f.good {
-		if r := bundleStatus(f.t, st, g.file).Result; r != preseed.ResultImported && r != preseed.ResultSkipped {
+		if r := bundleStatus(f.t, st, g.file).Result; r != status.ResultImported && r != status.ResultSkipped {
 			f.t.Errorf("good bundle %s: result %s", g.file, r)
 		}
 		checkImage(f.t, f.cl, f.d.Snapshotter, name, g.digest, g.file)
@@ -256,7 +257,7 @@ func (f *fixture) expectFailed(file, reason string, names ...string) {
 	f.t.Helper()
 	st := f.run(f.config())
 	b := bundleStatus(f.t, st, file)
-	if b.Result != preseed.ResultFailed || !strings.Contains(b.Error, reason) {
+	if b.Result != status.ResultFailed || !strings.Contains(b.Error, reason) {
 		f.t.Errorf("bundle %s: result %s, error %q; want failed with %q", file, b.Result, b.Error, reason)
 	}
 	if b.Namespace != ns {
@@ -415,7 +416,7 @@ func TestTwoBundlesOneName(t *testing.T) {
 	}
 	f.expectFailed("dup-1.tar", "also named by dup-2.tar", badName)
 	st := f.run(f.config())
-	if b := bundleStatus(t, st, "dup-2.tar"); b.Result != preseed.ResultFailed || !strings.Contains(b.Error, "also named by dup-1.tar") {
+	if b := bundleStatus(t, st, "dup-2.tar"); b.Result != status.ResultFailed || !strings.Contains(b.Error, "also named by dup-1.tar") {
 		t.Errorf("dup-2.tar: %+v", b)
 	}
 }
@@ -645,7 +646,7 @@ func pidOf(t *testing.T, configPath string) int {
 
 func TestRestartAfterContainerdKilledDuringImport(t *testing.T) {
 	root := t.TempDir()
-	status := filepath.Join(t.TempDir(), "status.json")
+	statusPath := filepath.Join(t.TempDir(), "status.json")
 	if err := os.MkdirAll(filepath.Join(root, ns), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -676,7 +677,7 @@ func TestRestartAfterContainerdKilledDuringImport(t *testing.T) {
 		})
 	}
 	pcfg := preseed.Config{
-		Root: root, Address: ccfg.Address, Snapshotter: ccfg.Snapshotter, StatusPath: status,
+		Root: root, Address: ccfg.Address, Snapshotter: ccfg.Snapshotter, StatusPath: statusPath,
 		Open: func(p string) (io.ReadCloser, error) {
 			f, err := preseed.OpenBundle(p)
 			if err != nil {
@@ -737,11 +738,11 @@ wait:
 		t.Errorf("containerd was not restarted (pid %d, killed %d)", pid, killedPID.Load())
 	}
 
-	b, err := os.ReadFile(status)
+	b, err := os.ReadFile(statusPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st preseed.Status
+	var st status.Status
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}

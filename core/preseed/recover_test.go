@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
 )
@@ -267,9 +268,9 @@ func TestKilledDuringImport(t *testing.T) {
 		event, result string
 		absent        bool // the image's name must not be registered after the kill
 	}{
-		{"layer ingest started", preseed.ResultImported, true},
-		{"unpack finished", preseed.ResultImported, true},
-		{"image registered", preseed.ResultSkipped, false},
+		{"layer ingest started", status.ResultImported, true},
+		{"unpack finished", status.ResultImported, true},
+		{"image registered", status.ResultSkipped, false},
 	} {
 		t.Run(strings.ReplaceAll(c.event, " ", "_"), func(t *testing.T) {
 			f := newFixture(t)

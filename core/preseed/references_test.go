@@ -35,6 +35,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
 )
 
@@ -406,7 +407,7 @@ func TestIndexMatcherMatchesMore(t *testing.T) {
 	if third.Skipped != 3 || third.Failed != 1 {
 		t.Fatalf("run waiting for the CRI: %+v", third)
 	}
-	if b := bundleStatus(t, third, "only386.tar"); b.Result != preseed.ResultFailed || !strings.Contains(b.Error, "the CRI does not serve") || !strings.Contains(b.Error, ix.Name+" (not listed)") {
+	if b := bundleStatus(t, third, "only386.tar"); b.Result != status.ResultFailed || !strings.Contains(b.Error, "the CRI does not serve") || !strings.Contains(b.Error, ix.Name+" (not listed)") {
 		t.Errorf("only386.tar: %s %q, want failed naming %s as not listed by the CRI", b.Result, b.Error, ix.Name)
 	}
 }

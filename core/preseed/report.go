@@ -2,10 +2,7 @@ package preseed
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -14,7 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"go.uber.org/zap"
 
-	"github.com/appliance-bundler/appliance/core/atomicfile"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 )
 
 // report is the last phase: it turns the bundles' results into the status,
@@ -22,7 +19,7 @@ import (
 // file. A bundle that failed because containerd went away under it is not
 // a result: the whole run is then an error, retried once containerd is
 // back.
-func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Client, start time.Time, bundles []*bundle, ignored []Ignored) (*Status, error) {
+func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Client, start time.Time, bundles []*bundle, ignored []status.Ignored) (*status.Status, error) {
 	if err := containerdGone(ctx, cl, bundles); err != nil {
 		return nil, err
 	}
@@ -31,16 +28,16 @@ func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Clien
 	if err := c.waitServed(ctx, logger, cl, bundles); err != nil {
 		return nil, err
 	}
-	st := &Status{State: "done", Started: start, Ignored: ignored}
+	st := &status.Status{State: status.StateDone, Started: start, Ignored: ignored}
 	for _, b := range bundles {
 		bs, err := result(logger, b)
 		if err != nil {
 			return nil, err
 		}
 		switch bs.Result {
-		case ResultImported:
+		case status.ResultImported:
 			st.Imported++
-		case ResultSkipped:
+		case status.ResultSkipped:
 			st.Skipped++
 		default:
 			st.Failed++
@@ -63,7 +60,7 @@ func (c Config) report(ctx context.Context, logger *zap.Logger, cl *client.Clien
 	}
 	st.Unpinned = unpinned
 	st.Duration = time.Since(start).Seconds()
-	if err := writeStatus(c.StatusPath, st); err != nil {
+	if err := status.Write(c.StatusPath, st); err != nil {
 		return nil, err
 	}
 	return st, nil
@@ -86,17 +83,17 @@ func containerdGone(ctx context.Context, cl *client.Client, bundles []*bundle) e
 
 // result is one bundle's status, logged; an error when the bundle failed
 // because containerd is unavailable.
-func result(logger *zap.Logger, b *bundle) (BundleStatus, error) {
+func result(logger *zap.Logger, b *bundle) (status.Bundle, error) {
 	if b.err != nil {
 		if unavailable(b.err) {
-			return BundleStatus{}, fmt.Errorf("containerd went away while importing %s: %w", b.path, b.err)
+			return status.Bundle{}, fmt.Errorf("containerd went away while importing %s: %w", b.path, b.err)
 		}
-		b.result = ResultFailed
+		b.result = status.ResultFailed
 	}
-	bs := BundleStatus{Namespace: b.namespace, File: b.file, Result: b.result, Bytes: b.bytes, Duration: b.duration.Seconds()}
+	bs := status.Bundle{Namespace: b.namespace, File: b.file, Result: b.result, Bytes: b.bytes, Duration: b.duration.Seconds()}
 	if b.meta != nil {
 		for _, im := range b.meta.images {
-			is := ImageStatus{Name: im.Name, Digest: im.Target.Digest.String()}
+			is := status.Image{Name: im.Name, Digest: im.Target.Digest.String()}
 			if b.err == nil {
 				is.References = im.names()
 			}
@@ -105,9 +102,9 @@ func result(logger *zap.Logger, b *bundle) (BundleStatus, error) {
 	}
 	log := logger.With(zap.String("namespace", b.namespace), zap.String("file", b.path))
 	switch b.result {
-	case ResultImported:
+	case status.ResultImported:
 		log.Info("bundle imported", zap.Int("images", len(bs.Images)), zap.Int64("bytes", b.bytes), zap.Duration("duration", b.duration))
-	case ResultSkipped:
+	case status.ResultSkipped:
 		log.Info("bundle already imported; skipped", zap.Int("images", len(bs.Images)))
 	default:
 		bs.Error = b.err.Error()
@@ -121,7 +118,7 @@ func result(logger *zap.Logger, b *bundle) (BundleStatus, error) {
 // An image whose bundle file is still there but could not be read, or was
 // refused, keeps its pin: its names are unknown, not gone (a bundle swapped
 // for another at rest must not get the good image collected).
-func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bundle) ([]ImageStatus, error) {
+func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bundle) ([]status.Image, error) {
 	claimed := make(map[string]bool)    // namespace/name
 	unreadable := make(map[string]bool) // namespace/file
 	for _, b := range bundles {
@@ -142,7 +139,7 @@ func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bun
 		return nil, fmt.Errorf("failed to list namespaces: %w", err)
 	}
 	sort.Strings(nss)
-	var out []ImageStatus
+	var out []status.Image
 	for _, ns := range nss {
 		nctx := namespaces.WithNamespace(ctx, ns)
 		is := cl.ImageService()
@@ -159,21 +156,8 @@ func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bun
 			if _, err := is.Update(nctx, upd, "labels."+LabelPinned, "labels."+LabelBundle); err != nil {
 				return out, fmt.Errorf("failed to unpin image %s in namespace %s: %w", img.Name, ns, err)
 			}
-			out = append(out, ImageStatus{Namespace: ns, Name: img.Name, Digest: img.Target.Digest.String()})
+			out = append(out, status.Image{Namespace: ns, Name: img.Name, Digest: img.Target.Digest.String()})
 		}
 	}
 	return out, nil
-}
-
-// writeStatus replaces the status file atomically, so a reader never sees
-// half of it.
-func writeStatus(path string, st *Status) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("failed to create directory of %s: %w", path, err)
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("failed to encode status: %w", err)
-	}
-	return atomicfile.Write(path, append(b, '\n'), 0o644)
 }

@@ -11,11 +11,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 )
 
 // scan is the first phase: it lists the bundles under c.Root and logs what
 // is there that is not one.
-func (c Config) scan(logger *zap.Logger) ([]*bundle, []Ignored, error) {
+func (c Config) scan(logger *zap.Logger) ([]*bundle, []status.Ignored, error) {
 	bundles, ignored, err := scanRoot(c.Root)
 	if err != nil {
 		return nil, nil, err
@@ -27,7 +28,7 @@ func (c Config) scan(logger *zap.Logger) ([]*bundle, []Ignored, error) {
 }
 
 // scanRoot lists the bundles under root and what is there that is not one.
-func scanRoot(root string) ([]*bundle, []Ignored, error) {
+func scanRoot(root string) ([]*bundle, []status.Ignored, error) {
 	entries, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
@@ -36,7 +37,7 @@ func scanRoot(root string) ([]*bundle, []Ignored, error) {
 		return nil, nil, fmt.Errorf("failed to read %s: %w", root, err)
 	}
 	var bundles []*bundle
-	var ignored []Ignored
+	var ignored []status.Ignored
 	for _, e := range entries {
 		dir := filepath.Join(root, e.Name())
 		found, ig := scanNamespace(dir, e.Name())
@@ -47,29 +48,29 @@ func scanRoot(root string) ([]*bundle, []Ignored, error) {
 }
 
 // scanNamespace lists the bundles of one namespace directory.
-func scanNamespace(dir, namespace string) ([]*bundle, []Ignored) {
+func scanNamespace(dir, namespace string) ([]*bundle, []status.Ignored) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, []Ignored{{Path: dir, Reason: err.Error()}}
+		return nil, []status.Ignored{{Path: dir, Reason: err.Error()}}
 	}
 	if !st.IsDir() {
-		return nil, []Ignored{{Path: dir, Reason: "not a namespace directory"}}
+		return nil, []status.Ignored{{Path: dir, Reason: "not a namespace directory"}}
 	}
 	// containerd checks namespace names with identifiers.Validate.
 	if err := identifiers.Validate(namespace); err != nil {
-		return nil, []Ignored{{Path: dir, Reason: fmt.Sprintf("invalid namespace name: %v", err)}}
+		return nil, []status.Ignored{{Path: dir, Reason: fmt.Sprintf("invalid namespace name: %v", err)}}
 	}
 	files, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, []Ignored{{Path: dir, Reason: err.Error()}}
+		return nil, []status.Ignored{{Path: dir, Reason: err.Error()}}
 	}
 	var bundles []*bundle
-	var ignored []Ignored
+	var ignored []status.Ignored
 	for _, f := range files {
 		path := filepath.Join(dir, f.Name())
 		kind, ok := bundleformat.FromFileName(f.Name())
 		if !ok {
-			ignored = append(ignored, Ignored{Path: path, Reason: notBundleReason()})
+			ignored = append(ignored, status.Ignored{Path: path, Reason: notBundleReason()})
 			continue
 		}
 		bundles = append(bundles, &bundle{namespace: namespace, file: f.Name(), path: path, kind: kind})

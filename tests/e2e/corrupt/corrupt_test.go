@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 )
 
@@ -24,9 +24,9 @@ func TestCorruptBundleIsReportedAndPodStillStarts(t *testing.T) {
 	if st.Imported != 2 || st.Failed != 1 {
 		t.Fatalf("preseed imported %d and failed %d, want 2 and 1: %+v", st.Imported, st.Failed, st.Bundles)
 	}
-	var bad *preseed.BundleStatus
+	var bad *status.Bundle
 	for i, b := range st.Bundles {
-		if b.Result == preseed.ResultFailed {
+		if b.Result == status.ResultFailed {
 			bad = &st.Bundles[i]
 		}
 	}

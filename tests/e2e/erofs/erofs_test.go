@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -82,12 +82,12 @@ func TestCachedLayersAndBadCache(t *testing.T) {
 
 // checkStatus wants every bundle imported but hello-web, refused for its
 // missing sidecar, by name.
-func checkStatus(t *testing.T, st *preseed.Status, unsigned bundleformat.CachedLayer) {
+func checkStatus(t *testing.T, st *status.Status, unsigned bundleformat.CachedLayer) {
 	t.Helper()
 	for _, b := range st.Bundles {
 		web := path.Base(b.File) == "hello-web.tar"
 		switch {
-		case web && b.Result != preseed.ResultFailed:
+		case web && b.Result != status.ResultFailed:
 			t.Errorf("hello-web.tar without its sidecar: result %s, want failed", b.Result)
 		case web:
 			sidecar := unsigned.Path + ".dmverity"
@@ -95,7 +95,7 @@ func checkStatus(t *testing.T, st *preseed.Status, unsigned bundleformat.CachedL
 				t.Errorf("hello-web.tar refused for %q, want the error to name %s and diffID %s", b.Error, sidecar, unsigned.DiffID)
 			}
 			t.Logf("the node reports: %s: %s", b.File, b.Error)
-		case b.Result != preseed.ResultImported:
+		case b.Result != status.ResultImported:
 			t.Errorf("%s: result %s (%s), want imported", b.File, b.Result, b.Error)
 		}
 	}

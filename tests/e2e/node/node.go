@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/launch"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -149,8 +149,8 @@ func (n *Node) get(ctx context.Context, path string) ([]byte, error) {
 
 // PreseedStatus waits until the node reports preseed done and returns the
 // status.
-func (n *Node) PreseedStatus(ctx context.Context) *preseed.Status {
-	var st preseed.Status
+func (n *Node) PreseedStatus(ctx context.Context) *status.Status {
+	var st status.Status
 	Eventually(ctx, n.t, "preseed status", func(ctx context.Context) error {
 		body, err := n.get(ctx, "/preseed/status")
 		if err != nil {

@@ -18,13 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 )
 
 // boot boots over the disk and returns the preseed status and the time from
 // QEMU start to preseed Done; it powers the node off cleanly.
-func boot(ctx context.Context, t *testing.T, disk string, runHello bool) (*preseed.Status, time.Duration) {
+func boot(ctx context.Context, t *testing.T, disk string, runHello bool) (*status.Status, time.Duration) {
 	t.Helper()
 	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: "appliance.state_disk=/dev/vda"})
 	st := n.PreseedStatus(ctx)

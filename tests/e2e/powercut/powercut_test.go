@@ -23,7 +23,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 	"github.com/appliance-bundler/appliance/tests/e2e/powercut/bigdata"
 	"github.com/appliance-bundler/appliance/tests/launch"
@@ -237,9 +237,9 @@ func checkRecovered(ctx context.Context, t *testing.T, name string, n *node.Node
 // after-register, the big bundle whole and registered, so skipped, with
 // every name of it; before it, the first boot's import lease left, so
 // removed, and the big bundle imported.
-func checkPoint(ctx context.Context, t *testing.T, name string, n *node.Node, st *preseed.Status) {
+func checkPoint(ctx context.Context, t *testing.T, name string, n *node.Node, st *status.Status) {
 	t.Helper()
-	var big *preseed.BundleStatus
+	var big *status.Bundle
 	for i, b := range st.Bundles {
 		if strings.HasSuffix("/"+b.File, bigBundle) {
 			big = &st.Bundles[i]
@@ -249,7 +249,7 @@ func checkPoint(ctx context.Context, t *testing.T, name string, n *node.Node, st
 		t.Fatalf("second boot: no status of the big bundle: %+v", st.Bundles)
 	}
 	if name == "after-register" {
-		if big.Result != preseed.ResultSkipped || len(big.Images) != 1 || len(big.Images[0].References) < 2 || big.Images[0].References[0] != bigImage {
+		if big.Result != status.ResultSkipped || len(big.Images) != 1 || len(big.Images[0].References) < 2 || big.Images[0].References[0] != bigImage {
 			t.Fatalf("after-register: the big bundle %s, images %+v; want skipped, with its tag and digest names", big.Result, big.Images)
 		}
 		// Done: the CRI serves each of them now.
@@ -261,7 +261,7 @@ func checkPoint(ctx context.Context, t *testing.T, name string, n *node.Node, st
 		}
 		return
 	}
-	if big.Result != preseed.ResultImported {
+	if big.Result != status.ResultImported {
 		t.Errorf("%s: the big bundle %s on the second boot, want imported", name, big.Result)
 	}
 	removed := false
