@@ -1,5 +1,3 @@
-//go:build appliance_e2e
-
 package main
 
 import (

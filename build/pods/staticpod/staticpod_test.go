@@ -180,7 +180,8 @@ func TestBuildRefusesBadInput(t *testing.T) {
 		name: "image not preseeded",
 		pod:  "apiVersion: v1\nkind: Pod\nmetadata:\n  name: demo\nspec:\n  containers:\n  - name: c\n    image: hello:2.0\n",
 		want: []string{`pod "demo"`, `container "c" runs image "hello:2.0" (docker.io/library/hello:2.0), which no bundle provides`,
-			"the bundles provide: docker.io/library/hello:1.0, " + f.helloPinned, "docker.io/library/web:2.0"},
+			// Every name a bundle provides, sorted: the digests' order is theirs.
+			"the bundles provide: docker.io/library/hello:1.0, ", f.helloPinned + ",", "docker.io/library/web:2.0"},
 	}, {
 		name: "digest not preseeded",
 		pod:  "apiVersion: v1\nkind: Pod\nmetadata:\n  name: demo\nspec:\n  containers:\n  - name: c\n    image: web@" + f.helloIndex + "\n",
