@@ -31,11 +31,52 @@ def _check_mirrors(name, mirrors, where):
         if "@" in m or not m or m.startswith("/"):
             fail("%s: mirror %r of %s is not a repository name (host/path, no digest)" % (where, m, name))
 
+# The keys of a lock file: build/oci/pull's Lock and LockEntry.
+_LOCK_KEYS = ["images"]
+_ENTRY_KEYS = ["name", "image", "tag", "digest", "platforms", "manifests", "mirrors"]
+_HEX = "0123456789abcdef"
+
+def _sha256(d):
+    return type(d) == "string" and d.startswith("sha256:") and len(d) == 71 and not [c for c in d[7:].elems() if c not in _HEX]
+
+def _check_lock(lock, data):
+    """Refuses what build/oci/pull's ReadLock (`bazel run //images:update_lock`) refuses, with its messages.
+
+    build/oci/tests/pull feeds both the same bad locks and compares the
+    messages. What json.decode cannot see (a key given twice in one object)
+    update_lock refuses when it runs.
+    """
+    parse = "failed to parse lock file %s" % lock
+    if type(data) != "dict":
+        fail("%s: not a JSON object" % parse)
+    for k in data:
+        if k not in _LOCK_KEYS:
+            fail("%s: unknown key %s (keys are case-sensitive)" % (parse, json.encode(k)))
+    seen = {}
+    for i, e in enumerate(data.get("images", [])):
+        if type(e) != "dict":
+            fail("%s: images[%d] is not an object" % (parse, i))
+        for k in e:
+            if k not in _ENTRY_KEYS:
+                fail("%s: unknown key %s (keys are case-sensitive)" % (parse, json.encode(k)))
+        if not e.get("name") or not e.get("image"):
+            fail("lock file %s: images[%d] needs a name and an image" % (lock, i))
+        if e["name"] in seen:
+            fail("lock file %s: name %s is used twice" % (lock, json.encode(e["name"])))
+        seen[e["name"]] = True
+        where = "lock file %s: images[%d] (%s)" % (lock, i, e["name"])
+        if "digest" in e and not _sha256(e["digest"]):
+            fail("%s: digest %s is not sha256:<64 hex digits>" % (where, json.encode(e["digest"])))
+        for p, d in e.get("manifests", {}).items():
+            if not _sha256(d):
+                fail("%s: manifests[%s]: digest %s is not sha256:<64 hex digits>" % (where, p, json.encode(d)))
+
 def _oci_impl(mctx):
     images = {}
     for mod in mctx.modules:
         for lock in mod.tags.from_lock:
             data = json.decode(mctx.read(mctx.path(lock.lock)))
+            _check_lock(lock.lock, data)
             for e in data.get("images", []):
                 where = "lock file %s" % lock.lock
                 _check(e["name"], e["image"], e.get("digest", ""), where)

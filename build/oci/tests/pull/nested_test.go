@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
+	"github.com/appliance-bundler/appliance/build/oci/pull"
 	"github.com/appliance-bundler/appliance/build/oci/pull/registrytest"
 )
 
@@ -364,6 +366,51 @@ func TestPullPathUnderBazel(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBadLocksRefusedAsUpdateLockDoes feeds the same bad lock files to the
+// Bazel extension (oci.from_lock, Starlark) and to update_lock's parser
+// (pull.ReadLock, Go): each must be refused by both, with the same message
+// but for how each names the file.
+func TestBadLocksRefusedAsUpdateLockDoes(t *testing.T) {
+	n := setupNested(t)
+	pin := "sha256:" + strings.Repeat("a", 64)
+	n.write(t, "MODULE.bazel", moduleFile(projectRoot(t), pin, nil, "127.0.0.1:1/origin/base"))
+	n.write(t, "BUILD.bazel", "")
+	entry := `{"name": "base", "image": "127.0.0.1:1/a/b", "digest": "` + pin + `"}`
+	for name, lock := range map[string]string{
+		"duplicate name": `{"images": [` + entry + `, ` + entry + `]}`,
+		"unknown field":  `{"images": [{"name": "base", "image": "127.0.0.1:1/a/b", "sha": "1"}]}`,
+		"unknown key":    `{"image": []}`,
+		"bad digest":     `{"images": [{"name": "base", "image": "127.0.0.1:1/a/b", "digest": "sha256:1"}]}`,
+		"bad manifest":   `{"images": [{"name": "base", "image": "127.0.0.1:1/a/b", "digest": "` + pin + `", "manifests": {"linux/amd64": "sha256:AB"}}]}`,
+		"no image":       `{"images": [{"name": "base"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "oci.lock.json")
+			if err := os.WriteFile(path, []byte(lock), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := pull.ReadLock(path)
+			if err == nil {
+				t.Fatalf("update_lock's parser accepts %s", lock)
+			}
+			before, after, ok := strings.Cut(err.Error(), path)
+			if !ok {
+				t.Fatalf("update_lock's error does not name the file: %v", err)
+			}
+			n.write(t, "oci.lock.json", lock)
+			out, berr := n.bazel(context.Background(), "query", "@base//:all").CombinedOutput()
+			if berr == nil {
+				t.Fatalf("the extension accepts %s", lock)
+			}
+			// The extension names the file by its label.
+			want := regexp.MustCompile(regexp.QuoteMeta(before) + `\S*oci\.lock\.json` + regexp.QuoteMeta(after))
+			if !want.Match(out) {
+				t.Errorf("the extension's error is not update_lock's %q:\n%s", err, tail(string(out), 20))
+			}
+		})
+	}
 }
 
 func writeDockerConfig(t *testing.T, path, host string) {
