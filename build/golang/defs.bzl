@@ -5,8 +5,13 @@ BUILD files load go_test from here (gazelle's map_kind in //:BUILD.bazel).
 
 load("@rules_go//go:def.bzl", _go_test = "go_test")
 
-def go_test(name, runfiles_env = {}, data = [], env = {}, **kwargs):
-    """rules_go's go_test, plus `runfiles_env`.
+def go_test(name, runfiles_env = {}, data = [], env = {}, race = "on", **kwargs):
+    """rules_go's go_test, plus `runfiles_env`, under the race detector by default.
+
+    Every test runs with race = "on" unless it says otherwise: the tree's
+    code is concurrent, and one configuration for every test compiles the
+    packages they share once (a test without race would build them all
+    again in a configuration of their own).
 
     Args:
       name: the test's name.
@@ -15,6 +20,7 @@ def go_test(name, runfiles_env = {}, data = [], env = {}, **kwargs):
         (read with //tests/runfile), instead of naming each file twice.
       data: as go_test's.
       env: as go_test's.
+      race: as go_test's, "on" unless given.
       **kwargs: passed to go_test.
     """
     data = list(data)
@@ -25,4 +31,4 @@ def go_test(name, runfiles_env = {}, data = [], env = {}, **kwargs):
         if label not in data:
             data.append(label)
         env[variable] = "$(rlocationpath %s)" % label
-    _go_test(name = name, data = data, env = env, **kwargs)
+    _go_test(name = name, data = data, env = env, race = race, **kwargs)
