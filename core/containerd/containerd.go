@@ -27,12 +27,14 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/appliance-bundler/appliance/core/atomicfile"
 	"github.com/appliance-bundler/appliance/core/childlog"
@@ -55,6 +57,10 @@ const (
 	readyPoll = 50 * time.Millisecond
 	// readyTimeout bounds one probe of the API.
 	readyTimeout = 2 * time.Second
+	// childrenStopWait bounds how long a stopping containerd waits for its
+	// children to stop first: longer than RunCommand's grace between
+	// SIGTERM and SIGKILL, so that the kubelet is gone by then.
+	childrenStopWait = 15 * time.Second
 )
 
 // DefaultDisabledPlugins are the snapshotters the appliance does not use.
@@ -383,8 +389,43 @@ func LogLine(logger *zap.Logger, stream string, line []byte) {
 		Namespace:  "containerd",
 		MessageKey: "msg",
 		Drop:       []string{"time", "level"},
-		Level:      childlog.LevelKey("level"),
+		Level:      childlog.Lowered(childlog.LevelKey("level"), "error", BenignErrors()),
 	}.LineFunc()(logger, stream, line)
+}
+
+// BenignErrors are the errors containerd logs about a container that
+// exited, or when the machine is so busy that its calls to a shim time
+// out: read off boots under load, each is logged as a warning instead, so
+// that it still shows but the console shows an error only when there is
+// one. An explicit list: any other error keeps its level.
+func BenignErrors() []childlog.Benign {
+	warn := zapcore.WarnLevel
+	return []childlog.Benign{
+		// The CRI's metrics of a container whose task just ended.
+		{Msg: "collecting metrics for ", Err: "ttrpc: closed", Level: warn},
+		// A reply from a shim after the call gave up: a busy machine.
+		{Msg: "ttrpc: received message on inactive stream", Err: "", Level: warn},
+		// The cleanup of an exited container's shim timed out: a busy
+		// machine; containerd cleans it up again.
+		{Msg: "failed to delete shim", Err: "context deadline exceeded", Level: warn},
+	}
+}
+
+// counted is run, counted in active while it runs.
+func counted(active *atomic.Int32, run supervisor.Runnable) supervisor.Runnable {
+	return func(ctx context.Context) error {
+		active.Add(1)
+		defer active.Add(-1)
+		return run(ctx)
+	}
+}
+
+// waitChildren waits until no child runs, or for at most bound: a child
+// that does not stop must not keep containerd from stopping.
+func waitChildren(active *atomic.Int32, bound time.Duration) {
+	for deadline := time.Now().Add(bound); active.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(readyPoll)
+	}
 }
 
 // Run is the containerd runnable. It never signals Done: containerd serves
@@ -408,9 +449,18 @@ func (c Config) Run(ctx context.Context) error {
 
 	// containerd's own context: Run ends it and waits for the process on
 	// every way out, so a run never returns with containerd still alive
-	// (the next run would start a second one on the same root).
-	cctx, stop := context.WithCancel(ctx)
+	// (the next run would start a second one on the same root). When the
+	// run's context ends (the tree stops), containerd is stopped only once
+	// its children have: the kubelet and preseed talk to it until they
+	// exit, and would log its going away as errors.
+	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
+	var active atomic.Int32
+	stopAfterChildren := context.AfterFunc(ctx, func() {
+		waitChildren(&active, childrenStopWait)
+		stop()
+	})
+	defer stopAfterChildren()
 	exited := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
@@ -433,7 +483,7 @@ func (c Config) Run(ctx context.Context) error {
 	// Each child is a group of its own: one that fails (preseed, say)
 	// restarts alone, and never takes a sibling (the kubelet) with it.
 	for _, name := range slices.Sorted(maps.Keys(c.Children)) {
-		if err := supervisor.Run(ctx, name, c.Children[name]); err != nil {
+		if err := supervisor.Run(ctx, name, counted(&active, c.Children[name])); err != nil {
 			stop()
 			<-done
 			return fmt.Errorf("failed to start %s under containerd: %w", name, err)

@@ -21,6 +21,10 @@ import (
 // guard bounds each wait; reaching it is a failure, never an expectation.
 const guard = 2 * time.Minute
 
+// stoppingWindow is how long TestChildrenStopBeforeContainerd's child keeps
+// calling containerd after the tree was told to stop.
+const stoppingWindow = 5 * time.Second
+
 // superviseContainerd runs cfg.Run as the root of a supervisor tree that
 // logs to core, with wrap around each call, and stops the tree when the
 // test ends.
@@ -119,5 +123,57 @@ func TestFailedChildDoesNotRestartItsSibling(t *testing.T) {
 	}
 	if n := steadyRuns.Load(); n != 1 {
 		t.Errorf("the sibling of a failed child ran %d times, want 1", n)
+	}
+}
+
+// When the tree stops, containerd outlives its children: the kubelet and
+// preseed call it until they exit, and would log its going away as errors.
+func TestChildrenStopBeforeContainerd(t *testing.T) {
+	cfg := containerdtest.NewConfig(t)
+	answered := make(chan error, 1)
+	cfg.Children = map[string]supervisor.Runnable{
+		"child": func(ctx context.Context) error {
+			supervisor.Signal(ctx, supervisor.SignalHealthy)
+			<-ctx.Done()
+			// As the kubelet does while it stops, it calls containerd, for
+			// a while: a containerd stopped at once (SIGTERM with the
+			// tree) is gone in well under this window, which bounds a
+			// check of absence, not a wait for success.
+			for end := time.Now().Add(stoppingWindow); time.Now().Before(end); {
+				cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := containerd.WaitReady(cctx, cfg.Address, nil)
+				cancel()
+				if err != nil {
+					answered <- err
+					return ctx.Err()
+				}
+			}
+			answered <- nil
+			return ctx.Err()
+		},
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := supervisor.New(ctx, zap.New(core), cfg.Run, supervisor.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	for deadline := time.Now().Add(guard); logs.FilterMessage("containerd ready").Len() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("containerd never got ready")
+		}
+	}
+	cancel()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Errorf("containerd did not answer its stopping child: %v", err)
+		}
+	case <-time.After(guard):
+		t.Fatal("the child never stopped")
+	}
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(guard):
+		t.Fatal("the tree did not stop after its child")
 	}
 }
