@@ -97,9 +97,18 @@ func TestFailedChildDoesNotRestartItsSibling(t *testing.T) {
 	cfg := containerdtest.NewConfig(t)
 	var flakyRuns, steadyRuns atomic.Int32
 	again := make(chan struct{})
+	steadyUp := make(chan struct{})
+	var steadyFirst context.Context
 	cfg.Children = map[string]supervisor.Runnable{
 		"flaky": func(ctx context.Context) error {
 			if flakyRuns.Add(1) == 1 {
+				// It fails only once its sibling runs, which a shared
+				// group would then restart.
+				select {
+				case <-steadyUp:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 				return errors.New("first run fails")
 			}
 			close(again)
@@ -108,7 +117,10 @@ func TestFailedChildDoesNotRestartItsSibling(t *testing.T) {
 			return ctx.Err()
 		},
 		"steady": func(ctx context.Context) error {
-			steadyRuns.Add(1)
+			if steadyRuns.Add(1) == 1 {
+				steadyFirst = ctx
+				close(steadyUp)
+			}
 			supervisor.Signal(ctx, supervisor.SignalHealthy)
 			<-ctx.Done()
 			return ctx.Err()
@@ -120,6 +132,11 @@ func TestFailedChildDoesNotRestartItsSibling(t *testing.T) {
 	case <-again:
 	case <-time.After(guard):
 		t.Fatal("the failed child was never run again")
+	}
+	// A group is cancelled before any member restarts: by now the first
+	// run of a sibling in the same group would have been told to stop.
+	if err := steadyFirst.Err(); err != nil {
+		t.Errorf("the sibling of a failed child was stopped with it: %v", err)
 	}
 	if n := steadyRuns.Load(); n != 1 {
 		t.Errorf("the sibling of a failed child ran %d times, want 1", n)
