@@ -4,7 +4,7 @@
 //	genbzl bundle_format   build/oci/bundle_format.bzl (core/bundleformat)
 //	genbzl node            build/appliance/node.bzl (core/node)
 //
-// Each package's test fails when its checked-in file is stale. It must not
+// TestGeneratedUpToDate fails when a checked-in file is stale. It must not
 // write anything but its standard output.
 package main
 
@@ -16,16 +16,27 @@ import (
 	"github.com/appliance-bundler/appliance/core/node"
 )
 
-func main() {
-	files := map[string]func() []byte{
-		"bundle_format": bundleformat.Starlark,
-		"node":          node.Starlark,
+// generated are the generated files: by name, the file and its contents.
+func generated() map[string]struct {
+	path     string
+	contents func() []byte
+} {
+	return map[string]struct {
+		path     string
+		contents func() []byte
+	}{
+		"bundle_format": {"build/oci/bundle_format.bzl", bundleformat.Starlark},
+		"node":          {"build/appliance/node.bzl", node.Starlark},
 	}
-	if len(os.Args) != 2 || files[os.Args[1]] == nil {
+}
+
+func main() {
+	files := generated()
+	if len(os.Args) != 2 || files[os.Args[1]].contents == nil {
 		fmt.Fprintln(os.Stderr, "usage: genbzl bundle_format|node")
 		os.Exit(2)
 	}
-	if _, err := os.Stdout.Write(files[os.Args[1]]()); err != nil {
+	if _, err := os.Stdout.Write(files[os.Args[1]].contents()); err != nil {
 		fmt.Fprintf(os.Stderr, "failed to write: %v\n", err)
 		os.Exit(1)
 	}
