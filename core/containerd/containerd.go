@@ -405,9 +405,10 @@ func BenignErrors() []childlog.Benign {
 		{Msg: "collecting metrics for ", Err: "ttrpc: closed", Level: warn},
 		// A reply from a shim after the call gave up: a busy machine.
 		{Msg: "ttrpc: received message on inactive stream", Err: "", Level: warn},
-		// The cleanup of an exited container's shim timed out: a busy
-		// machine; containerd cleans it up again.
-		{Msg: "failed to delete shim", Err: "context deadline exceeded", Level: warn},
+		// Any of containerd's own calls that ran out of its deadline (to
+		// delete an exited container's task or shim, say): a busy
+		// machine, whose calls containerd makes again.
+		{Msg: "", Err: "context deadline exceeded", Level: warn},
 	}
 }
 

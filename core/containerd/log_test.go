@@ -29,7 +29,7 @@ func TestLogLineLevels(t *testing.T) {
 		want = append(want, b.Level)
 	}
 	// The same message with another cause keeps its level.
-	LogLine(logger, "stderr", []byte(`{"level":"error","msg":"failed to delete shim","error":"permission denied"}`))
+	LogLine(logger, "stderr", []byte(`{"level":"error","msg":"failed to delete task","error":"permission denied"}`))
 	want = append(want, zapcore.ErrorLevel)
 	entries := logs.AllUntimed()
 	if len(entries) != len(want) {

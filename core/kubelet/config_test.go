@@ -89,6 +89,11 @@ func load(t *testing.T, c Config) *kubeletconfig.KubeletConfiguration {
 // listens beyond loopback, and nothing authenticates.
 func checkLocked(t *testing.T, kc *kubeletconfig.KubeletConfiguration) {
 	t.Helper()
+	// A container whose pod names no seccomp profile runs under the
+	// runtime's default one, not unconfined.
+	if !kc.SeccompDefault {
+		t.Errorf("seccompDefault %v, want true", kc.SeccompDefault)
+	}
 	if kc.Address != Loopback || kc.HealthzBindAddress != Loopback {
 		t.Errorf("address %q, healthz %q, want both %s", kc.Address, kc.HealthzBindAddress, Loopback)
 	}
