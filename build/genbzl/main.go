@@ -16,15 +16,16 @@ import (
 	"github.com/appliance-bundler/appliance/core/node"
 )
 
-// generated are the generated files: by name, the file and its contents.
-func generated() map[string]struct {
+// genFile is one generated file: its path in the repository and what it
+// must hold.
+type genFile struct {
 	path     string
 	contents func() []byte
-} {
-	return map[string]struct {
-		path     string
-		contents func() []byte
-	}{
+}
+
+// generated are the generated files, by name.
+func generated() map[string]genFile {
+	return map[string]genFile{
 		"bundle_format": {"build/oci/bundle_format.bzl", bundleformat.Starlark},
 		"node":          {"build/appliance/node.bzl", node.Starlark},
 	}

@@ -394,8 +394,8 @@ func LogLine(logger *zap.Logger, stream string, line []byte) {
 }
 
 // BenignErrors are the errors containerd logs about a container that
-// exited, or when the machine is so busy that its calls to a shim time
-// out: read off boots under load, each is logged as a warning instead, so
+// exited, while it shuts down, or when the machine is so busy that its
+// calls to a shim time out: read off boots under load, each is logged as a warning instead, so
 // that it still shows but the console shows an error only when there is
 // one. An explicit list: any other error keeps its level.
 func BenignErrors() []childlog.Benign {
@@ -409,6 +409,11 @@ func BenignErrors() []childlog.Benign {
 		// delete an exited container's task or shim, say): a busy
 		// machine, whose calls containerd makes again.
 		{Msg: "", Err: "context deadline exceeded", Level: warn},
+		// The CRI handling a container's exit while containerd shuts down
+		// (power-off): its database is already closed, and the next start
+		// loads the task's state again. Seen on a production boot under a
+		// cold CI run.
+		{Msg: "failed to handle container TaskExit event ", Err: "database not open", Level: warn},
 	}
 }
 

@@ -8,17 +8,21 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
+	"github.com/appliance-bundler/appliance/core/preseed/check"
 )
 
 // check is the second phase: it learns every bundle's images (cheap: no
-// layer is read), checks each bundle against its preseed manifest entry,
-// and refuses the bundles that claim one name together, so that all of
-// this is known before any bundle is imported. A refused bundle keeps its
-// reason in b.err.
+// layer is read), checks each bundle against its preseed manifest entry
+// and the layer content cache (core/preseed/check), and refuses the
+// bundles that claim one name together, so that all of this is known
+// before any bundle is imported. A refused bundle keeps its reason in
+// b.err.
 //
 // It returns the bundles the manifest lists that are absent, failed.
 func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle) []*bundle {
-	man, manErr := c.loadManifest(logger, bundles)
+	man, manErr := c.loadManifest(logger)
 	parallel(ctx, bundles, c.Concurrency, func(b *bundle) {
 		if manErr != nil {
 			b.err = manErr
@@ -30,53 +34,77 @@ func (c Config) check(ctx context.Context, logger *zap.Logger, bundles []*bundle
 	if man == nil {
 		return nil
 	}
-	return man.absent(bundles)
+	files := make([]bundlefile.File, 0, len(bundles))
+	for _, b := range bundles {
+		files = append(files, b.File)
+	}
+	var absent []*bundle
+	for _, a := range man.Absent(files) {
+		absent = append(absent, &bundle{File: a.File, err: a.Err})
+	}
+	return absent
 }
 
 // loadManifest reads c.Manifest, if one is set. A manifest that cannot be
 // used is returned as the error every bundle fails with.
-func (c Config) loadManifest(logger *zap.Logger, bundles []*bundle) (*manifest, error) {
+func (c Config) loadManifest(logger *zap.Logger) (*check.Manifest, error) {
 	if c.Manifest == "" {
 		return nil, nil
 	}
-	man, err := loadManifest(c.Manifest)
+	man, err := check.LoadManifest(c.Manifest)
 	if err != nil {
 		logger.Error("preseed manifest unusable; every bundle is refused", zap.String("manifest", c.Manifest), zap.Error(err))
 		return nil, err
 	}
-	logger.Info("checking bundles against the preseed manifest", zap.String("manifest", c.Manifest), zap.Int("bundles", len(man.byPath)))
+	logger.Info("checking bundles against the preseed manifest", zap.String("manifest", c.Manifest), zap.Int("bundles", man.Len()))
 	return man, nil
 }
 
-// checkBundle reads one bundle's metadata into b.meta and, with a
-// manifest, checks it against the bundle's entry.
-func (c Config) checkBundle(ctx context.Context, man *manifest, b *bundle) error {
+// checkBundle reads one bundle's metadata into b.meta and checks it
+// against its manifest entry (with a manifest) and the layer content
+// cache. The cached layers then leave b.meta.Layers: they are neither
+// ingested nor expected in the content store.
+func (c Config) checkBundle(ctx context.Context, man *check.Manifest, b *bundle) error {
 	if man != nil {
 		var err error
-		if b.entry, err = man.entry(b); err != nil {
+		if b.entry, err = man.Entry(b.File); err != nil {
 			return err
 		}
+		b.man = man
 	}
-	s, err := openStream(c.Open, b.path, b.kind, false)
+	s, err := bundlefile.OpenStream(c.Open, b.File, false)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	b.meta, err = readMetadata(ctx, s, c.Platform)
-	b.bytes += s.count.n
+	b.meta, err = bundlefile.ReadMetadata(ctx, s, c.Platform)
+	b.bytes += s.BytesRead()
 	if err != nil {
 		return err
 	}
 	if man != nil {
-		size, err := s.size(b.path)
+		size, err := s.Size()
 		if err != nil {
 			return err
 		}
-		if err := man.check(b, b.entry, size); err != nil {
+		if err := man.Check(b.File, b.entry, b.meta, size); err != nil {
 			return err
 		}
 	}
-	return c.checkCached(b)
+	cache := check.Cache{Dirs: c.CacheDirs, RequireVerity: c.RequireVerity, Snapshotter: c.Snapshotter}
+	cached, err := cache.Find(b.File, b.meta)
+	if err != nil {
+		return err
+	}
+	if man != nil {
+		if err := man.CheckCached(b.File, b.entry, b.meta, cached); err != nil {
+			return err
+		}
+	}
+	for d := range b.meta.Cached {
+		delete(b.meta.Layers, d)
+	}
+	return nil
 }
 
 // refuseSharedNames fails every bundle whose image name another bundle of
@@ -93,17 +121,17 @@ func refuseSharedNames(bundles []*bundle) {
 		if b.err != nil || b.meta == nil {
 			continue
 		}
-		for _, im := range b.meta.images {
-			k := b.namespace + "/" + im.Name
+		for _, im := range b.meta.Unpacked {
+			k := b.Namespace + "/" + im.Name
 			primary[k] = append(primary[k], b)
-			for _, n := range im.names() {
-				all[b.namespace+"/"+n] = append(all[b.namespace+"/"+n], b)
+			for _, n := range im.Names() {
+				all[b.Namespace+"/"+n] = append(all[b.Namespace+"/"+n], b)
 			}
 		}
 	}
 	for k, bs := range all {
 		for _, b := range bs {
-			n := strings.TrimPrefix(k, b.namespace+"/")
+			n := strings.TrimPrefix(k, b.Namespace+"/")
 			others := otherFiles(b, bs)
 			if len(others) == 0 {
 				continue
@@ -126,8 +154,8 @@ func refuseSharedNames(bundles []*bundle) {
 func otherFiles(b *bundle, bs []*bundle) []string {
 	var out []string
 	for _, o := range bs {
-		if o != b && !slices.Contains(out, o.file) {
-			out = append(out, o.file)
+		if o != b && !slices.Contains(out, o.FileName) {
+			out = append(out, o.FileName)
 		}
 	}
 	sort.Strings(out)

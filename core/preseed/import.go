@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/node"
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 )
 
@@ -42,8 +43,8 @@ func (c Config) importAll(ctx context.Context, logger *zap.Logger, cl *client.Cl
 			return
 		}
 		t := time.Now()
-		log := logger.With(zap.String("namespace", b.namespace))
-		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.namespace), log, cl, run, known[b.namespace], b)
+		log := logger.With(zap.String("namespace", b.Namespace))
+		b.result, b.err = c.handle(namespaces.WithNamespace(ctx, b.Namespace), log, cl, run, known[b.Namespace], b)
 		b.duration += time.Since(t)
 	}
 	var slim, full []*bundle
@@ -89,7 +90,7 @@ func (c Config) handle(ctx context.Context, log *zap.Logger, cl *client.Client, 
 func (c Config) present(ctx context.Context, cl *client.Client, known map[string]images.Image, b *bundle) (bool, error) {
 	cs := cl.ContentStore()
 	sn := cl.SnapshotService(c.Snapshotter)
-	for _, im := range b.meta.images {
+	for _, im := range b.meta.Unpacked {
 		img, ok := known[im.Name]
 		if !ok || !sameTarget(img.Target, im.Target) {
 			return false, nil
@@ -99,7 +100,7 @@ func (c Config) present(ctx context.Context, cl *client.Client, known map[string
 		} else if err != nil {
 			return false, fmt.Errorf("failed to look up snapshot of image %s: %w", im.Name, err)
 		}
-		for _, n := range im.Names {
+		for _, n := range im.Records {
 			if _, err := cs.Info(ctx, n.Target.Digest); errdefs.IsNotFound(err) {
 				return false, nil
 			} else if err != nil {
@@ -130,11 +131,11 @@ func (c Config) importBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 		return err
 	}
 
-	log.Info("bundle import started", zap.String("file", b.path))
+	log.Info("bundle import started", zap.String("file", b.Path))
 	if err := c.ingestBundle(ctx, log, cl, b); err != nil {
 		return err
 	}
-	for _, im := range b.meta.images {
+	for _, im := range b.meta.Unpacked {
 		if err := c.unpack(ctx, log, cl, run.chains, b.meta, im); err != nil {
 			return err
 		}
@@ -185,35 +186,34 @@ func (c Config) hold(ctx context.Context, cl *client.Client, b *bundle) error {
 // ingestBundle writes the blobs of the bundle into the content store and,
 // with a manifest entry, checks the sha256 of the whole file.
 func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle) error {
-	s, err := openStream(c.Open, b.path, b.kind, b.entry != nil)
+	s, err := bundlefile.OpenStream(c.Open, b.File, b.entry != nil)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	cs := &loggingStore{Store: cl.ContentStore(), log: log.With(zap.String("file", b.path)), layers: b.meta.Layers}
+	cs := &loggingStore{Store: cl.ContentStore(), log: log.With(zap.String("file", b.Path)), layers: b.meta.Layers}
 	err = ingest(ctx, s, cs, b.meta)
 	if b.entry != nil && !unavailable(err) {
 		// Also after a failed ingest (a layer that does not match its
 		// digest): the rest of the file is read through the hash, so the
 		// error says the bytes changed since the build rather than only
 		// which blob broke. This costs a read only on that failure path.
-		sum, serr := s.sum()
+		// Checked before anything is unpacked or named: until register,
+		// the ingested content is reachable only through the lease.
+		sum, serr := s.Sum()
 		switch {
 		case serr != nil && err == nil:
 			err = serr
-		case serr == nil && sum != b.entry.SHA256:
-			// Checked before anything is unpacked or named: until
-			// register, the ingested content is reachable only through
-			// the lease.
-			mismatch := fmt.Errorf("bundle %s differs from the preseed manifest %s: sha256 of the file is %s, the manifest says %s (its bytes changed after the build)",
-				b.path, c.Manifest, sum, b.entry.SHA256)
-			if err != nil {
-				mismatch = fmt.Errorf("%v; importing it failed: %w", mismatch, err)
+		case serr == nil:
+			if mismatch := b.man.CheckSum(b.File, b.entry, sum); mismatch != nil {
+				if err != nil {
+					mismatch = fmt.Errorf("%v; importing it failed: %w", mismatch, err)
+				}
+				err = mismatch
 			}
-			err = mismatch
 		}
 	}
-	b.bytes += s.count.n
+	b.bytes += s.BytesRead()
 	return err
 }
 
@@ -226,7 +226,7 @@ func (c Config) ingestBundle(ctx context.Context, log *zap.Logger, cl *client.Cl
 // WithSyncFs makes containerd sync each applied layer's files to disk
 // before it commits the snapshot: after a power cut, a snapshot that
 // exists has all its files (a staged one is the cache's read-only blob).
-func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, chains *chainLocks, m *metadata, im imageRef) error {
+func (c Config) unpack(ctx context.Context, log *zap.Logger, cl *client.Client, chains *chainLocks, m *bundlefile.Metadata, im bundlefile.Image) error {
 	// The JSON blobs are in the store (ingest wrote them, with their GC
 	// labels): the unpacker reads them from memory.
 	cs := jsonStore{Store: cl.ContentStore(), json: memBlobs(m.JSON)}
@@ -283,7 +283,7 @@ func storedChildren(p content.Provider) images.HandlerFunc {
 // walked, as with containerd's import and its skip-missing option; a
 // platform matcher alone could match an absent one (platforms.Default() on
 // amd64 matches 386 too).
-func heldChildren(p content.Provider, m *metadata) images.HandlerFunc {
+func heldChildren(p content.Provider, m *bundlefile.Metadata) images.HandlerFunc {
 	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		children, err := images.Children(ctx, p, desc)
 		if err != nil || !images.IsIndexType(desc.MediaType) {
@@ -307,8 +307,8 @@ func heldChildren(p content.Provider, m *metadata) images.HandlerFunc {
 // digest both register). Other labels of existing records are kept.
 func register(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle, imported bool) error {
 	is := cl.ImageService()
-	for _, im := range b.meta.images {
-		for _, n := range im.Names {
+	for _, im := range b.meta.Unpacked {
+		for _, n := range im.Records {
 			if err := registerName(ctx, log, is, b, n, imported); err != nil {
 				return err
 			}
@@ -319,11 +319,11 @@ func register(ctx context.Context, log *zap.Logger, cl *client.Client, b *bundle
 
 // registerName writes one record, if needed (see register), and logs
 // "image registered" when it wrote the record's target.
-func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bundle, n imageName, imported bool) error {
+func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bundle, n bundlefile.Record, imported bool) error {
 	img := images.Image{
 		Name:   n.Name,
 		Target: n.Target,
-		Labels: map[string]string{LabelPinned: PinnedValue, LabelBundle: b.file},
+		Labels: map[string]string{LabelPinned: PinnedValue, LabelBundle: b.FileName},
 	}
 	fields := []string{"labels." + LabelPinned, "labels." + LabelBundle}
 	// After an import the record is most likely missing (a first boot):
@@ -338,7 +338,7 @@ func registerName(ctx context.Context, log *zap.Logger, is images.Store, b *bund
 			return fmt.Errorf("failed to look up image %s: %w", n.Name, err)
 		case !sameTarget(cur.Target, n.Target):
 			setTarget = true
-		case cur.Labels[LabelPinned] == PinnedValue && (cur.Labels[LabelBundle] == b.file || slices.Contains(b.sharers[n.Name], cur.Labels[LabelBundle])):
+		case cur.Labels[LabelPinned] == PinnedValue && (cur.Labels[LabelBundle] == b.FileName || slices.Contains(b.sharers[n.Name], cur.Labels[LabelBundle])):
 			return nil
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 )
 
 // The JSON blobs of a bundle (index, manifests, configs) are small, in
@@ -82,9 +84,9 @@ func (labelRecorder) Delete(context.Context, digest.Digest) error {
 // the manifests the bundle holds (heldChildren), from a manifest to its
 // config and layers (cached ones too, absent from the store, as a pull of
 // a layer the snapshotter already has leaves them).
-func gcLabels(ctx context.Context, m *metadata) (labelRecorder, error) {
+func gcLabels(ctx context.Context, m *bundlefile.Metadata) (labelRecorder, error) {
 	rec := make(labelRecorder)
-	for _, im := range m.images {
+	for _, im := range m.Unpacked {
 		if err := images.Walk(ctx, images.SetChildrenLabels(rec, heldChildren(memBlobs(m.JSON), m)), im.Target); err != nil {
 			return nil, fmt.Errorf("failed to find the content of image %s: %w", im.Name, err)
 		}

@@ -283,7 +283,7 @@ func TestManifestInvalid(t *testing.T) {
 	f := newFixture(t)
 	dir := t.TempDir()
 	good := f.writeManifest(f.goodFiles()...)
-	var noSum preseed.ManifestFile
+	var noSum bundleformat.Manifest
 	raw, _ := os.ReadFile(good)
 	if err := json.Unmarshal(raw, &noSum); err != nil {
 		t.Fatal(err)

@@ -24,8 +24,8 @@ func namedImages(ctx context.Context, cl *client.Client, bundles []*bundle) map[
 	filters := make(map[string][]string)
 	for _, b := range bundles {
 		if b.err == nil {
-			for _, im := range b.meta.images {
-				filters[b.namespace] = append(filters[b.namespace], fmt.Sprintf("name==%q", im.Name))
+			for _, im := range b.meta.Unpacked {
+				filters[b.Namespace] = append(filters[b.Namespace], fmt.Sprintf("name==%q", im.Name))
 			}
 		}
 	}
@@ -33,7 +33,7 @@ func namedImages(ctx context.Context, cl *client.Client, bundles []*bundle) map[
 	for ns, fs := range filters {
 		imgs, err := cl.ImageService().List(namespaces.WithNamespace(ctx, ns), fs...)
 		for _, b := range bundles {
-			if err != nil && b.err == nil && b.namespace == ns {
+			if err != nil && b.err == nil && b.Namespace == ns {
 				b.err = fmt.Errorf("failed to look up the images of namespace %s: %w", ns, err)
 			}
 		}

@@ -53,7 +53,7 @@
 // # Preseed manifest
 //
 // With Config.Manifest set (the appliance sets /etc/appliance/preseed.json,
-// the build's //images:preseed.json, read as ManifestFile), a bundle must
+// the build's //images:preseed.json, a bundleformat.Manifest), a bundle must
 // be what the build made, or it is refused and the others continue:
 //
 //   - Every bundle file must be listed, by its path or by namespace and
@@ -92,6 +92,12 @@
 // serve.go before it writes the status), in that order; a context that
 // ends during a pass ends the run with its error and no status.
 //
+// This package is the runnable and everything it says to containerd. What
+// a bundle file holds is read by core/preseed/bundlefile; whether a bundle
+// may be imported (the preseed manifest and the layer content cache) is
+// decided by core/preseed/check; the status file's schema, which the
+// kubelet and the tests read, is core/preseed/status.
+//
 // # Power cuts
 //
 // An import writes its blobs (the JSON ones with their GC labels) under
@@ -128,7 +134,6 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
-	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
@@ -136,6 +141,8 @@ import (
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/node"
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
+	"github.com/appliance-bundler/appliance/core/preseed/check"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
@@ -185,7 +192,7 @@ type Config struct {
 	SlimConcurrency int
 	// Platform selects the manifest to unpack; default the machine's.
 	Platform platforms.MatchComparer
-	// Open opens a bundle file; default OpenBundle. Tests wrap it to count
+	// Open opens a bundle file; default bundlefile.Open. Tests wrap it to count
 	// the bytes read.
 	Open func(path string) (io.ReadCloser, error)
 	// Manifest is the path of the preseed manifest every bundle is checked
@@ -228,7 +235,7 @@ func (c Config) withDefaults() Config {
 		c.Platform = platforms.DefaultStrict()
 	}
 	if c.Open == nil {
-		c.Open = func(p string) (io.ReadCloser, error) { return OpenBundle(p) }
+		c.Open = func(p string) (io.ReadCloser, error) { return bundlefile.Open(p) }
 	}
 	if c.CacheDirs == nil {
 		c.CacheDirs = []string{erofscache.Root}
@@ -238,14 +245,12 @@ func (c Config) withDefaults() Config {
 
 // bundle is one bundle file and what became of it.
 type bundle struct {
-	namespace, file, path string
-	kind                  bundleformat.Compression
-	meta                  *metadata
-	// entry is the bundle's preseed manifest entry, when one is enforced.
-	entry *ManifestEntry
-	// cached are the layers of its unpacked manifests that the layer
-	// content cache serves (see checkCached).
-	cached map[digest.Digest]cachedLayer
+	bundlefile.File
+	meta *bundlefile.Metadata
+	// man and entry are the preseed manifest and the bundle's entry in it,
+	// when one is enforced.
+	man   *check.Manifest
+	entry *bundleformat.Entry
 	// sharers are, for each name of the bundle's images that other bundles
 	// of its namespace register too (a digest), those bundles' files.
 	sharers  map[string][]string

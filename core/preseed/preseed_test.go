@@ -27,6 +27,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
@@ -497,7 +498,7 @@ func TestUnreadableDanglingSymlink(t *testing.T) {
 	f.expectFailed("bad.tar", "no such file")
 }
 
-// countingOpen wraps preseed.OpenBundle and counts the bytes read per file;
+// countingOpen wraps bundlefile.Open and counts the bytes read per file;
 // seeks (tar skipping an entry) are not reads.
 type countingOpen struct {
 	mu    sync.Mutex
@@ -516,7 +517,7 @@ func (c countedFile) Read(p []byte) (int, error) {
 }
 
 func (c *countingOpen) open(path string) (io.ReadCloser, error) {
-	f, err := preseed.OpenBundle(path)
+	f, err := bundlefile.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -679,7 +680,7 @@ func TestRestartAfterContainerdKilledDuringImport(t *testing.T) {
 	pcfg := preseed.Config{
 		Root: root, Address: ccfg.Address, Snapshotter: ccfg.Snapshotter, StatusPath: statusPath,
 		Open: func(p string) (io.ReadCloser, error) {
-			f, err := preseed.OpenBundle(p)
+			f, err := bundlefile.Open(p)
 			if err != nil {
 				return nil, err
 			}

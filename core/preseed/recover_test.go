@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 	"github.com/appliance-bundler/appliance/tests/preseedtest"
@@ -122,7 +123,7 @@ func TestCancelDuringMetadataPass(t *testing.T) {
 		Open: func(p string) (io.ReadCloser, error) {
 			opened.Add(1)
 			cancel()
-			return preseed.OpenBundle(p)
+			return bundlefile.Open(p)
 		},
 	}
 	defer func() {

@@ -73,7 +73,7 @@ func containerdGone(ctx context.Context, cl *client.Client, bundles []*bundle) e
 	for _, b := range bundles {
 		if b.err != nil {
 			if _, err := cl.Version(ctx); err != nil {
-				return fmt.Errorf("containerd is not answering after %s failed (%v): %w", b.path, b.err, err)
+				return fmt.Errorf("containerd is not answering after %s failed (%v): %w", b.Path, b.err, err)
 			}
 			return nil
 		}
@@ -86,21 +86,21 @@ func containerdGone(ctx context.Context, cl *client.Client, bundles []*bundle) e
 func result(logger *zap.Logger, b *bundle) (status.Bundle, error) {
 	if b.err != nil {
 		if unavailable(b.err) {
-			return status.Bundle{}, fmt.Errorf("containerd went away while importing %s: %w", b.path, b.err)
+			return status.Bundle{}, fmt.Errorf("containerd went away while importing %s: %w", b.Path, b.err)
 		}
 		b.result = status.ResultFailed
 	}
-	bs := status.Bundle{Namespace: b.namespace, File: b.file, Result: b.result, Bytes: b.bytes, Duration: b.duration.Seconds()}
+	bs := status.Bundle{Namespace: b.Namespace, File: b.FileName, Result: b.result, Bytes: b.bytes, Duration: b.duration.Seconds()}
 	if b.meta != nil {
-		for _, im := range b.meta.images {
+		for _, im := range b.meta.Unpacked {
 			is := status.Image{Name: im.Name, Digest: im.Target.Digest.String()}
 			if b.err == nil {
-				is.References = im.names()
+				is.References = im.Names()
 			}
 			bs.Images = append(bs.Images, is)
 		}
 	}
-	log := logger.With(zap.String("namespace", b.namespace), zap.String("file", b.path))
+	log := logger.With(zap.String("namespace", b.Namespace), zap.String("file", b.Path))
 	switch b.result {
 	case status.ResultImported:
 		log.Info("bundle imported", zap.Int("images", len(bs.Images)), zap.Int64("bytes", b.bytes), zap.Duration("duration", b.duration))
@@ -123,14 +123,14 @@ func (c Config) unpinGone(ctx context.Context, cl *client.Client, bundles []*bun
 	unreadable := make(map[string]bool) // namespace/file
 	for _, b := range bundles {
 		if b.meta == nil || b.err != nil {
-			unreadable[b.namespace+"/"+b.file] = true
+			unreadable[b.Namespace+"/"+b.FileName] = true
 		}
 		if b.meta == nil {
 			continue
 		}
-		for _, im := range b.meta.images {
-			for _, n := range im.names() {
-				claimed[b.namespace+"/"+n] = true
+		for _, im := range b.meta.Unpacked {
+			for _, n := range im.Names() {
+				claimed[b.Namespace+"/"+n] = true
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 )
 
@@ -73,7 +74,7 @@ func scanNamespace(dir, namespace string) ([]*bundle, []status.Ignored) {
 			ignored = append(ignored, status.Ignored{Path: path, Reason: notBundleReason()})
 			continue
 		}
-		bundles = append(bundles, &bundle{namespace: namespace, file: f.Name(), path: path, kind: kind})
+		bundles = append(bundles, &bundle{File: bundlefile.File{Namespace: namespace, FileName: f.Name(), Path: path, Compression: kind}})
 	}
 	return bundles, ignored
 }

@@ -40,11 +40,11 @@ type servedName struct {
 func criNames(bundles []*bundle) []servedName {
 	var out []servedName
 	for _, b := range bundles {
-		if b.err != nil || b.meta == nil || b.namespace != CRINamespace {
+		if b.err != nil || b.meta == nil || b.Namespace != CRINamespace {
 			continue
 		}
-		for _, im := range b.meta.images {
-			for _, n := range im.names() {
+		for _, im := range b.meta.Unpacked {
+			for _, n := range im.Names() {
 				out = append(out, servedName{name: n, image: im.Name, b: b})
 			}
 		}
@@ -117,7 +117,7 @@ func failUnserved(missing []servedName, reasons []string, waited time.Duration) 
 	}
 	for _, b := range order {
 		b.err = fmt.Errorf("the CRI does not serve these names of %s after %s, so no pod can start from them: %s",
-			b.path, waited, strings.Join(byBundle[b], "; "))
+			b.Path, waited, strings.Join(byBundle[b], "; "))
 	}
 }
 

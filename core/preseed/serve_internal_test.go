@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 )
 
 // unserved is what the wait for the CRI decides on: each way the CRI's
@@ -40,7 +42,7 @@ func TestUnserved(t *testing.T) {
 // Past the wait, each bundle with names the CRI does not serve fails,
 // naming them; the others are left alone.
 func TestFailUnserved(t *testing.T) {
-	a, b := &bundle{path: "/p/k8s.io/a.tar"}, &bundle{path: "/p/k8s.io/b.tar"}
+	a, b := &bundle{File: bundlefile.File{Path: "/p/k8s.io/a.tar"}}, &bundle{File: bundlefile.File{Path: "/p/k8s.io/b.tar"}}
 	failUnserved([]servedName{{name: "a:1", b: a}, {name: "a@sha256:1", b: a}}, []string{"a:1 (not listed)", "a@sha256:1 (not pinned)"}, DefaultCRIWait)
 	if a.err == nil || !strings.Contains(a.err.Error(), "/p/k8s.io/a.tar") || !strings.Contains(a.err.Error(), "a:1 (not listed); a@sha256:1 (not pinned)") {
 		t.Errorf("bundle a: %v, want an error naming it and both names", a.err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/preseed"
+	"github.com/appliance-bundler/appliance/core/preseed/bundlefile"
 )
 
 // row is one path's numbers.
@@ -180,7 +181,7 @@ func (p preseedPath) run(ctx context.Context, d *daemon, dir string, n int, rebo
 		Root: p.root, Address: d.cfg.Address, Snapshotter: d.cfg.Snapshotter, Concurrency: p.concurrency,
 		StatusPath: filepath.Join(dir, "status-first.json"), Manifest: p.manifest,
 		Open: func(path string) (io.ReadCloser, error) {
-			f, err := preseed.OpenBundle(path)
+			f, err := bundlefile.Open(path)
 			if err != nil {
 				return nil, err
 			}

@@ -108,7 +108,7 @@ func TestImportIntoContainerd(t *testing.T) {
 
 	// client.Import of the unchanged file: a bundle stays importable by
 	// containerd's own importer (core/preseed walks the tar itself instead;
-	// see ingest in core/preseed/bundle.go).
+	// see ingest in core/preseed/ingest.go).
 	f, err := os.Open(pauseTar)
 	if err != nil {
 		t.Fatal(err)
