@@ -1,10 +1,11 @@
-"""appliance_initramfs: the appliance's initramfs with a given init."""
+"""appliance_initramfs: the appliance's initramfs with a given init; appliance_disk: its disk image."""
 
 load("//build/initramfs:defs.bzl", "initramfs")
 load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:defs.bzl", "static_pods")
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
+load(":disk.bzl", "disk_image", "uki")
 load(":node.bzl", "STATIC_POD_DIR")
 
 def appliance_initramfs(
@@ -88,13 +89,37 @@ def appliance_initramfs(
         **kwargs
     )
 
+def appliance_disk(name, initramfs, testonly = False, **kwargs):
+    """The appliance's disk image booting `initramfs`: `<name>_uki` and `<name>`.
+
+    Args:
+      name: the disk image target's name.
+      initramfs: an appliance_initramfs.
+      testonly: whether the targets are testonly.
+      **kwargs: passed to the disk_image (visibility, tags, ...).
+    """
+    uki(
+        name = name + "_uki",
+        kernel = Label("//third_party/linux:vmlinuz"),
+        initramfs = initramfs,
+        testonly = testonly,
+        visibility = ["//visibility:private"],
+    )
+    disk_image(
+        name = name,
+        uki = ":" + name + "_uki",
+        testonly = testonly,
+        **kwargs
+    )
+
 def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **kwargs):
     """An appliance initramfs with its own set of preseed bundles and pods.
 
     Declares `<name>_tree` (a preseed_tree of `bundles`, whose tar and
     manifest are `<name>_tree.tar` and `<name>_tree.json`), `<name>_pods` (`pods`
-    checked against that manifest; output group `pods_json` lists them) and
-    the initramfs `<name>` that carries them. Variants of the appliance (E2E
+    checked against that manifest; output group `pods_json` lists them),
+    the initramfs `<name>` that carries them and its disk image
+    `<name>_disk`. Variants of the appliance (E2E
     trees with extra images) use it instead of repeating those targets.
 
     Args:
@@ -117,6 +142,12 @@ def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **k
         preseed_manifest = ":" + name + "_tree.json",
         preseed_tar = ":" + name + "_tree.tar",
         pods = pods,
+        testonly = testonly,
+        **kwargs
+    )
+    appliance_disk(
+        name = name + "_disk",
+        initramfs = ":" + name,
         testonly = testonly,
         **kwargs
     )

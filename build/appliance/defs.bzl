@@ -4,13 +4,20 @@
   bundle.
 - `appliance_initramfs`: the appliance's initramfs: init, containerd, the
   kubelet, runc, CNI, mkfs.erofs, the preseed tree and the static pods.
-- `appliance_with_bundles`: the preseed tree, static pods and E2E initramfs
-  of a set of bundles, for tests.
+- `appliance_disk`: the appliance's disk image (GPT, ESP with a Unified
+  Kernel Image, system slots) booting an initramfs.
+- `appliance_with_bundles`: the preseed tree, static pods, E2E initramfs and
+  disk image of a set of bundles, for tests.
+- `uki`, `disk_image`: the rules under appliance_disk.
 """
 
-load(":appliance.bzl", _appliance_initramfs = "appliance_initramfs", _appliance_with_bundles = "appliance_with_bundles")
+load(":appliance.bzl", _appliance_disk = "appliance_disk", _appliance_initramfs = "appliance_initramfs", _appliance_with_bundles = "appliance_with_bundles")
+load(":disk.bzl", _disk_image = "disk_image", _uki = "uki")
 load(":preseeded_image.bzl", _preseeded_image = "preseeded_image")
 
+appliance_disk = _appliance_disk
 appliance_initramfs = _appliance_initramfs
 appliance_with_bundles = _appliance_with_bundles
 preseeded_image = _preseeded_image
+disk_image = _disk_image
+uki = _uki

@@ -48,8 +48,7 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	vm, err := launch.Start(ctx, launch.Options{
-		Kernel:    runfile.Path(t, "KERNEL"),
-		Initramfs: runfile.Path(t, "INITRAMFS"),
+		Disk:      runfile.Path(t, "DISK"),
 		SerialLog: filepath.Join(outDir, "serial.log"),
 		Forward:   []int{helloWebPort},
 		Timeout:   8 * time.Minute,

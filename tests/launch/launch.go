@@ -1,5 +1,8 @@
 // Package launch boots the appliance under QEMU for tests and for
-// `bazel run`: kernel and initramfs from the build, TCG or KVM (KVM only where
+// `bazel run`: the disk image from the build, through UEFI firmware (OVMF,
+// pinned by //third_party/uefi) as a machine boots it, over a temporary
+// copy-on-write layer so that the build's image is never written; TCG or
+// KVM (KVM only where
 // a probe boot shows it works), the serial console captured to a file and
 // streamed line by line, guest TCP ports forwarded to free ports on
 // 127.0.0.1, user networking with restrict=on (no route out of the VM), a
@@ -26,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bazelbuild/rules_go/go/runfiles"
+
 	"github.com/appliance-bundler/appliance/core/supervisor"
 )
 
@@ -33,9 +38,12 @@ import (
 type Options struct {
 	// QEMU is the qemu-system-x86_64 binary; default from PATH.
 	QEMU string
-	// Kernel and Initramfs are the appliance's boot files.
-	Kernel, Initramfs string
-	// Append is added to the kernel command line.
+	// Disk is the appliance's disk image (raw). It is booted through the
+	// firmware with QEMU's snapshot mode: writes go to a temporary layer,
+	// never to the file.
+	Disk string
+	// Append is added to the kernel command line: the UKI's stub appends
+	// the SMBIOS string io.systemd.stub.kernel-cmdline-extra to its own.
 	Append string
 	// MemoryMiB and CPUs size the VM (defaults 2048 and 2).
 	MemoryMiB, CPUs int
@@ -45,7 +53,8 @@ type Options struct {
 	// Forward lists guest TCP ports to reach from the host; VM.Ports maps
 	// each to a free port on 127.0.0.1 chosen at start.
 	Forward []int
-	// Disks are raw images attached as virtio-blk devices, in order.
+	// Disks are raw images attached as virtio-blk devices after Disk
+	// (/dev/vdb, ...), in order.
 	Disks []string
 	// SerialLog is the file the serial console (ttyS0: the kernel's lines
 	// and init's log for people) is written to (required). init's log as
@@ -84,17 +93,60 @@ type VM struct {
 // writes its log as JSON lines (core/init's appliance_log_json).
 const jsonPort = "/dev/ttyS1"
 
+// Runfiles paths of the firmware (//third_party/uefi, this library's data).
+const (
+	ovmfCode = "ovmf/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "ovmf/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// firmware is one VM's UEFI firmware: the shared code and its own copy of
+// the variable store, which the firmware writes (boot entries).
+type firmware struct{ code, vars string }
+
+// newFirmware finds the firmware in the runfiles and copies the variable
+// store's template into dir.
+func newFirmware(dir string) (firmware, error) {
+	code, err := runfiles.Rlocation(ovmfCode)
+	if err != nil {
+		return firmware{}, fmt.Errorf("launch: the firmware %s: %w", ovmfCode, err)
+	}
+	tmpl, err := runfiles.Rlocation(ovmfVars)
+	if err != nil {
+		return firmware{}, fmt.Errorf("launch: the firmware %s: %w", ovmfVars, err)
+	}
+	b, err := os.ReadFile(tmpl)
+	if err != nil {
+		return firmware{}, fmt.Errorf("launch: the firmware's variable store: %w", err)
+	}
+	vars := filepath.Join(dir, "OVMF_VARS.fd")
+	if err := os.WriteFile(vars, b, 0o600); err != nil {
+		return firmware{}, fmt.Errorf("launch: failed to copy the firmware's variable store: %w", err)
+	}
+	return firmware{code: code, vars: vars}, nil
+}
+
+// cmdlineExtra is the SMBIOS type 11 string systemd's UEFI stub appends to
+// the UKI's kernel command line (systemd-stub(7)).
+const cmdlineExtra = "io.systemd.stub.kernel-cmdline-extra="
+
 // machineArgs are the QEMU arguments of a headless appliance VM: the
-// machine, its size, the boot files, the serial console on stdio and no
-// reboot (a kernel panic ends QEMU).
-func machineArgs(accel string, memoryMiB, cpus int, kernel, initramfs, cmdline string) []string {
+// machine, its size, the firmware (code read-only, vars the VM's own copy),
+// the disk on a temporary copy-on-write layer as the first virtio disk,
+// kernel arguments for the stub, the serial console on stdio and no reboot
+// (a kernel panic ends QEMU).
+func machineArgs(accel string, memoryMiB, cpus int, fw firmware, disk, cmdline string) []string {
 	args := []string{
 		"-machine", "q35", "-accel", accel,
 		"-m", strconv.Itoa(memoryMiB), "-smp", strconv.Itoa(cpus),
-		"-kernel", kernel, "-initrd", initramfs,
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + cmdline),
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + fw.vars,
+		"-drive", "file=" + disk + ",format=raw,if=virtio,index=0,snapshot=on,cache=unsafe",
 		"-display", "none", "-vga", "none", "-no-reboot",
 		"-serial", "stdio", "-monitor", "none",
+	}
+	if cmdline = strings.TrimSpace(cmdline); cmdline != "" {
+		// QEMU's option syntax: a comma in a value is written twice.
+		args = append(args, "-smbios", "type=11,value="+strings.ReplaceAll(cmdlineExtra+cmdline, ",", ",,"))
 	}
 	if accel == "kvm" {
 		args = append(args, "-cpu", "host")
@@ -134,13 +186,11 @@ func (o *Options) defaults() error {
 		}
 		o.QEMU = p
 	}
-	if o.Kernel == "" || o.Initramfs == "" {
-		return errors.New("launch: Kernel and Initramfs are required")
+	if o.Disk == "" {
+		return errors.New("launch: Disk is required")
 	}
-	for _, f := range []string{o.Kernel, o.Initramfs} {
-		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("launch: boot file: %w", err)
-		}
+	if _, err := os.Stat(o.Disk); err != nil {
+		return fmt.Errorf("launch: disk image: %w", err)
 	}
 	if o.SerialLog == "" {
 		return errors.New("launch: SerialLog is required")
@@ -168,7 +218,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}
 	if o.Accel == "auto" {
 		o.Accel = "tcg"
-		if ProbeKVM(ctx, o.QEMU, o.Kernel, o.Initramfs) {
+		if ProbeKVM(ctx, o.QEMU, o.Disk) {
 			o.Accel = "kvm"
 		}
 	}
@@ -181,6 +231,11 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}
 	vm := &VM{Ports: make(map[int]int), Accel: o.Accel, qmpPath: filepath.Join(dir, "qmp.sock"), dir: dir,
 		exited: make(chan struct{}), changed: make(chan struct{})}
+	fw, err := newFirmware(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 
 	hosts, releasePorts, err := holdPorts(len(o.Forward))
 	if err != nil {
@@ -201,13 +256,13 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("failed to listen for the JSON log: %w", err)
 	}
-	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, o.Kernel, o.Initramfs, "appliance_log_json="+jsonPort+" "+o.Append),
+	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, fw, o.Disk, "appliance_log_json="+jsonPort+" "+o.Append),
 		"-chardev", "socket,id=jsonlog,path="+jsonSock, "-serial", "chardev:jsonlog",
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
 	)
 	for i, d := range o.Disks {
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d,cache=unsafe", d, i))
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d,cache=unsafe", d, i+1))
 	}
 
 	serial, err := os.Create(o.SerialLog)
@@ -423,12 +478,12 @@ func (vm *VM) Lines() []string {
 // probeTimeout bounds the KVM probe boot.
 const probeTimeout = 20 * time.Second
 
-// ProbeKVM tells whether KVM boots this kernel: it boots it under KVM with
+// ProbeKVM tells whether KVM boots this disk: it boots it under KVM with
 // no init (rdinit pointing nowhere) and watches the console: the kernel's
 // panic for the missing init means KVM works; "KVM internal error" (what
 // nested KVM here shows at once, while QEMU then hangs) or an early exit
 // means it does not. The existence of /dev/kvm alone proves nothing.
-func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
+func ProbeKVM(ctx context.Context, qemu, disk string) bool {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return false
@@ -436,7 +491,16 @@ func ProbeKVM(ctx context.Context, qemu, kernel, initramfs string) bool {
 	f.Close()
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	args := append(machineArgs("kvm", 512, 1, kernel, initramfs, "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
+	dir, err := os.MkdirTemp("", "launch-probe")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(dir)
+	fw, err := newFirmware(dir)
+	if err != nil {
+		return false
+	}
+	args := append(machineArgs("kvm", 512, 1, fw, disk, "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	supervisor.Isolate(cmd, syscall.SIGKILL)
 	out, err := cmd.StdoutPipe()

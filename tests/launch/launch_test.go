@@ -1,9 +1,15 @@
 package launch
 
 import (
+	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/bazelbuild/rules_go/go/runfiles"
 )
 
 // TestHoldPortsGivesDistinctPortsHeldUntilRelease picks many ports at once,
@@ -47,5 +53,49 @@ func TestHoldPortsGivesDistinctPortsHeldUntilRelease(t *testing.T) {
 			continue
 		}
 		l.Close()
+	}
+}
+
+// The firmware is in the runfiles at the paths launch.go names, and each VM
+// gets its own writable copy of the variable store, equal to the template.
+func TestFirmwareFromRunfiles(t *testing.T) {
+	dir := t.TempDir()
+	fw, err := newFirmware(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.Stat(fw.code)
+	if err != nil || code.Size() == 0 {
+		t.Fatalf("firmware code %s: %v", fw.code, err)
+	}
+	tmpl, err := runfiles.Rlocation(ovmfVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(fw.vars)
+	if err != nil || !bytes.Equal(got, want) || filepath.Dir(fw.vars) != dir {
+		t.Fatalf("variable store %s: not a copy of %s in %s (%v)", fw.vars, tmpl, dir, err)
+	}
+}
+
+// Kernel arguments reach the UKI's stub as one SMBIOS string, commas
+// doubled as QEMU's option syntax wants; none, no SMBIOS option.
+func TestMachineArgsCmdline(t *testing.T) {
+	fw := firmware{code: "code.fd", vars: "vars.fd"}
+	args := strings.Join(machineArgs("tcg", 512, 1, fw, "disk.raw", "a=1 b=x,y"), " ")
+	if want := "-smbios type=11,value=io.systemd.stub.kernel-cmdline-extra=a=1 b=x,,y"; !strings.Contains(args, want) {
+		t.Errorf("args %q lack %q", args, want)
+	}
+	for _, want := range []string{"file=disk.raw,format=raw,if=virtio,index=0,snapshot=on", "readonly=on,file=code.fd", "unit=1,file=vars.fd"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args %q lack %q", args, want)
+		}
+	}
+	if args := strings.Join(machineArgs("tcg", 512, 1, fw, "disk.raw", " "), " "); strings.Contains(args, "-smbios") {
+		t.Errorf("no kernel arguments, yet %q", args)
 	}
 }

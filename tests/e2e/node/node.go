@@ -43,7 +43,8 @@ type Node struct {
 
 // Extra are boot options some tests need.
 type Extra struct {
-	// Disks are raw images attached as virtio-blk (/dev/vda, ...).
+	// Disks are raw images attached as virtio-blk after the appliance's
+	// disk (/dev/vdb, ...).
 	Disks []string
 	// Append is added to the kernel command line.
 	Append string
@@ -56,8 +57,8 @@ type Extra struct {
 // kubeletOff turns the E2E variant's kubelet off (core/init/variant_e2e.go).
 const kubeletOff = "appliance.e2e.kubelet=off"
 
-// Boot starts the VM of the kernel in $KERNEL and the initramfs in
-// $INITRAMFS (runfiles paths), with the serial log in the test's undeclared
+// Boot starts the VM of the disk image in $DISK (a runfiles path), booted
+// through the firmware, with the serial log in the test's undeclared
 // outputs, and stops it when the test ends.
 func Boot(ctx context.Context, t *testing.T) *Node {
 	t.Helper()
@@ -72,8 +73,7 @@ func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 		out = t.TempDir()
 	}
 	vm, err := launch.Start(ctx, launch.Options{
-		Kernel:    runfile.Path(t, "KERNEL"),
-		Initramfs: runfile.Path(t, "INITRAMFS"),
+		Disk:      runfile.Path(t, "DISK"),
 		Forward:   []int{criPort, statusPort, HelloWebPort},
 		Disks:     extra.Disks,
 		Append:    appendArgs(extra),

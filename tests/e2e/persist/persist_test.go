@@ -26,7 +26,7 @@ import (
 // QEMU start to preseed Done; it powers the node off cleanly.
 func boot(ctx context.Context, t *testing.T, disk string, runHello bool) (*status.Status, time.Duration) {
 	t.Helper()
-	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: "appliance.state_disk=/dev/vda"})
+	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: "appliance.state_disk=/dev/vdb"})
 	st := n.PreseedStatus(ctx)
 	done := n.Since()
 	t.Logf("preseed done %s after QEMU start: imported %d, skipped %d, failed %d, preseed took %.3f s",

@@ -37,7 +37,7 @@ const (
 	// preseedLogger names preseed's log lines (and prefixes its children's).
 	preseedLogger = "supervisor.root.containerd.preseed"
 	// stateDisk is the kernel argument that puts containerd's state on the disk.
-	stateDisk = "appliance.state_disk=/dev/vda"
+	stateDisk = "appliance.state_disk=/dev/vdb"
 	// writeback makes the first boot's kernel write dirty pages back after
 	// 2 s instead of 30 s, so that what the guest wrote up to about 3 s
 	// before the power cut is on the disk: a partial layer, not only an

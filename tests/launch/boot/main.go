@@ -1,5 +1,7 @@
-// Command boot boots the appliance in QEMU with its serial console on the
-// terminal: `bazel run //images/appliance:boot`. TCG by default; KVM only
+// Command boot boots the appliance's disk image in QEMU, through UEFI
+// firmware, with its serial console on the terminal: `bazel run
+// //images/appliance:boot`. The image is never written (a temporary
+// copy-on-write layer takes the writes). TCG by default; KVM only
 // when a probe boot shows it works (or -accel=kvm). Ctrl-C powers the
 // appliance off through its ACPI power button, a second Ctrl-C kills QEMU.
 // Guest ports named by -forward (default hello-web's 8080) are forwarded to
@@ -24,8 +26,7 @@ import (
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "kernel (rlocation path)")
-	initramfs := flag.String("initramfs", "", "initramfs (rlocation path)")
+	disk := flag.String("disk", "", "the appliance's disk image (rlocation path)")
 	accel := flag.String("accel", "auto", "tcg, kvm or auto")
 	memory := flag.Int("memory", 2048, "memory in MiB")
 	cpus := flag.Int("cpus", 2, "virtual CPUs")
@@ -37,7 +38,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "boot: -forward:", err)
 		os.Exit(2)
 	}
-	if err := run(*kernel, *initramfs, *accel, *memory, *cpus, *serial, ports); err != nil {
+	if err := run(*disk, *accel, *memory, *cpus, *serial, ports); err != nil {
 		fmt.Fprintln(os.Stderr, "boot:", err)
 		os.Exit(1)
 	}
@@ -59,13 +60,10 @@ func parsePorts(list string) ([]int, error) {
 	return ports, nil
 }
 
-func run(kernel, initramfs, accel string, memory, cpus int, serial string, forward []int) error {
+func run(disk, accel string, memory, cpus int, serial string, forward []int) error {
 	var err error
-	if kernel, err = runfiles.Rlocation(kernel); err != nil {
-		return fmt.Errorf("kernel: %w", err)
-	}
-	if initramfs, err = runfiles.Rlocation(initramfs); err != nil {
-		return fmt.Errorf("initramfs: %w", err)
+	if disk, err = runfiles.Rlocation(disk); err != nil {
+		return fmt.Errorf("disk: %w", err)
 	}
 	if serial == "" {
 		dir, err := os.MkdirTemp("", "appliance-boot")
@@ -77,7 +75,7 @@ func run(kernel, initramfs, accel string, memory, cpus int, serial string, forwa
 	}
 	ctx := context.Background()
 	vm, err := launch.Start(ctx, launch.Options{
-		Kernel: kernel, Initramfs: initramfs, Accel: accel,
+		Disk: disk, Accel: accel,
 		MemoryMiB: memory, CPUs: cpus, SerialLog: serial, Console: os.Stdout,
 		Forward: forward, Timeout: 24 * time.Hour,
 	})

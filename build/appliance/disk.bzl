@@ -1,0 +1,101 @@
+"""uki and disk_image: the appliance's Unified Kernel Image and its GPT disk image."""
+
+# The kernel command line every appliance boots with: the console on the
+# first serial port, and a panic ends the machine rather than hanging it.
+BASE_CMDLINE = "console=ttyS0 panic=-1"
+
+# FAT's epoch (1980-01-01): every time stamp of the ESP.
+_SOURCE_DATE_EPOCH = "315532800"
+
+def _uki_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".efi")
+    osrel = ctx.actions.declare_file(ctx.label.name + ".os-release")
+    ctx.actions.write(osrel, "".join(['{}="{}"\n'.format(k, v) for k, v in sorted(ctx.attr.os_release.items())]))
+    args = ctx.actions.args()
+    args.add("-stub", ctx.file.stub)
+    args.add("-kernel", ctx.file.kernel)
+    args.add("-initrd", ctx.file.initramfs)
+    args.add("-osrel", osrel)
+    args.add("-cmdline", " ".join([BASE_CMDLINE] + ctx.attr.cmdline))
+    args.add("-out", out)
+    ctx.actions.run(
+        executable = ctx.executable._mkuki,
+        arguments = [args],
+        inputs = [ctx.file.stub, ctx.file.kernel, ctx.file.initramfs, osrel],
+        outputs = [out],
+        mnemonic = "Uki",
+        progress_message = "Assembling the UKI %{label}",
+    )
+    return [DefaultInfo(files = depset([out]))]
+
+uki = rule(
+    implementation = _uki_impl,
+    doc = """A Unified Kernel Image (`<name>.efi`): systemd's UEFI stub with the
+kernel, the initramfs, the kernel command line and an os-release as PE
+sections (build/appliance/uki). The firmware boots it without a boot loader.""",
+    attrs = {
+        "cmdline": attr.string_list(doc = "Kernel arguments after the base ones (console, panic)."),
+        "initramfs": attr.label(allow_single_file = True, mandatory = True, doc = "The initramfs (cpio, compressed or not)."),
+        "kernel": attr.label(allow_single_file = True, mandatory = True, doc = "The kernel: an EFI-stub bzImage."),
+        "os_release": attr.string_dict(
+            default = {"ID": "appliance", "NAME": "Appliance"},
+            doc = "os-release fields of the .osrel section.",
+        ),
+        "stub": attr.label(
+            allow_single_file = True,
+            default = Label("//third_party/uefi:linux_efi_stub"),
+            doc = "The UEFI stub: systemd's linuxx64.efi.stub, pinned.",
+        ),
+        "_mkuki": attr.label(
+            default = Label("//build/appliance/cmd/mkuki"),
+            executable = True,
+            cfg = "exec",
+        ),
+    },
+)
+
+def _disk_image_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".raw")
+    layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
+    args = ctx.actions.args()
+    args.add("-uki", ctx.file.uki)
+    args.add("-out", out)
+    args.add("-layout", layout)
+    inputs = [ctx.file.uki]
+    if ctx.attr.system_size_mib:
+        args.add("-system-size", ctx.attr.system_size_mib * 1024 * 1024)
+    if ctx.attr.esp_size_mib:
+        args.add("-esp-size", ctx.attr.esp_size_mib * 1024 * 1024)
+    ctx.actions.run(
+        executable = ctx.executable._mkdisk,
+        arguments = [args],
+        inputs = inputs,
+        outputs = [out, layout],
+        env = {"SOURCE_DATE_EPOCH": _SOURCE_DATE_EPOCH},
+        mnemonic = "DiskImage",
+        progress_message = "Writing the disk image %{label}",
+    )
+    return [
+        DefaultInfo(files = depset([out])),
+        OutputGroupInfo(layout = depset([layout])),
+    ]
+
+disk_image = rule(
+    implementation = _disk_image_impl,
+    doc = """The appliance's disk image (`<name>.raw`), in core/disklayout's layout:
+a GPT with the EFI system partition holding `uki` at /EFI/BOOT/BOOTX64.EFI
+and the two system slots. Output group `layout`: `<name>.layout.json`, the
+partitions with their GUIDs, offsets and sizes. The same inputs give the
+same bytes: GUIDs derive from the contents, FAT time stamps are FAT's epoch
+and its volume serial 0.""",
+    attrs = {
+        "esp_size_mib": attr.int(doc = "The ESP's size in MiB; 0 fits two UKIs (for A/B) with room to spare."),
+        "system_size_mib": attr.int(default = 64, doc = "Each system slot's size in MiB."),
+        "uki": attr.label(allow_single_file = [".efi"], mandatory = True, doc = "The Unified Kernel Image (a `uki`)."),
+        "_mkdisk": attr.label(
+            default = Label("//build/appliance/cmd/mkdisk"),
+            executable = True,
+            cfg = "exec",
+        ),
+    },
+)
