@@ -5,7 +5,7 @@ load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:defs.bzl", "static_pods")
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
-load(":disk.bzl", "disk_image", "uki")
+load(":disk.bzl", "disk_image", "system_image", "uki")
 load(":node.bzl", "STATIC_POD_DIR")
 
 def appliance_initramfs(
@@ -89,25 +89,42 @@ def appliance_initramfs(
         **kwargs
     )
 
-def appliance_disk(name, initramfs, testonly = False, **kwargs):
+def appliance_disk(name, initramfs, system_tree = None, testonly = False, **kwargs):
     """The appliance's disk image booting `initramfs`: `<name>_uki` and `<name>`.
+
+    With `system_tree`, also `<name>_system`, the system image of that
+    tree, which slot A holds and whose root hash the UKI's command line
+    carries.
 
     Args:
       name: the disk image target's name.
       initramfs: an appliance_initramfs.
+      system_tree: the root tree for the system image: an
+        appliance_initramfs with format = "tar".
       testonly: whether the targets are testonly.
       **kwargs: passed to the disk_image (visibility, tags, ...).
     """
+    system = None
+    if system_tree:
+        system = ":" + name + "_system"
+        system_image(
+            name = name + "_system",
+            tree = system_tree,
+            testonly = testonly,
+            visibility = kwargs.get("visibility"),
+        )
     uki(
         name = name + "_uki",
         kernel = Label("//third_party/linux:vmlinuz"),
         initramfs = initramfs,
+        system = system,
         testonly = testonly,
         visibility = ["//visibility:private"],
     )
     disk_image(
         name = name,
         uki = ":" + name + "_uki",
+        system = system,
         testonly = testonly,
         **kwargs
     )

@@ -8,11 +8,11 @@
   Kernel Image, system slots) booting an initramfs.
 - `appliance_with_bundles`: the preseed tree, static pods, E2E initramfs and
   disk image of a set of bundles, for tests.
-- `uki`, `disk_image`: the rules under appliance_disk.
+- `system_image`, `uki`, `disk_image`: the rules under appliance_disk.
 """
 
 load(":appliance.bzl", _appliance_disk = "appliance_disk", _appliance_initramfs = "appliance_initramfs", _appliance_with_bundles = "appliance_with_bundles")
-load(":disk.bzl", _disk_image = "disk_image", _uki = "uki")
+load(":disk.bzl", _SystemImageInfo = "SystemImageInfo", _disk_image = "disk_image", _system_image = "system_image", _uki = "uki")
 load(":preseeded_image.bzl", _preseeded_image = "preseeded_image")
 
 appliance_disk = _appliance_disk
@@ -20,4 +20,6 @@ appliance_initramfs = _appliance_initramfs
 appliance_with_bundles = _appliance_with_bundles
 preseeded_image = _preseeded_image
 disk_image = _disk_image
+system_image = _system_image
+SystemImageInfo = _SystemImageInfo
 uki = _uki

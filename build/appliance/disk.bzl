@@ -1,4 +1,14 @@
-"""uki and disk_image: the appliance's Unified Kernel Image and its GPT disk image."""
+"""system_image, uki and disk_image: the appliance's system image, its Unified Kernel Image and its GPT disk image."""
+
+load("//third_party/erofs-utils:mkfs_erofs.bzl", "mkfs_erofs_args", "mkfs_erofs_attrs")
+
+SystemImageInfo = provider(
+    doc = "A system image (core/systemimage): the image and its info.",
+    fields = {
+        "image": "File: the EROFS image with its dm-verity hash tree appended.",
+        "info": "File: its root hash, hash offset and size (JSON).",
+    },
+)
 
 # The kernel command line every appliance boots with: the console on the
 # first serial port, and a panic ends the machine rather than hanging it.
@@ -6,6 +16,48 @@ BASE_CMDLINE = "console=ttyS0 panic=-1"
 
 # FAT's epoch (1980-01-01): every time stamp of the ESP.
 _SOURCE_DATE_EPOCH = "315532800"
+
+def _system_image_impl(ctx):
+    image = ctx.actions.declare_file(ctx.label.name + ".img")
+    info = ctx.actions.declare_file(ctx.label.name + ".json")
+    args = ctx.actions.args()
+    args.add("-tree", ctx.file.tree)
+    args.add("-out", image)
+    args.add("-info", info)
+    tools = mkfs_erofs_args(ctx, args)
+
+    # mkfs_erofs_args names its flags as bundletool does (--mkfs_erofs);
+    # Go's flag package takes both one and two dashes.
+    ctx.actions.run(
+        executable = ctx.executable._mksystem,
+        arguments = [args],
+        inputs = [ctx.file.tree],
+        tools = tools,
+        outputs = [image, info],
+        mnemonic = "SystemImage",
+        progress_message = "Writing the system image %{label}",
+    )
+    return [
+        DefaultInfo(files = depset([image])),
+        OutputGroupInfo(info = depset([info])),
+        SystemImageInfo(image = image, info = info),
+    ]
+
+system_image = rule(
+    implementation = _system_image_impl,
+    doc = """The appliance's system image (`<name>.img`, core/systemimage): the
+root tree as an EROFS image, made by the pinned mkfs.erofs, with its
+dm-verity hash tree appended; output group `info`: `<name>.json`, its root
+hash, hash offset and size. The same tree gives the same bytes.""",
+    attrs = {
+        "tree": attr.label(allow_single_file = [".tar"], mandatory = True, doc = "The root tree: an initramfs with format = \"tar\"."),
+        "_mksystem": attr.label(
+            default = Label("//build/appliance/cmd/mksystem"),
+            executable = True,
+            cfg = "exec",
+        ),
+    } | mkfs_erofs_attrs(),
+)
 
 def _uki_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name + ".efi")
@@ -18,10 +70,15 @@ def _uki_impl(ctx):
     args.add("-osrel", osrel)
     args.add("-cmdline", " ".join([BASE_CMDLINE] + ctx.attr.cmdline))
     args.add("-out", out)
+    inputs = [ctx.file.stub, ctx.file.kernel, ctx.file.initramfs, osrel]
+    if ctx.attr.system:
+        info = ctx.attr.system[SystemImageInfo].info
+        args.add("-system-info", info)
+        inputs.append(info)
     ctx.actions.run(
         executable = ctx.executable._mkuki,
         arguments = [args],
-        inputs = [ctx.file.stub, ctx.file.kernel, ctx.file.initramfs, osrel],
+        inputs = inputs,
         outputs = [out],
         mnemonic = "Uki",
         progress_message = "Assembling the UKI %{label}",
@@ -46,6 +103,10 @@ sections (build/appliance/uki). The firmware boots it without a boot loader.""",
             default = Label("//third_party/uefi:linux_efi_stub"),
             doc = "The UEFI stub: systemd's linuxx64.efi.stub, pinned.",
         ),
+        "system": attr.label(
+            providers = [SystemImageInfo],
+            doc = "A system_image whose root hash and hash offset end the command line (core/systemimage).",
+        ),
         "_mkuki": attr.label(
             default = Label("//build/appliance/cmd/mkuki"),
             executable = True,
@@ -62,8 +123,16 @@ def _disk_image_impl(ctx):
     args.add("-out", out)
     args.add("-layout", layout)
     inputs = [ctx.file.uki]
-    if ctx.attr.system_size_mib:
-        args.add("-system-size", ctx.attr.system_size_mib * 1024 * 1024)
+    if ctx.attr.system:
+        system = ctx.attr.system[SystemImageInfo]
+        args.add("-system", system.image)
+        args.add("-system-info", system.info)
+        inputs.extend([system.image, system.info])
+    system_size_mib = ctx.attr.system_size_mib
+    if not system_size_mib and not ctx.attr.system:
+        system_size_mib = 64
+    if system_size_mib:
+        args.add("-system-size", system_size_mib * 1024 * 1024)
     if ctx.attr.esp_size_mib:
         args.add("-esp-size", ctx.attr.esp_size_mib * 1024 * 1024)
     ctx.actions.run(
@@ -84,13 +153,17 @@ disk_image = rule(
     implementation = _disk_image_impl,
     doc = """The appliance's disk image (`<name>.raw`), in core/disklayout's layout:
 a GPT with the EFI system partition holding `uki` at /EFI/BOOT/BOOTX64.EFI
-and the two system slots. Output group `layout`: `<name>.layout.json`, the
+and the two system slots, slot A holding `system`. Output group `layout`: `<name>.layout.json`, the
 partitions with their GUIDs, offsets and sizes. The same inputs give the
 same bytes: GUIDs derive from the contents, FAT time stamps are FAT's epoch
 and its volume serial 0.""",
     attrs = {
         "esp_size_mib": attr.int(doc = "The ESP's size in MiB; 0 fits two UKIs (for A/B) with room to spare."),
-        "system_size_mib": attr.int(default = 64, doc = "Each system slot's size in MiB."),
+        "system": attr.label(
+            providers = [SystemImageInfo],
+            doc = "The system_image for slot A, whose partition GUID its root hash gives; the uki's `system` must be the same.",
+        ),
+        "system_size_mib": attr.int(doc = "Each system slot's size in MiB; 0 gives `system`'s size and a quarter more, for the next release to grow in (64 MiB without a system)."),
         "uki": attr.label(allow_single_file = [".efi"], mandatory = True, doc = "The Unified Kernel Image (a `uki`)."),
         "_mkdisk": attr.label(
             default = Label("//build/appliance/cmd/mkdisk"),

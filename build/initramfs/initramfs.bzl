@@ -30,10 +30,15 @@ def _initramfs_impl(ctx):
         "symlinks": ctx.attr.symlinks,
         "tars": [f.path for f in ctx.files.tars],
     }))
-    out = ctx.actions.declare_file(ctx.label.name + _SUFFIX[ctx.attr.compression])
+    if ctx.attr.format == "tar":
+        if ctx.attr.compression != "none":
+            fail("initramfs %s: a tar is written uncompressed (compression = \"none\")" % ctx.label)
+        out = ctx.actions.declare_file(ctx.label.name + ".tar")
+    else:
+        out = ctx.actions.declare_file(ctx.label.name + _SUFFIX[ctx.attr.compression])
     ctx.actions.run(
         executable = ctx.executable._mkinitramfs,
-        arguments = ["-spec", spec.path, "-out", out.path, "-compression", ctx.attr.compression],
+        arguments = ["-spec", spec.path, "-out", out.path, "-compression", ctx.attr.compression, "-format", ctx.attr.format],
         inputs = inputs + ctx.files.tars + [spec],
         outputs = [out],
         mnemonic = "Initramfs",
@@ -55,6 +60,11 @@ an error naming both.""",
             values = ["zstd", "gzip", "none"],
         ),
         "dirs": attr.string_list(doc = "Empty directories to create (mode 0755)."),
+        "format": attr.string(
+            doc = "cpio (an initramfs) or tar (the same tree, for the system image's mksystem).",
+            default = "cpio",
+            values = ["cpio", "tar"],
+        ),
         "executables": attr.label_keyed_string_dict(
             doc = "Single-file targets to place at the given absolute paths, mode 0755.",
             allow_files = True,

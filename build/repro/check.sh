@@ -2,7 +2,7 @@
 # Reproducibility check: builds the release archive and its inputs (kernel,
 # both initramfs variants, and the preseed tree they hold: slim bundles and
 # the EROFS layer cache with its dm-verity trees) and the disk image with
-# its Unified Kernel Image in the normal output base
+# its system image and Unified Kernel Image in the normal output base
 # and again in a fresh output base with no disk cache, so every action of
 # this module and every Go link runs again (compiled Go packages of other
 # repositories excepted: see below), and compares the outputs byte for
@@ -16,6 +16,7 @@ targets=(
   //images/appliance:kernel
   //images/appliance:initramfs
   //images/appliance:initramfs_e2e
+  //images/appliance:disk_system
   //images/appliance:disk_uki
   //images/appliance:disk
   //images/release

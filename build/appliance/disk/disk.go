@@ -23,6 +23,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/appliance-bundler/appliance/core/disklayout"
+	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
 // MinESPSize is the smallest ESP written: FAT32 needs 65525 clusters (of
@@ -39,7 +40,8 @@ type Spec struct {
 	// SystemRootHash is System's dm-verity root hash, recorded in the
 	// layout.
 	SystemRootHash string
-	// SystemSize is the size of each system slot; zero fits System.
+	// SystemSize is the size of each system slot; zero gives System's size
+	// and a quarter more.
 	SystemSize int64
 	// ESPSize is the ESP's size; zero fits two UKIs of this size (A and B)
 	// with room to spare.
@@ -115,7 +117,9 @@ func plan(spec Spec) (*disklayout.Layout, error) {
 			return nil, fmt.Errorf("the system image: %w", err)
 		}
 		if systemSize == 0 {
-			systemSize = disklayout.Align(fi.Size())
+			// A quarter more: slot B takes the next release, which may
+			// be larger.
+			systemSize = disklayout.Align(fi.Size() + fi.Size()/4)
 		}
 		if fi.Size() > systemSize {
 			return nil, fmt.Errorf("the system image %s is %d bytes, more than its slot's %d", spec.System, fi.Size(), systemSize)
@@ -126,16 +130,24 @@ func plan(spec Spec) (*disklayout.Layout, error) {
 	}
 	l := &disklayout.Layout{DiskGUID: disklayout.GUID(spec.Seed, "disk"), SystemRootHash: spec.SystemRootHash}
 	offset := int64(disklayout.Alignment) // the protective MBR and the primary GPT
+	// Slot A holding a system is named by its root hash, so that the
+	// system's UKI finds it (core/systemimage); an empty slot by the seed.
+	systemA := disklayout.GUID(spec.Seed, disklayout.SystemA)
+	if spec.SystemRootHash != "" {
+		if systemA, err = systemimage.PartitionGUID(spec.SystemRootHash); err != nil {
+			return nil, fmt.Errorf("the system image %s: %w", spec.System, err)
+		}
+	}
 	for _, p := range []struct {
-		name, typ string
-		size      int64
+		name, typ, guid string
+		size            int64
 	}{
-		{disklayout.ESP, disklayout.TypeESP, espSize},
-		{disklayout.SystemA, disklayout.TypeSystem, systemSize},
-		{disklayout.SystemB, disklayout.TypeSystem, systemSize},
+		{disklayout.ESP, disklayout.TypeESP, disklayout.GUID(spec.Seed, disklayout.ESP), espSize},
+		{disklayout.SystemA, disklayout.TypeSystem, systemA, systemSize},
+		{disklayout.SystemB, disklayout.TypeSystem, disklayout.GUID(spec.Seed, disklayout.SystemB), systemSize},
 	} {
 		l.Partitions = append(l.Partitions, disklayout.Partition{
-			Name: p.name, Type: p.typ, GUID: disklayout.GUID(spec.Seed, p.name), Offset: offset, Size: p.size,
+			Name: p.name, Type: p.typ, GUID: p.guid, Offset: offset, Size: p.size,
 		})
 		offset += p.size
 	}

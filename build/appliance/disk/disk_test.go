@@ -34,15 +34,22 @@ func writeFile(t *testing.T, name string, b []byte) string {
 	return p
 }
 
+// rootHash is a system's root hash; slot A's GUID is its first half.
+const (
+	rootHash  = "0123456789abcdef0123456789abcdeffedcba9876543210fedcba9876543210"
+	slotAGUID = "01234567-89ab-cdef-0123-456789abcdef"
+)
+
 // The image holds the layout it reports: the GPT's disk GUID and
-// partitions, the UKI at the boot path of the ESP, the system in slot A,
-// slot B empty; the same inputs give the same bytes.
+// partitions (slot A named by the system's root hash), the UKI at the boot
+// path of the ESP, the system in slot A, slot B empty; the same inputs give
+// the same bytes.
 func TestWrite(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "315532800")
 	uki, system := pattern(3<<20+7, 0x5a), pattern(1<<20+512, 0xa5)
 	spec := disk.Spec{
 		UKI: writeFile(t, "uki.efi", uki), System: writeFile(t, "system.img", system),
-		SystemRootHash: "root", SystemSize: 4 << 20, Seed: "root",
+		SystemRootHash: rootHash, SystemSize: 4 << 20, Seed: rootHash,
 	}
 	out := filepath.Join(t.TempDir(), "disk.raw")
 	layout, err := disk.Write(spec, out)
@@ -74,7 +81,7 @@ func TestWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	table := pt.(*gpt.Table)
-	if !strings.EqualFold(table.GUID, layout.DiskGUID) || layout.DiskGUID != disklayout.GUID("root", "disk") {
+	if !strings.EqualFold(table.GUID, layout.DiskGUID) || layout.DiskGUID != disklayout.GUID(rootHash, "disk") {
 		t.Errorf("disk GUID %s, layout %s", table.GUID, layout.DiskGUID)
 	}
 	names := []string{disklayout.ESP, disklayout.SystemA, disklayout.SystemB}
@@ -87,6 +94,10 @@ func TestWrite(t *testing.T) {
 			int64(p.Start)*disklayout.SectorSize != l.Offset || int64(p.Size) != l.Size || l.Offset%disklayout.Alignment != 0 {
 			t.Errorf("partition %d: %s %s %s at sector %d, %d bytes; layout %+v", i+1, p.Name, p.Type, p.GUID, p.Start, p.Size, l)
 		}
+	}
+
+	if layout.Partitions[1].GUID != slotAGUID {
+		t.Errorf("slot A's GUID is %s, want %s (the root hash's first half)", layout.Partitions[1].GUID, slotAGUID)
 	}
 
 	fs, err := d.GetFilesystem(1)

@@ -24,11 +24,11 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	erofsconv "github.com/containerd/containerd/v2/core/images/converter/erofs"
 	"github.com/containerd/containerd/v2/plugins/content/local"
-	"github.com/containerd/go-dmverity/pkg/verity"
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	buildverity "github.com/appliance-bundler/appliance/build/verity"
 	"github.com/appliance-bundler/appliance/core/erofscache"
 	"github.com/appliance-bundler/appliance/core/node"
 )
@@ -126,41 +126,14 @@ func verityUUID(diffID digest.Digest) uuid.UUID {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("dm-verity:blobs/"+diffID))
 }
 
-// appendVerity appends a dm-verity superblock and hash tree to the EROFS
-// image at blob, laid out as containerd's dmverity.FormatLayer does (the
-// superblock at the image size rounded up to a block, the tree after it),
-// and returns the sidecar and the blob's new size.
+// appendVerity appends the blob's dm-verity superblock and hash tree
+// (build/verity) and returns its sidecar and new size.
 func appendVerity(blob string, diffID digest.Digest) (erofscache.Sidecar, int64, error) {
-	fi, err := os.Stat(blob)
+	tree, err := buildverity.Append(blob, erofscache.VerityBlockSize, verityUUID(diffID))
 	if err != nil {
-		return erofscache.Sidecar{}, 0, fmt.Errorf("failed to stat EROFS image: %w", err)
+		return erofscache.Sidecar{}, 0, fmt.Errorf("EROFS image %s: %w", blob, err)
 	}
-	const bs = erofscache.VerityBlockSize
-	blocks := (fi.Size() + bs - 1) / bs
-	if blocks == 0 {
-		return erofscache.Sidecar{}, 0, errors.New("EROFS image is empty")
-	}
-	p := verity.DefaultParams()
-	p.DataBlockSize, p.HashBlockSize = bs, bs
-	p.DataBlocks = uint64(blocks)
-	p.HashAreaOffset = uint64(blocks * bs)
-	// containerd's default salt: 32 zero bytes.
-	p.Salt, p.SaltSize = make([]byte, 32), 32
-	p.UUID = verityUUID(diffID)
-	tree, err := verity.GetHashTreeSize(&p)
-	if err != nil {
-		return erofscache.Sidecar{}, 0, fmt.Errorf("failed to size the hash tree: %w", err)
-	}
-	size := int64(p.HashAreaOffset) + (verity.SuperblockSize+bs-1)/bs*bs + int64(tree)
-	if err := os.Truncate(blob, size); err != nil {
-		return erofscache.Sidecar{}, 0, fmt.Errorf("failed to grow the image for its hash tree: %w", err)
-	}
-	hashOffset := p.HashAreaOffset
-	root, err := verity.Create(&p, blob, blob)
-	if err != nil {
-		return erofscache.Sidecar{}, 0, fmt.Errorf("failed to build the dm-verity hash tree: %w", err)
-	}
-	return erofscache.Sidecar{RootHash: fmt.Sprintf("%x", root), HashOffset: hashOffset}, size, nil
+	return erofscache.Sidecar{RootHash: tree.RootHash, HashOffset: tree.HashOffset}, tree.Size, nil
 }
 
 // place moves the blob to dst and writes its sidecar next to it, each

@@ -5,14 +5,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/appliance-bundler/appliance/build/erofsmkfs/mkfstest"
 	"github.com/appliance-bundler/appliance/core/erofscache"
-	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // TestMain puts the pinned mkfs.erofs (//third_party/erofs-utils, given by
@@ -23,7 +22,7 @@ func TestMain(m *testing.M) {
 }
 
 func runPinned(m *testing.M) int {
-	mkfs, err := pinnedMkfs()
+	mkfs, err := mkfstest.Pinned()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "erofs tests:", err)
 		return 1
@@ -43,34 +42,6 @@ func runPinned(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// pinnedMkfs is the tool from MKFS_EROFS, MKFS_LOADER and MKFS_LIBS.
-func pinnedMkfs() (Mkfs, error) {
-	var m Mkfs
-	var err error
-	if m.Binary, err = runfile.Lookup("MKFS_EROFS"); err != nil {
-		return m, err
-	}
-	if m.Loader, err = runfile.Lookup("MKFS_LOADER"); err != nil {
-		return m, err
-	}
-	var libs []string
-	for _, l := range strings.Fields(os.Getenv("MKFS_LIBS")) {
-		soname, loc, _ := strings.Cut(l, "=")
-		env := "MKFS_LIB_" + soname
-		os.Setenv(env, loc)
-		p, err := runfile.Lookup(env)
-		if err != nil {
-			return m, err
-		}
-		libs = append(libs, soname+"="+p)
-	}
-	m.Libraries, err = ParseLibraries(libs)
-	if err == nil && len(libs) == 0 {
-		err = fmt.Errorf("$MKFS_LIBS lists no library")
-	}
-	return m, err
 }
 
 // The pinned tool's blob of the test layer, hash tree included, and its

@@ -11,38 +11,41 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/appliance-bundler/appliance/build/appliance/disk"
+	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
 func main() {
 	var spec disk.Spec
-	var out, layoutOut, rootHashFile string
+	var out, layoutOut, infoFile string
 	flag.StringVar(&spec.UKI, "uki", "", "the Unified Kernel Image")
 	flag.StringVar(&spec.System, "system", "", "the system image for slot A (optional)")
-	flag.StringVar(&rootHashFile, "system-roothash", "", "file holding the system image's dm-verity root hash")
+	flag.StringVar(&infoFile, "system-info", "", "the system image's info (JSON, from mksystem)")
 	flag.Int64Var(&spec.SystemSize, "system-size", 0, "size of each system slot in bytes (default: fits -system)")
 	flag.Int64Var(&spec.ESPSize, "esp-size", 0, "size of the ESP in bytes (default: fits two UKIs)")
 	flag.StringVar(&out, "out", "", "the disk image to write")
 	flag.StringVar(&layoutOut, "layout", "", "where to write the layout (JSON)")
 	flag.Parse()
-	if err := run(spec, rootHashFile, out, layoutOut); err != nil {
+	if err := run(spec, infoFile, out, layoutOut); err != nil {
 		fmt.Fprintln(os.Stderr, "mkdisk:", err)
 		os.Exit(1)
 	}
 }
 
-func run(spec disk.Spec, rootHashFile, out, layoutOut string) error {
+func run(spec disk.Spec, infoFile, out, layoutOut string) error {
 	if spec.UKI == "" || out == "" || layoutOut == "" {
 		return fmt.Errorf("-uki, -out and -layout are required")
 	}
-	if rootHashFile != "" {
-		b, err := os.ReadFile(rootHashFile)
+	if (spec.System == "") != (infoFile == "") {
+		return fmt.Errorf("-system and -system-info go together")
+	}
+	if infoFile != "" {
+		info, err := systemimage.ReadInfo(infoFile)
 		if err != nil {
-			return fmt.Errorf("the root hash: %w", err)
+			return err
 		}
-		spec.SystemRootHash = strings.TrimSpace(string(b))
+		spec.SystemRootHash = info.RootHash
 	}
 	// The GUIDs follow the system when there is one, else the UKI.
 	spec.Seed = spec.SystemRootHash

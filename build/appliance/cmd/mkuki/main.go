@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/appliance-bundler/appliance/build/appliance/uki"
+	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
 func main() {
@@ -22,6 +23,7 @@ func main() {
 	flag.StringVar(&o.initrd, "initrd", "", "the initramfs")
 	flag.StringVar(&o.cmdline, "cmdline", "", "the kernel command line, or @FILE to read it from FILE")
 	flag.StringVar(&o.osrel, "osrel", "", "the os-release file")
+	flag.StringVar(&o.systemInfo, "system-info", "", "the system image's info (JSON, from mksystem): its kernel arguments end the command line")
 	flag.StringVar(&o.out, "out", "", "the image to write")
 	flag.Parse()
 	if err := o.run(); err != nil {
@@ -31,7 +33,7 @@ func main() {
 }
 
 type options struct {
-	stub, kernel, initrd, cmdline, osrel, out string
+	stub, kernel, initrd, cmdline, osrel, out, systemInfo string
 }
 
 func (o options) run() error {
@@ -56,6 +58,13 @@ func (o options) run() error {
 			return fmt.Errorf("failed to read %s: %w", p, err)
 		}
 		cmdline = bytes.TrimRight(b, "\n")
+	}
+	if o.systemInfo != "" {
+		info, err := systemimage.ReadInfo(o.systemInfo)
+		if err != nil {
+			return err
+		}
+		cmdline = fmt.Appendf(cmdline, " %s", strings.Join(info.KernelArgs(), " "))
 	}
 	// The kernel runs in place at first (its EFI entry decompresses
 	// itself), so its section takes the kernel's own image size in memory.

@@ -1,7 +1,8 @@
 // Command mkinitramfs writes the appliance's initramfs: a deterministic cpio
 // archive in the kernel's "newc" format, compressed with zstd or gzip, from a
 // JSON spec of files, tar archives to merge, directories, symlinks and device
-// nodes. Every entry has uid/gid 0 and mtime 0, entries are sorted by path
+// nodes. With -format tar it writes the same tree as a tar instead, which
+// build/appliance's mksystem turns into the system image. Every entry has uid/gid 0 and mtime 0, entries are sorted by path
 // and inode numbers follow that order, so the same inputs give the same bytes.
 //
 // The newc writer is written here rather than taken from a library: the small
@@ -23,6 +24,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -378,7 +380,63 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
-func run(specPath, outPath, compression string) error {
+// writeTar writes the archive as a tar with the same entries, modes and
+// order, uid/gid 0 and mtime 0.
+func (a *archive) writeTar(out io.Writer) error {
+	names := make([]string, 0, len(a.entries))
+	for n := range a.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	tw := tar.NewWriter(out)
+	for _, n := range names {
+		if err := tarEntry(tw, n, a.entries[n]); err != nil {
+			return fmt.Errorf("failed to write /%s: %w", n, err)
+		}
+	}
+	return tw.Close()
+}
+
+func tarEntry(tw *tar.Writer, name string, e *entry) error {
+	h := &tar.Header{Name: name, Mode: int64(e.mode & 0o7777), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+	switch e.mode & 0o170000 {
+	case modeDir:
+		h.Typeflag, h.Name = tar.TypeDir, name+"/"
+	case modeFile:
+		h.Typeflag, h.Size = tar.TypeReg, e.size
+	case modeSymlink:
+		h.Typeflag, h.Linkname = tar.TypeSymlink, string(e.data)
+	case modeChar, modeBlock:
+		h.Typeflag = tar.TypeChar
+		if e.mode&0o170000 == modeBlock {
+			h.Typeflag = tar.TypeBlock
+		}
+		h.Devmajor, h.Devminor = int64(e.rmaj), int64(e.rmin)
+	default:
+		return fmt.Errorf("mode %o has no tar type", e.mode)
+	}
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if h.Typeflag != tar.TypeReg {
+		return nil
+	}
+	if e.src == "" {
+		_, err := tw.Write(e.data)
+		return err
+	}
+	f, err := os.Open(e.src)
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", e.src, err)
+	}
+	defer f.Close()
+	if n, err := io.Copy(tw, f); err != nil || n != e.size {
+		return fmt.Errorf("failed to copy %s (%d of %d bytes): %v", e.src, n, e.size, err)
+	}
+	return nil
+}
+
+func run(specPath, outPath, compression, format string) error {
 	raw, err := os.ReadFile(specPath)
 	if err != nil {
 		return fmt.Errorf("failed to read spec %s: %w", specPath, err)
@@ -401,7 +459,16 @@ func run(specPath, outPath, compression string) error {
 		f.Close()
 		return err
 	}
-	if err := a.write(cw); err != nil {
+	write := a.write
+	switch format {
+	case "tar":
+		write = a.writeTar
+	case "cpio":
+	default:
+		f.Close()
+		return fmt.Errorf("unknown format %q (want cpio or tar)", format)
+	}
+	if err := write(cw); err != nil {
 		f.Close()
 		return fmt.Errorf("failed to write %s: %w", outPath, err)
 	}
@@ -415,12 +482,13 @@ func main() {
 	spec := flag.String("spec", "", "JSON spec of the archive")
 	out := flag.String("out", "", "the initramfs to write")
 	compression := flag.String("compression", "zstd", "zstd, gzip or none")
+	format := flag.String("format", "cpio", "cpio (an initramfs) or tar")
 	flag.Parse()
 	if *spec == "" || *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: mkinitramfs -spec SPEC.json -out FILE [-compression zstd|gzip|none]")
+		fmt.Fprintln(os.Stderr, "usage: mkinitramfs -spec SPEC.json -out FILE [-compression zstd|gzip|none] [-format cpio|tar]")
 		os.Exit(2)
 	}
-	if err := run(*spec, *out, *compression); err != nil {
+	if err := run(*spec, *out, *compression, *format); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitramfs:", err)
 		os.Exit(1)
 	}

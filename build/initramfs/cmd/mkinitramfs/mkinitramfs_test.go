@@ -4,9 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,7 +72,7 @@ func TestGNUCpioReadsArchive(t *testing.T) {
 	dir := t.TempDir()
 	spec := writeSpec(t, dir, fullSpec(t, dir))
 	out := filepath.Join(dir, "initramfs.cpio")
-	if err := run(spec, out, "none"); err != nil {
+	if err := run(spec, out, "none", "cpio"); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	root := filepath.Join(dir, "root")
@@ -142,13 +144,13 @@ func TestCompressedFormsDecompress(t *testing.T) {
 	dir := t.TempDir()
 	spec := writeSpec(t, dir, fullSpec(t, dir))
 	plain := filepath.Join(dir, "plain.cpio")
-	if err := run(spec, plain, "none"); err != nil {
+	if err := run(spec, plain, "none", "cpio"); err != nil {
 		t.Fatal(err)
 	}
 	want, _ := os.ReadFile(plain)
 	for kind, tool := range map[string][]string{"zstd": {"zstd", "-dc"}, "gzip": {"gzip", "-dc"}} {
 		out := filepath.Join(dir, "initramfs."+kind)
-		if err := run(spec, out, kind); err != nil {
+		if err := run(spec, out, kind, "cpio"); err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
 		got, err := exec.Command(tool[0], append(tool[1:], out)...).Output()
@@ -167,7 +169,7 @@ func TestDeterministic(t *testing.T) {
 	var outs [][]byte
 	for _, name := range []string{"a", "b"} {
 		out := filepath.Join(dir, name)
-		if err := run(spec, out, "zstd"); err != nil {
+		if err := run(spec, out, "zstd", "cpio"); err != nil {
 			t.Fatal(err)
 		}
 		data, _ := os.ReadFile(out)
@@ -182,20 +184,110 @@ func TestConflictsAreNamed(t *testing.T) {
 	dir := t.TempDir()
 	spec := fullSpec(t, dir)
 	spec.Symlinks["/init"] = "/bin/true"
-	err := run(writeSpec(t, dir, spec), filepath.Join(dir, "out"), "none")
+	err := run(writeSpec(t, dir, spec), filepath.Join(dir, "out"), "none", "cpio")
 	if err == nil || !strings.Contains(err.Error(), "/init is given twice") {
 		t.Fatalf("run = %v, want a conflict on /init", err)
 	}
 	spec = fullSpec(t, dir)
 	spec.Files = append(spec.Files, File{Path: "/init/x", Src: spec.Files[0].Src, Mode: 0o644})
-	err = run(writeSpec(t, dir, spec), filepath.Join(dir, "out"), "none")
+	err = run(writeSpec(t, dir, spec), filepath.Join(dir, "out"), "none", "cpio")
 	if err == nil || !strings.Contains(err.Error(), "below /init") {
 		t.Fatalf("run = %v, want an error about a file below /init", err)
 	}
 	spec = fullSpec(t, dir)
 	spec.Files[0].Src = filepath.Join(dir, "missing")
-	err = run(writeSpec(t, dir, spec), filepath.Join(dir, "out"), "none")
+	err = run(writeSpec(t, dir, spec), filepath.Join(dir, "out"), "none", "cpio")
 	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("run = %v, want an error naming the missing source", err)
 	}
+}
+
+// The tar format holds the same tree as the cpio: every entry with its type,
+// mode, contents, link target and device numbers, uid/gid 0 and mtime 0,
+// sorted; GNU tar reads it, and a second run gives the same bytes.
+func TestTarHoldsTheTree(t *testing.T) {
+	dir := t.TempDir()
+	spec := writeSpec(t, dir, fullSpec(t, dir))
+	out := filepath.Join(dir, "tree.tar")
+	if err := run(spec, out, "none", "tar"); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	got := map[string]*tar.Header{}
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Uid != 0 || h.Gid != 0 || h.ModTime.Unix() != 0 {
+			t.Errorf("%s: uid %d gid %d mtime %v, want 0 0 0", h.Name, h.Uid, h.Gid, h.ModTime)
+		}
+		if h.Name == "init" {
+			b, _ := io.ReadAll(tr)
+			if string(b) != "#!/bin/sh\necho hi\n" {
+				t.Errorf("init holds %q", b)
+			}
+		}
+		got[h.Name] = h
+		names = append(names, h.Name)
+	}
+	if !sort.StringsAreSorted(names) {
+		t.Errorf("entries are not sorted: %q", names)
+	}
+	want := []struct {
+		name string
+		typ  byte
+		mode int64
+	}{
+		{"init", tar.TypeReg, 0o755},
+		{"etc/", tar.TypeDir, 0o755},
+		{"lib/modules/modules.dep", tar.TypeReg, 0o644},
+		{"proc/", tar.TypeDir, 0o755},
+		{"bin/sh", tar.TypeSymlink, 0o777},
+		{"dev/console", tar.TypeChar, 0o600},
+	}
+	for _, w := range want {
+		h := got[w.name]
+		if h == nil {
+			t.Errorf("%s is missing (have %q)", w.name, names)
+			continue
+		}
+		if h.Typeflag != w.typ || h.Mode != w.mode {
+			t.Errorf("%s: type %q mode %o, want %q %o", w.name, h.Typeflag, h.Mode, w.typ, w.mode)
+		}
+	}
+	if h := got["bin/sh"]; h != nil && h.Linkname != "/init" {
+		t.Errorf("bin/sh -> %q, want /init", h.Linkname)
+	}
+	if h := got["dev/console"]; h != nil && (h.Devmajor != 5 || h.Devminor != 1) {
+		t.Errorf("dev/console is %d:%d, want 5:1", h.Devmajor, h.Devminor)
+	}
+	if b, err := exec.Command("tar", "-tf", out).CombinedOutput(); err != nil {
+		t.Errorf("GNU tar -t: %v\n%s", err, b)
+	}
+	again := filepath.Join(dir, "again.tar")
+	if err := run(spec, again, "none", "tar"); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readFile(t, out), readFile(t, again)) {
+		t.Error("two runs gave different tars")
+	}
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/appliance-bundler/appliance/build/erofsmkfs"
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/cmd/internal/cli"
 	"github.com/appliance-bundler/appliance/build/oci/erofs"
@@ -20,7 +21,7 @@ func runTree(ctx context.Context, args []string) error {
 	spec := fs.String("spec", "", "JSON spec file")
 	out := fs.String("out", "", "output tar")
 	manifest := fs.String("manifest", "", "JSON manifest output")
-	var mkfs erofs.Mkfs
+	var mkfs erofsmkfs.Mkfs
 	var libs cli.ListFlag
 	fs.StringVar(&mkfs.Binary, "mkfs_erofs", "", "the pinned mkfs.erofs binary")
 	fs.StringVar(&mkfs.Loader, "mkfs_loader", "", "the ELF interpreter it was built for")
@@ -32,7 +33,7 @@ func runTree(ctx context.Context, args []string) error {
 		return fmt.Errorf("--mkfs_erofs, --mkfs_loader and --mkfs_lib are required: the layers are converted by the pinned mkfs.erofs only")
 	}
 	var err error
-	if mkfs.Libraries, err = erofs.ParseLibraries(libs); err != nil {
+	if mkfs.Libraries, err = erofsmkfs.ParseLibraries(libs); err != nil {
 		return err
 	}
 	var s struct {

@@ -1,4 +1,9 @@
-package erofs
+// Package erofsmkfs runs the pinned mkfs.erofs of //third_party/erofs-utils
+// as a build tool: the layer cache's conversions (build/oci/erofs) and the
+// system image (build/appliance) are made by the very binary the appliance
+// ships. It must not run any other mkfs.erofs, nor decide mkfs options
+// (core/node holds those).
+package erofsmkfs
 
 import (
 	"fmt"

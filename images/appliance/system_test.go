@@ -1,0 +1,119 @@
+package appliance_test
+
+import (
+	"bytes"
+	"debug/pe"
+	"encoding/hex"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/go-dmverity/pkg/verity"
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+	erofs "github.com/erofs/go-erofs"
+
+	"github.com/appliance-bundler/appliance/core/disklayout"
+	"github.com/appliance-bundler/appliance/core/systemimage"
+	"github.com/appliance-bundler/appliance/tests/runfile"
+)
+
+// The production disk, read as the firmware and init read it: the UKI on
+// the ESP carries the system's root hash and hash offset on its command
+// line; the partition named by that root hash is slot A; its contents
+// verify against the root hash (go-dmverity, as the kernel will); and the
+// EROFS in it holds the production root, /init being the very init binary.
+func TestDiskHoldsItsVerifiedSystem(t *testing.T) {
+	d, err := diskfs.Open(runfile.Path(t, "DISK"), diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	esp, err := d.GetFilesystem(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := esp.OpenFile(disklayout.ESPBootPath, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uki, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := systemFromUKI(t, uki)
+
+	table, err := d.GetPartitionTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := systemimage.PartitionGUID(info.RootHash)
+	var slot *gpt.Partition
+	for _, p := range table.(*gpt.Table).Partitions {
+		if strings.EqualFold(p.GUID, want) {
+			slot = p
+		}
+	}
+	if slot == nil || slot.Name != disklayout.SystemA {
+		t.Fatalf("no partition %s with GUID %s (the root hash's first half): %+v", disklayout.SystemA, want, slot)
+	}
+	img := filepath.Join(t.TempDir(), "system-a.img")
+	part := io.NewSectionReader(d.Backend, int64(slot.Start)*disklayout.SectorSize, int64(slot.Size))
+	out, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, part); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	root, _ := hex.DecodeString(info.RootHash)
+	p := verity.DefaultParams()
+	p.HashAreaOffset = info.HashOffset
+	if err := verity.Verify(&p, img, img, root); err != nil {
+		t.Fatalf("slot A does not verify against the UKI's root hash %s: %v", info.RootHash, err)
+	}
+
+	sys, err := erofs.Open(io.NewSectionReader(part, 0, int64(info.HashOffset)))
+	if err != nil {
+		t.Fatalf("slot A holds no EROFS: %v", err)
+	}
+	initBin, err := os.ReadFile(runfile.Path(t, "INIT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := fs.ReadFile(sys, "init"); err != nil || !bytes.Equal(got, initBin) {
+		t.Errorf("/init of the system is not //core/init (%d bytes, %v)", len(got), err)
+	}
+	for _, p := range []string{"usr/bin/containerd", "usr/bin/kubelet", "usr/bin/mkfs.erofs", "etc/kubernetes/manifests", "containerd/preseed"} {
+		if _, err := fs.Stat(sys, p); err != nil {
+			t.Errorf("the system lacks /%s: %v", p, err)
+		}
+	}
+}
+
+// systemFromUKI reads the system's info from the UKI's command line.
+func systemFromUKI(t *testing.T, uki []byte) systemimage.Info {
+	t.Helper()
+	img, err := pe.NewFile(bytes.NewReader(uki))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := img.Section(".cmdline")
+	if s == nil {
+		t.Fatal("the UKI has no .cmdline")
+	}
+	b, err := s.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := string(bytes.TrimRight(b[:min(len(b), int(s.VirtualSize))], "\x00"))
+	info, ok, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
+	if err != nil || !ok {
+		t.Fatalf("the UKI's command line %q names no system (%v)", cmdline, err)
+	}
+	return info
+}
