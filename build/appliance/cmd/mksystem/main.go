@@ -14,6 +14,7 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -70,7 +71,7 @@ func main() {
 }
 
 func run(ctx context.Context, mkfs erofsmkfs.Mkfs, tree, out, infoPath string) error {
-	sum, err := fileSHA256(tree)
+	sum, err := checkTree(tree)
 	if err != nil {
 		return err
 	}
@@ -121,13 +122,32 @@ func mkfsErofs(ctx context.Context, mkfs erofsmkfs.Mkfs, tree, out string, id uu
 	return nil
 }
 
-func fileSHA256(p string) (string, error) {
+// checkTree reads the whole tree as a tar and returns its sha256: a file
+// that is not a tar, or an empty one, is an error here, as mkfs.erofs
+// --tar=f makes an empty image of it without a word.
+func checkTree(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", fmt.Errorf("failed to open the tree: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()
+	tr := tar.NewReader(io.TeeReader(f, h))
+	entries := 0
+	for {
+		_, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("the tree %s is not a tar: %w", p, err)
+		}
+		entries++
+	}
+	if entries == 0 {
+		return "", fmt.Errorf("the tree %s is an empty tar", p)
+	}
+	// The tar's padding after its end.
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("failed to read the tree %s: %w", p, err)
 	}

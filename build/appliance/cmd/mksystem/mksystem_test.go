@@ -115,17 +115,25 @@ func TestSystemImage(t *testing.T) {
 	}
 }
 
+// A tree that is not a tar, or an empty one, is refused naming it, and no
+// image is written (mkfs.erofs alone would make an empty one).
 func TestBadTreeNamesIt(t *testing.T) {
-	dir := t.TempDir()
-	tree := filepath.Join(dir, "tree.tar")
-	os.WriteFile(tree, []byte("not a tar"), 0o644)
 	mkfs, err := mkfstest.Pinned()
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = run(context.Background(), mkfs, tree, filepath.Join(dir, "out"), filepath.Join(dir, "info"))
-	if err == nil || !strings.Contains(err.Error(), "mkfs.erofs") || !strings.Contains(err.Error(), tree) {
-		t.Errorf("run on a bad tar: %v; want mkfs.erofs's error naming %s", err, tree)
+	for name, data := range map[string][]byte{"not a tar": bytes.Repeat([]byte("not a tar"), 100), "empty tar": make([]byte, 1024)} {
+		dir := t.TempDir()
+		tree := filepath.Join(dir, "tree.tar")
+		os.WriteFile(tree, data, 0o644)
+		out := filepath.Join(dir, "out")
+		err = run(context.Background(), mkfs, tree, out, filepath.Join(dir, "info"))
+		if err == nil || !strings.Contains(err.Error(), tree) {
+			t.Errorf("%s: %v; want an error naming %s", name, err, tree)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%s: an image was written", name)
+		}
 	}
 }
 
