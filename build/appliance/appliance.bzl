@@ -1,4 +1,4 @@
-"""appliance_initramfs: the appliance's initramfs with a given init; appliance_disk: its disk image."""
+"""appliance_root and appliance_initramfs: the appliance's root with a given init, as a tar or an initramfs; appliance_disk: its disk image."""
 
 load("//build/initramfs:defs.bzl", "initramfs")
 load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
@@ -6,7 +6,31 @@ load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:defs.bzl", "static_pods")
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
 load(":disk.bzl", "disk_image", "system_image", "uki")
-load(":node.bzl", "STATIC_POD_DIR")
+load(":node.bzl", "ETC_LINKS", "STATIC_POD_DIR")
+
+def appliance_root(name, init, preseed_tar = None, preseed_manifest = None, pods = None, testonly = False, **kwargs):
+    """The appliance's root tree as a tar (`<name>.tar`), for its system image: what appliance_initramfs holds.
+
+    Args:
+      name: the target's name.
+      init: the init binary (`//core/init` or its E2E variant).
+      preseed_tar: as appliance_initramfs's.
+      preseed_manifest: as appliance_initramfs's.
+      pods: as appliance_initramfs's.
+      testonly: whether the targets are testonly.
+      **kwargs: passed to initramfs (visibility, tags, ...).
+    """
+    appliance_initramfs(
+        name = name,
+        init = init,
+        preseed_tar = preseed_tar,
+        preseed_manifest = preseed_manifest,
+        pods = pods,
+        testonly = testonly,
+        compression = "none",
+        format = "tar",
+        **kwargs
+    )
 
 def appliance_initramfs(
         name,
@@ -85,75 +109,83 @@ def appliance_initramfs(
             # /lib/modules/<release>/ and /etc/modules-load.d/.
             Label("//third_party/linux:modules"),
         ],
+        # /etc's files that the node writes at boot, on tmpfs.
+        symlinks = ETC_LINKS,
         testonly = testonly,
         **kwargs
     )
 
-def appliance_disk(name, initramfs, system_tree = None, testonly = False, **kwargs):
-    """The appliance's disk image booting `initramfs`: `<name>_uki` and `<name>`.
+def appliance_disk(name, init, root, testonly = False, **kwargs):
+    """The appliance's disk image: `<name>_system`, `<name>_early`, `<name>_uki` and `<name>`.
 
-    With `system_tree`, also `<name>_system`, the system image of that
-    tree, which slot A holds and whose root hash the UKI's command line
-    carries.
+    The system image `<name>_system` is `root` (an appliance_root) as EROFS
+    under dm-verity, in slot A. The UKI `<name>_uki` boots the kernel with
+    `<name>_early`, an initramfs of `init` and the modules it needs to open
+    the system (block device, device mapper, dm-verity, EROFS), and the
+    system's root hash on its command line.
 
     Args:
       name: the disk image target's name.
-      initramfs: an appliance_initramfs.
-      system_tree: the root tree for the system image: an
-        appliance_initramfs with format = "tar".
+      init: the init binary: the same as `root`'s.
+      root: an appliance_root.
       testonly: whether the targets are testonly.
       **kwargs: passed to the disk_image (visibility, tags, ...).
     """
-    system = None
-    if system_tree:
-        system = ":" + name + "_system"
-        system_image(
-            name = name + "_system",
-            tree = system_tree,
-            testonly = testonly,
-            visibility = kwargs.get("visibility"),
-        )
+    system_image(
+        name = name + "_system",
+        tree = root,
+        testonly = testonly,
+        visibility = kwargs.get("visibility"),
+    )
+    initramfs(
+        name = name + "_early",
+        dirs = ["/dev", "/proc", "/sys"],
+        executables = {init: "/init"},
+        tars = [Label("//third_party/linux:early_modules")],
+        testonly = testonly,
+        visibility = ["//visibility:private"],
+    )
     uki(
         name = name + "_uki",
         kernel = Label("//third_party/linux:vmlinuz"),
-        initramfs = initramfs,
-        system = system,
+        initramfs = ":" + name + "_early",
+        system = ":" + name + "_system",
         testonly = testonly,
         visibility = ["//visibility:private"],
     )
     disk_image(
         name = name,
         uki = ":" + name + "_uki",
-        system = system,
+        system = ":" + name + "_system",
         testonly = testonly,
         **kwargs
     )
 
 def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **kwargs):
-    """An appliance initramfs with its own set of preseed bundles and pods.
+    """An appliance root with its own set of preseed bundles and pods, and its disk.
 
     Declares `<name>_tree` (a preseed_tree of `bundles`, whose tar and
     manifest are `<name>_tree.tar` and `<name>_tree.json`), `<name>_pods` (`pods`
     checked against that manifest; output group `pods_json` lists them),
-    the initramfs `<name>` that carries them and its disk image
-    `<name>_disk`. Variants of the appliance (E2E
-    trees with extra images) use it instead of repeating those targets.
+    the root `<name>` that carries them and its disk image `<name>_disk`.
+    Variants of the appliance (E2E trees with extra images) use it instead
+    of repeating those targets.
 
     Args:
-      name: the initramfs target's name.
+      name: the root target's name.
       init: the init binary (`//core/init` or its E2E variant).
       bundles: preseed_bundle targets.
       pods: static_pod targets; the build fails if one runs an image that
         `bundles` do not provide.
       testonly: whether the targets are testonly (needed when a bundle is).
-      **kwargs: passed to the initramfs (visibility, tags, ...).
+      **kwargs: passed to the root and the disk (visibility, tags, ...).
     """
     preseed_tree(
         name = name + "_tree",
         bundles = bundles,
         testonly = testonly,
     )
-    appliance_initramfs(
+    appliance_root(
         name = name,
         init = init,
         preseed_manifest = ":" + name + "_tree.json",
@@ -164,7 +196,8 @@ def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **k
     )
     appliance_disk(
         name = name + "_disk",
-        initramfs = ":" + name,
+        init = init,
+        root = ":" + name,
         testonly = testonly,
         **kwargs
     )

@@ -15,7 +15,6 @@ targets=(
   //images:preseed.tar
   //images/appliance:kernel
   //images/appliance:initramfs
-  //images/appliance:initramfs_e2e
   //images/appliance:disk_system
   //images/appliance:disk_uki
   //images/appliance:disk

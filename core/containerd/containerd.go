@@ -65,7 +65,9 @@ const (
 
 // DefaultDisabledPlugins are the snapshotters the appliance does not use.
 // A snapshotter that fails to start (btrfs cannot find its mount, say)
-// takes containerd's metadata plugin, and so the CRI, down with it.
+// takes containerd's metadata plugin, and so the CRI, down with it. The
+// opt plugin (managed binaries under /opt/containerd) is not used either,
+// and would create its directory on a root that is read-only.
 // A function, not a variable: callers get their own slice to extend.
 func DefaultDisabledPlugins() []string {
 	return []string{
@@ -73,6 +75,7 @@ func DefaultDisabledPlugins() []string {
 		"io.containerd.snapshotter.v1.zfs",
 		"io.containerd.snapshotter.v1.devmapper",
 		"io.containerd.snapshotter.v1.blockfile",
+		"io.containerd.internal.v1.opt",
 	}
 }
 

@@ -9,11 +9,13 @@ import (
 	"strings"
 
 	"github.com/appliance-bundler/appliance/core/atomicfile"
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 // machineIDPath is where the kubelet (and anything systemd-minded) reads
-// the machine's identity; it fails its node info without it.
-const machineIDPath = "/etc/machine-id"
+// the machine's identity, through /etc/machine-id; it fails its node info
+// without it.
+const machineIDPath = node.MachineID
 
 // validMachineID is machine-id(5)'s format: 32 lowercase hex digits.
 func validMachineID(id string) bool {
@@ -56,5 +58,8 @@ func ensureMachineID(path, persist string) (string, error) {
 
 // writeMachineID writes id to path, whole or not at all.
 func writeMachineID(path, id string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("failed to create the directory of %s: %w", path, err)
+	}
 	return atomicfile.Write(path, []byte(id+"\n"), 0o444)
 }

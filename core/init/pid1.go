@@ -106,12 +106,17 @@ func setUpState(logger *zap.Logger) error {
 
 // pid1 never returns: the machine powers off at its end.
 func pid1(logger *zap.Logger) {
-	if !slices.Contains(os.Environ(), switchedEnv) {
-		// switchRoot returns only on failure (else it executes init again).
-		mustBoot(logger, "move the root off the initramfs", switchRoot())
-	}
 	boot := time.Now()
 	ctx := context.Background()
+	if !slices.Contains(os.Environ(), switchedEnv) {
+		// Each returns only on failure (else it executes init again).
+		info, disk, err := systemOnCmdline()
+		mustBoot(logger, "read the kernel command line", err)
+		if disk {
+			mustBoot(logger, "open the system partition", switchToSystem(ctx, logger, info))
+		}
+		mustBoot(logger, "move the root off the initramfs", switchRoot())
+	}
 	mustBoot(logger, "mount the kernel filesystems", mountAll())
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {

@@ -33,7 +33,10 @@ func (c Config) KubeletConfiguration() *kubeletv1beta1.KubeletConfiguration {
 			APIVersion: kubeletv1beta1.SchemeGroupVersion.String(),
 			Kind:       "KubeletConfiguration",
 		},
-		StaticPodPath:            c.ManifestDir,
+		StaticPodPath: c.ManifestDir,
+		// FlexVolume plugins: none, but the kubelet makes the directory,
+		// which by default is under /usr, read-only on the appliance.
+		VolumePluginDir:          filepath.Join(c.RootDir(), "volume-plugins"),
 		PodLogsDir:               c.PodLogsDir,
 		ContainerRuntimeEndpoint: "unix://" + c.RuntimeEndpoint,
 		CgroupDriver:             cgroupFallbackDriver,

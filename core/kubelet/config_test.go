@@ -116,6 +116,11 @@ func TestProductionConfig(t *testing.T) {
 	if kc.Port != DefaultPort || kc.HealthzPort != DefaultHealthzPort {
 		t.Errorf("port %d, healthz port %d, want %d, %d", kc.Port, kc.HealthzPort, DefaultPort, DefaultHealthzPort)
 	}
+	// Everything the kubelet writes is below its root dir: the
+	// appliance's root is read-only.
+	if want := filepath.Join(c.RootDir(), "volume-plugins"); kc.VolumePluginDir != want {
+		t.Errorf("volumePluginDir %q, want %q (the default is under /usr)", kc.VolumePluginDir, want)
+	}
 	if kc.StaticPodPath != c.ManifestDir || kc.PodLogsDir != c.PodLogsDir {
 		t.Errorf("staticPodPath %q, podLogsDir %q, want %q, %q", kc.StaticPodPath, kc.PodLogsDir, c.ManifestDir, c.PodLogsDir)
 	}

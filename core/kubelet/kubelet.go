@@ -45,7 +45,7 @@ const (
 	// configuration anew at every start.
 	DefaultConfigPath  = "/run/kubelet/config.yaml"
 	DefaultPodLogsDir  = "/var/log/pods"
-	DefaultResolvConf  = "/etc/resolv.conf"
+	DefaultResolvConf  = node.ResolvConf
 	DefaultHealthzPort = 10248
 	// DefaultPort is the kubelet's authenticated API port.
 	DefaultPort = 10250

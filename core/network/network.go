@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/appliance-bundler/appliance/core/node"
 )
 
 // Config is the static network configuration.
@@ -45,8 +48,8 @@ func QEMUUser(hostname string) Config {
 		Address:    "10.0.2.15/24",
 		Gateway:    "10.0.2.2",
 		DNS:        []string{"10.0.2.3"},
-		ResolvConf: "/etc/resolv.conf",
-		Hosts:      "/etc/hosts",
+		ResolvConf: node.ResolvConf,
+		Hosts:      node.Hosts,
 	}
 }
 
@@ -98,8 +101,8 @@ func Configure(ctx context.Context, logger *zap.Logger, cfg Config) error {
 		for _, ns := range cfg.DNS {
 			fmt.Fprintf(&b, "nameserver %s\n", ns)
 		}
-		if err := os.WriteFile(cfg.ResolvConf, []byte(b.String()), 0o644); err != nil {
-			return fmt.Errorf("failed to write %s: %w", cfg.ResolvConf, err)
+		if err := writeFile(cfg.ResolvConf, b.String()); err != nil {
+			return err
 		}
 	}
 	if cfg.Hosts != "" {
@@ -107,11 +110,23 @@ func Configure(ctx context.Context, logger *zap.Logger, cfg Config) error {
 		if cfg.Hostname != "" {
 			hosts += fmt.Sprintf("127.0.1.1\t%s\n", cfg.Hostname)
 		}
-		if err := os.WriteFile(cfg.Hosts, []byte(hosts), 0o644); err != nil {
-			return fmt.Errorf("failed to write %s: %w", cfg.Hosts, err)
+		if err := writeFile(cfg.Hosts, hosts); err != nil {
+			return err
 		}
 	}
 	logger.Info("network up", zap.String("interface", cfg.Interface), zap.String("address", cfg.Address), zap.String("gateway", cfg.Gateway))
+	return nil
+}
+
+// writeFile writes one of the files of /etc the node makes at boot, in
+// its directory on tmpfs (core/node's RuntimeEtc, made here if need be).
+func writeFile(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("failed to create the directory of %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
+	}
 	return nil
 }
 

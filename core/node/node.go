@@ -1,7 +1,8 @@
 // Package node holds the settings of the appliance node that more than one
 // of its parts must agree on: where containerd lives and listens, the
 // snapshotter that serves preseeded images, dm-verity's mode, the kubelet's
-// static pod directory and state, and the fixed mkfs.erofs options that the
+// static pod directory and state, the files of /etc written at boot, and
+// the fixed mkfs.erofs options that the
 // node's differ and the build's converter share. containerd's, preseed's
 // and the kubelet's configurations are derived from these, and the build's
 // Starlark reads them from build/appliance/node.bzl, generated from here.
@@ -39,7 +40,29 @@ const (
 	StaticPodDir = "/etc/kubernetes/manifests"
 	// KubeletRoot is the kubelet's state without a state disk.
 	KubeletRoot = "/var/lib/kubelet"
+
+	// RuntimeEtc holds the files of /etc that the node writes at boot, on
+	// the /run tmpfs: the root is read-only when it is a system image.
+	// /etc links to each (EtcLinks).
+	RuntimeEtc = "/run/etc"
+	// MachineID is the machine's identity (machine-id(5)).
+	MachineID = RuntimeEtc + "/machine-id"
+	// ResolvConf is the resolver configuration, which pods inherit.
+	ResolvConf = RuntimeEtc + "/resolv.conf"
+	// Hosts is the hosts file, which the CRI copies into every pod.
+	Hosts = RuntimeEtc + "/hosts"
 )
+
+// EtcLinks are the symlinks in the root's /etc to the files the node
+// writes at boot: each path to its target. The build puts them in the
+// tree (build/appliance/node.bzl).
+func EtcLinks() map[string]string {
+	return map[string]string{
+		"/etc/machine-id":  MachineID,
+		"/etc/resolv.conf": ResolvConf,
+		"/etc/hosts":       Hosts,
+	}
+}
 
 // ErofsMkfsOptions are added to every mkfs.erofs run, on the node and in
 // the build: a fixed build time (-T0) and no timestamps of files

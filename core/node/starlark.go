@@ -2,6 +2,8 @@ package node
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -21,5 +23,11 @@ Regenerate with ` + "`" + StarlarkCommand + "`" + `.
 `)
 	b.WriteString("# The kubelet's staticPodPath: where the appliance carries the static pods.\n")
 	fmt.Fprintf(&b, "STATIC_POD_DIR = %q\n", StaticPodDir)
+	b.WriteString("\n# /etc's links to the files the node writes at boot, on tmpfs (the root may be\n# read-only): each path to its target.\nETC_LINKS = {\n")
+	links := EtcLinks()
+	for _, p := range slices.Sorted(maps.Keys(links)) {
+		fmt.Fprintf(&b, "    %q: %q,\n", p, links[p])
+	}
+	b.WriteString("}\n")
 	return []byte(b.String())
 }
