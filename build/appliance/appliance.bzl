@@ -4,6 +4,7 @@ load("//build/initramfs:defs.bzl", "initramfs")
 load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:defs.bzl", "static_pods")
+load("//third_party/e2fsprogs:mke2fs.bzl", "MKE2FS_EXECUTABLES", "MKE2FS_LIBRARIES")
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
 load(":disk.bzl", "disk_image", "system_image", "uki")
 load(":node.bzl", "ETC_LINKS", "STATIC_POD_DIR")
@@ -80,7 +81,8 @@ def appliance_initramfs(
         dirs = ["/etc", STATIC_POD_DIR, "/proc", "/run", "/sys", "/tmp", "/var"],
         # Both also hold mkfs.erofs, its loader and its libraries, for
         # containerd's EROFS differ: it converts the layers that are not in
-        # the build-time cache (third_party/erofs-utils).
+        # the build-time cache (third_party/erofs-utils); and mke2fs, which
+        # formats the data partition at first boot (third_party/e2fsprogs).
         executables = {
             Label("//third_party/cni:bridge"): "/opt/cni/bin/bridge",
             Label("//third_party/cni:host-local"): "/opt/cni/bin/host-local",
@@ -90,7 +92,7 @@ def appliance_initramfs(
             Label("//third_party/kubernetes:kubelet"): "/usr/bin/kubelet",
             Label("//third_party/runc:runc"): "/usr/bin/runc",
             init: "/init",
-        } | MKFS_EROFS_EXECUTABLES,
+        } | MKFS_EROFS_EXECUTABLES | MKE2FS_EXECUTABLES,
         files = {
             Label("//images/appliance:10-pods.conflist"): "/etc/cni/net.d/10-pods.conflist",
             # root only. The kubelet reads them (user namespace mappings)
@@ -100,7 +102,7 @@ def appliance_initramfs(
             # The manifest of the preseeded bundles, which preseed enforces
             # (core/init sets preseed.Config.Manifest to this path).
             preseed_manifest or Label("//images:preseed.json"): PRESEED_MANIFEST_PATH,
-        } | MKFS_EROFS_LIBRARIES,
+        } | MKFS_EROFS_LIBRARIES | MKE2FS_LIBRARIES,
         tars = [
             # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
             preseed_tar or Label("//images:preseed.tar"),

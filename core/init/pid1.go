@@ -81,11 +81,14 @@ func mustBoot(logger *zap.Logger, step string, err error) {
 	powerOff(logger, nil, "boot failed: "+step)
 }
 
-// setUpState mounts the state disk, if there is one, and writes the machine
-// ID, kept on that disk so that it lasts across reboots. A state disk that
+// setUpState mounts the node's state: the state disk named on the command
+// line if there is one (tests with a second disk), else, on a disk boot,
+// the boot disk's data partition, made at first boot. It then writes the
+// machine ID, kept there so that it lasts across reboots. A state disk that
 // fails to mount leaves containerd's state in memory (the node still
-// works); a machine ID that cannot be written is an error.
-func setUpState(logger *zap.Logger) error {
+// works); a data partition that cannot be made or mounted stops the boot,
+// as does a machine ID that cannot be written.
+func setUpState(ctx context.Context, logger *zap.Logger) error {
 	// persist is where state that must outlive a reboot goes, if anywhere.
 	persist := ""
 	if dev, err := mountStateDisk(); err != nil {
@@ -94,6 +97,11 @@ func setUpState(logger *zap.Logger) error {
 		logger.Error("failed to mount the state disk; containerd's state stays in memory", zap.String("device", dev), zap.Error(err))
 	} else if dev != "" {
 		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
+		persist = stateDir
+	} else if dev, err := mountDataPartition(ctx, logger); err != nil {
+		return fmt.Errorf("data partition: %w", err)
+	} else if dev != "" {
+		logger.Info("data partition mounted", zap.String("device", dev), zap.String("target", stateDir))
 		persist = stateDir
 	}
 	id, err := ensureMachineID(machineIDPath, persist)
@@ -123,7 +131,7 @@ func pid1(logger *zap.Logger) {
 		logger.Warn("failed to route Ctrl-Alt-Del to init", zap.Error(err))
 	}
 	erofsUnavailable := loadModules(ctx, logger)
-	mustBoot(logger, "set up the state", setUpState(logger))
+	mustBoot(logger, "set up the state", setUpState(ctx, logger))
 	mustBoot(logger, "configure the network", network.Configure(ctx, logger, network.QEMUUser(hostname)))
 	logger.Info("system up", zap.Duration("since_init_start", time.Since(boot)))
 

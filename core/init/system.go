@@ -34,27 +34,28 @@ const (
 )
 
 // findPartition returns the device of the partition whose GPT GUID is
-// guid, on any disk of sysBlock (/sys/block) with its node in devDir,
-// waiting until the kernel has made it or partitionWait has passed.
-func findPartition(ctx context.Context, sysBlock, devDir, guid string) (string, error) {
+// guid, on any disk of sysBlock (/sys/block) with its node in devDir, and
+// the device of that disk, waiting until the kernel has made them or
+// partitionWait has passed.
+func findPartition(ctx context.Context, sysBlock, devDir, guid string) (part, disk string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, partitionWait)
 	defer cancel()
 	for {
-		dev, seen, err := partitionByGUID(sysBlock, devDir, guid)
-		if dev != "" || err != nil {
-			return dev, err
+		part, seen, err := partitionByGUID(sysBlock, devDir, guid)
+		if part != "" || err != nil {
+			return part, filepath.Join(devDir, seen[len(seen)-1]), err
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("no partition with GUID %s (the root hash's first half) on the disks %q after %s", guid, seen, partitionWait)
+			return "", "", fmt.Errorf("no partition with GUID %s (the root hash's first half) on the disks %q after %s", guid, seen, partitionWait)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// partitionByGUID looks once; it returns the disks it read, for the error
-// when none holds the partition. A disk that cannot be read is skipped: it
-// may not hold the system.
+// partitionByGUID looks once; it returns the disks it read (the last one
+// holds the partition when there is one), for the error when none holds
+// it. A disk that cannot be read is skipped: it may not hold the system.
 func partitionByGUID(sysBlock, devDir, guid string) (string, []string, error) {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
@@ -72,7 +73,7 @@ func partitionByGUID(sysBlock, devDir, guid string) (string, []string, error) {
 			continue
 		}
 		if part := partitionName(filepath.Join(sysBlock, disk), n); part != "" {
-			return filepath.Join(devDir, part), seen, nil
+			return filepath.Join(devDir, part), append(seen, disk), nil
 		}
 		// In the table, but the kernel has not made its device yet.
 		seen = append(seen, disk)
@@ -229,7 +230,7 @@ func switchToSystem(ctx context.Context, logger *zap.Logger, info systemimage.In
 	if err != nil {
 		return err
 	}
-	dev, err := findPartition(ctx, "/sys/block", "/dev", guid)
+	dev, _, err := findPartition(ctx, "/sys/block", "/dev", guid)
 	if err != nil {
 		return err
 	}

@@ -52,9 +52,9 @@ func TestFindPartitionByGUID(t *testing.T) {
 	gptDisk(t, filepath.Join(dev, "vda"), guid)
 	// A loop device is not read: its node does not even exist here.
 	os.MkdirAll(filepath.Join(sys, "loop0"), 0o755)
-	got, err := findPartition(context.Background(), sys, dev, strings.ToUpper(guid))
-	if err != nil || got != filepath.Join(dev, "vda2") {
-		t.Errorf("findPartition = %q, %v; want %s", got, err, filepath.Join(dev, "vda2"))
+	got, disk, err := findPartition(context.Background(), sys, dev, strings.ToUpper(guid))
+	if err != nil || got != filepath.Join(dev, "vda2") || disk != filepath.Join(dev, "vda") {
+		t.Errorf("findPartition = %q, %q, %v; want %s on %s", got, disk, err, filepath.Join(dev, "vda2"), filepath.Join(dev, "vda"))
 	}
 }
 

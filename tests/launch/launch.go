@@ -38,10 +38,18 @@ import (
 type Options struct {
 	// QEMU is the qemu-system-x86_64 binary; default from PATH.
 	QEMU string
-	// Disk is the appliance's disk image (raw). It is booted through the
-	// firmware with QEMU's snapshot mode: writes go to a temporary layer,
-	// never to the file.
+	// Disk is the appliance's disk image (raw), booted through the
+	// firmware. It is never written: the VM boots a sparse copy of it,
+	// grown to DiskSize (State).
 	Disk string
+	// State is the VM's disk: made from Disk at the first Start, kept, and
+	// booted as it is by a later Start (the data partition made at first
+	// boot is found again). Empty: a temporary copy, removed when QEMU
+	// exits.
+	State string
+	// DiskSize is the size of the VM's disk in bytes (default
+	// DefaultDiskSize); a State smaller than it is grown, sparse.
+	DiskSize int64
 	// Append is added to the kernel command line: the UKI's stub appends
 	// the SMBIOS string io.systemd.stub.kernel-cmdline-extra to its own.
 	Append string
@@ -131,16 +139,16 @@ const cmdlineExtra = "io.systemd.stub.kernel-cmdline-extra="
 
 // machineArgs are the QEMU arguments of a headless appliance VM: the
 // machine, its size, the firmware (code read-only, vars the VM's own copy),
-// the disk on a temporary copy-on-write layer as the first virtio disk,
+// the disk (drive: QEMU -drive options, file= first) as the first virtio disk,
 // kernel arguments for the stub, the serial console on stdio and no reboot
 // (a kernel panic ends QEMU).
-func machineArgs(accel string, memoryMiB, cpus int, fw firmware, disk, cmdline string) []string {
+func machineArgs(accel string, memoryMiB, cpus int, fw firmware, drive, cmdline string) []string {
 	args := []string{
 		"-machine", "q35", "-accel", accel,
 		"-m", strconv.Itoa(memoryMiB), "-smp", strconv.Itoa(cpus),
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + fw.vars,
-		"-drive", "file=" + disk + ",format=raw,if=virtio,index=0,snapshot=on,cache=unsafe",
+		"-drive", drive + ",format=raw,if=virtio,index=0,cache=unsafe",
 		"-display", "none", "-vga", "none", "-no-reboot",
 		"-serial", "stdio", "-monitor", "none",
 	}
@@ -204,6 +212,9 @@ func (o *Options) defaults() error {
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Minute
 	}
+	if o.DiskSize == 0 {
+		o.DiskSize = DefaultDiskSize
+	}
 	if o.Accel == "" {
 		o.Accel = "auto"
 	}
@@ -256,7 +267,16 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("failed to listen for the JSON log: %w", err)
 	}
-	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, fw, o.Disk, "appliance_log_json="+jsonPort+" "+o.Append),
+	state := o.State
+	if state == "" {
+		state = filepath.Join(dir, "disk.raw")
+	}
+	if err := prepareState(o.Disk, state, o.DiskSize); err != nil {
+		jsonListener.Close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, fw, "file="+state, "appliance_log_json="+jsonPort+" "+o.Append),
 		"-chardev", "socket,id=jsonlog,path="+jsonSock, "-serial", "chardev:jsonlog",
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
@@ -500,7 +520,7 @@ func ProbeKVM(ctx context.Context, qemu, disk string) bool {
 	if err != nil {
 		return false
 	}
-	args := append(machineArgs("kvm", 512, 1, fw, disk, "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
+	args := append(machineArgs("kvm", 512, 1, fw, "file="+disk+",snapshot=on", "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	supervisor.Isolate(cmd, syscall.SIGKILL)
 	out, err := cmd.StdoutPipe()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/bazelbuild/rules_go/go/runfiles"
@@ -86,16 +87,56 @@ func TestFirmwareFromRunfiles(t *testing.T) {
 // doubled as QEMU's option syntax wants; none, no SMBIOS option.
 func TestMachineArgsCmdline(t *testing.T) {
 	fw := firmware{code: "code.fd", vars: "vars.fd"}
-	args := strings.Join(machineArgs("tcg", 512, 1, fw, "disk.raw", "a=1 b=x,y"), " ")
+	args := strings.Join(machineArgs("tcg", 512, 1, fw, "file=disk.raw", "a=1 b=x,y"), " ")
 	if want := "-smbios type=11,value=io.systemd.stub.kernel-cmdline-extra=a=1 b=x,,y"; !strings.Contains(args, want) {
 		t.Errorf("args %q lack %q", args, want)
 	}
-	for _, want := range []string{"file=disk.raw,format=raw,if=virtio,index=0,snapshot=on", "readonly=on,file=code.fd", "unit=1,file=vars.fd"} {
+	for _, want := range []string{"file=disk.raw,format=raw,if=virtio,index=0", "readonly=on,file=code.fd", "unit=1,file=vars.fd"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)
 		}
 	}
-	if args := strings.Join(machineArgs("tcg", 512, 1, fw, "disk.raw", " "), " "); strings.Contains(args, "-smbios") {
+	if args := strings.Join(machineArgs("tcg", 512, 1, fw, "file=disk.raw", " "), " "); strings.Contains(args, "-smbios") {
 		t.Errorf("no kernel arguments, yet %q", args)
+	}
+}
+
+// The VM's disk is a sparse copy of the image grown to the size asked; a
+// second prepare keeps what the first boot wrote, and grows it if asked
+// for more; the image is never written.
+func TestPrepareState(t *testing.T) {
+	dir := t.TempDir()
+	image := filepath.Join(dir, "image.raw")
+	data := make([]byte, 3<<20)
+	copy(data, "head")
+	copy(data[2<<20:], "tail")
+	if err := os.WriteFile(image, data, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state.raw")
+	if err := prepareState(image, state, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(state)
+	if err != nil || len(got) != 8<<20 || !bytes.Equal(got[:len(data)], data) || !bytes.Equal(got[len(data):], make([]byte, 8<<20-len(data))) {
+		t.Fatalf("state: %d bytes (%v), want the image grown to 8 MiB", len(got), err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(state, &st); err != nil || st.Blocks*512 > 3<<20 {
+		t.Errorf("state takes %d bytes on disk, want at most the image's two data blocks (%v)", st.Blocks*512, err)
+	}
+	// What the VM wrote stays, and a larger size grows it.
+	f, _ := os.OpenFile(state, os.O_WRONLY, 0)
+	f.WriteAt([]byte("written"), 5<<20)
+	f.Close()
+	if err := prepareState(image, state, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = os.ReadFile(state)
+	if len(got) != 16<<20 || string(got[5<<20:5<<20+7]) != "written" {
+		t.Errorf("second prepare: %d bytes, written data %q", len(got), got[5<<20:5<<20+7])
+	}
+	if after, _ := os.ReadFile(image); !bytes.Equal(after, data) {
+		t.Error("the image was written")
 	}
 }

@@ -48,6 +48,10 @@ type Extra struct {
 	Disks []string
 	// Append is added to the kernel command line.
 	Append string
+	// State and DiskSize are launch.Options's: the VM's disk, kept across
+	// boots when State is set, and its size.
+	State    string
+	DiskSize int64
 	// Kubelet runs the node's kubelet. Off by default: the tests that
 	// start their own pods through the CRI need it off, as a kubelet stops
 	// every pod sandbox it did not start (core/init/variant_e2e.go).
@@ -76,6 +80,8 @@ func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
 		Disk:      runfile.Path(t, "DISK"),
 		Forward:   []int{criPort, statusPort, HelloWebPort},
 		Disks:     extra.Disks,
+		State:     extra.State,
+		DiskSize:  extra.DiskSize,
 		Append:    appendArgs(extra),
 		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),
 		Console:   prefixWriter{prefix: "serial: ", w: os.Stderr},

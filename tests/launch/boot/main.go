@@ -1,7 +1,9 @@
 // Command boot boots the appliance's disk image in QEMU, through UEFI
 // firmware, with its serial console on the terminal: `bazel run
-// //images/appliance:boot`. The image is never written (a temporary
-// copy-on-write layer takes the writes). TCG by default; KVM only
+// //images/appliance:boot`. The image is never written: the VM boots a
+// sparse copy grown to -disk_size, temporary unless -state names it (then
+// a second boot with the same -state finds the data partition and the
+// node's state of the first). TCG by default; KVM only
 // when a probe boot shows it works (or -accel=kvm). Ctrl-C powers the
 // appliance off through its ACPI power button, a second Ctrl-C kills QEMU.
 // Guest ports named by -forward (default hello-web's 8080) are forwarded to
@@ -32,13 +34,17 @@ func main() {
 	cpus := flag.Int("cpus", 2, "virtual CPUs")
 	serial := flag.String("serial_log", "", "also write the serial console to this file")
 	forward := flag.String("forward", "8080", "comma-separated guest TCP ports to forward to 127.0.0.1 (8080: hello-web)")
+	var o launch.Options
+	flag.StringVar(&o.State, "state", "", "the VM's disk, made from the image at the first boot and kept (default: a temporary copy)")
+	flag.Int64Var(&o.DiskSize, "disk_size", launch.DefaultDiskSize, "the VM's disk size in bytes (sparse)")
 	flag.Parse()
 	ports, err := parsePorts(*forward)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "boot: -forward:", err)
 		os.Exit(2)
 	}
-	if err := run(*disk, *accel, *memory, *cpus, *serial, ports); err != nil {
+	o.Accel, o.MemoryMiB, o.CPUs, o.Forward = *accel, *memory, *cpus, ports
+	if err := run(*disk, *serial, o); err != nil {
 		fmt.Fprintln(os.Stderr, "boot:", err)
 		os.Exit(1)
 	}
@@ -60,7 +66,7 @@ func parsePorts(list string) ([]int, error) {
 	return ports, nil
 }
 
-func run(disk, accel string, memory, cpus int, serial string, forward []int) error {
+func run(disk, serial string, o launch.Options) error {
 	var err error
 	if disk, err = runfiles.Rlocation(disk); err != nil {
 		return fmt.Errorf("disk: %w", err)
@@ -74,17 +80,14 @@ func run(disk, accel string, memory, cpus int, serial string, forward []int) err
 		serial = filepath.Join(dir, "serial.log")
 	}
 	ctx := context.Background()
-	vm, err := launch.Start(ctx, launch.Options{
-		Disk: disk, Accel: accel,
-		MemoryMiB: memory, CPUs: cpus, SerialLog: serial, Console: os.Stdout,
-		Forward: forward, Timeout: 24 * time.Hour,
-	})
+	o.Disk, o.SerialLog, o.Console, o.Timeout = disk, serial, os.Stdout, 24*time.Hour
+	vm, err := launch.Start(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer vm.Kill()
 	fmt.Fprintf(os.Stderr, "boot: QEMU started (accel %s); Ctrl-C powers the appliance off\n", vm.Accel)
-	for _, p := range forward {
+	for _, p := range o.Forward {
 		fmt.Fprintf(os.Stderr, "boot: guest port %d is 127.0.0.1:%d\n", p, vm.Ports[p])
 	}
 	sigs := make(chan os.Signal, 2)
