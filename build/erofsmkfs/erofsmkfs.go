@@ -6,6 +6,7 @@
 package erofsmkfs
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -102,3 +103,31 @@ func ParseLibraries(args []string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// AddFlags declares on fs the flags that mkfs_erofs_args
+// (//third_party/erofs-utils:mkfs_erofs.bzl) passes: --mkfs_erofs,
+// --mkfs_loader and a --mkfs_lib soname=file per library. The returned
+// function, called after fs.Parse, gives the tool they name, or an error
+// when one is missing or malformed: the build never falls back to another
+// mkfs.erofs.
+func AddFlags(fs *flag.FlagSet) func() (Mkfs, error) {
+	var m Mkfs
+	var libs libFlag
+	fs.StringVar(&m.Binary, "mkfs_erofs", "", "the pinned mkfs.erofs binary")
+	fs.StringVar(&m.Loader, "mkfs_loader", "", "the ELF interpreter it was built for")
+	fs.Var(&libs, "mkfs_lib", "soname=file of a library it loads, repeatable")
+	return func() (Mkfs, error) {
+		if m.Binary == "" || m.Loader == "" || len(libs) == 0 {
+			return Mkfs{}, fmt.Errorf("--mkfs_erofs, --mkfs_loader and --mkfs_lib are required: only the pinned mkfs.erofs is run")
+		}
+		var err error
+		m.Libraries, err = ParseLibraries(libs)
+		return m, err
+	}
+}
+
+// libFlag collects the repeated --mkfs_lib.
+type libFlag []string
+
+func (l *libFlag) String() string     { return strings.Join(*l, ",") }
+func (l *libFlag) Set(v string) error { *l = append(*l, v); return nil }

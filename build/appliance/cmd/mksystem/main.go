@@ -5,9 +5,10 @@
 //
 // The pinned mkfs.erofs rather than go-erofs's young writer (v0.3): it is
 // the reference writer the kernel's reader is tested against, and the one
-// the layer cache is made with, so the build has one EROFS writer. Uncompressed: the
-// layer blobs inside are what most of the bytes are, and they are read in
-// place by the appliance; the release compresses the disk image as a whole.
+// the layer cache is made with, so the build has one EROFS writer.
+// Uncompressed: the layer blobs inside are what most of the bytes are, and
+// they are read in place by the appliance; the release compresses the disk
+// image as a whole.
 // The same tar gives the same image: the EROFS UUID and the verity UUID
 // derive from the tar's sha256, time stamps are fixed (core/node's mkfs
 // options), and the salt is fixed.
@@ -39,27 +40,18 @@ import (
 // random UUID of this tool).
 const namespace = "0d3f6b8e-5a0c-4a8e-9f5e-2c7d1b4e8a31"
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
 func main() {
-	var mkfs erofsmkfs.Mkfs
-	var libs listFlag
 	tree := flag.String("tree", "", "the root tree (tar)")
 	out := flag.String("out", "", "the system image to write")
 	info := flag.String("info", "", "where to write the image's info (JSON)")
-	flag.StringVar(&mkfs.Binary, "mkfs_erofs", "", "the pinned mkfs.erofs binary")
-	flag.StringVar(&mkfs.Loader, "mkfs_loader", "", "the ELF interpreter it was built for")
-	flag.Var(&libs, "mkfs_lib", "soname=file of a library it loads, repeatable")
+	pinned := erofsmkfs.AddFlags(flag.CommandLine)
 	flag.Parse()
 	err := func() error {
-		if *tree == "" || *out == "" || *info == "" || mkfs.Binary == "" || mkfs.Loader == "" {
-			return fmt.Errorf("-tree, -out, -info, -mkfs_erofs and -mkfs_loader are required")
+		if *tree == "" || *out == "" || *info == "" {
+			return fmt.Errorf("-tree, -out and -info are required")
 		}
-		var err error
-		if mkfs.Libraries, err = erofsmkfs.ParseLibraries(libs); err != nil {
+		mkfs, err := pinned()
+		if err != nil {
 			return err
 		}
 		return run(context.Background(), mkfs, *tree, *out, *info)

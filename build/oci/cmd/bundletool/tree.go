@@ -21,19 +21,13 @@ func runTree(ctx context.Context, args []string) error {
 	spec := fs.String("spec", "", "JSON spec file")
 	out := fs.String("out", "", "output tar")
 	manifest := fs.String("manifest", "", "JSON manifest output")
-	var mkfs erofsmkfs.Mkfs
-	var libs cli.ListFlag
-	fs.StringVar(&mkfs.Binary, "mkfs_erofs", "", "the pinned mkfs.erofs binary")
-	fs.StringVar(&mkfs.Loader, "mkfs_loader", "", "the ELF interpreter it was built for")
-	fs.Var(&libs, "mkfs_lib", "soname=file of a library it loads, repeatable")
+	pinned := erofsmkfs.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if mkfs.Binary == "" || mkfs.Loader == "" || len(libs) == 0 {
-		return fmt.Errorf("--mkfs_erofs, --mkfs_loader and --mkfs_lib are required: the layers are converted by the pinned mkfs.erofs only")
-	}
-	var err error
-	if mkfs.Libraries, err = erofsmkfs.ParseLibraries(libs); err != nil {
+	// The layers are converted by the pinned mkfs.erofs only.
+	mkfs, err := pinned()
+	if err != nil {
 		return err
 	}
 	var s struct {
