@@ -32,6 +32,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"go.uber.org/zap"
 
+	"github.com/appliance-bundler/appliance/core/blockdev"
 	"github.com/appliance-bundler/appliance/core/disklayout"
 )
 
@@ -189,14 +190,10 @@ func waitDevice(ctx context.Context, cfg Config, n int) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, deviceWait)
 	defer cancel()
 	for {
-		entries, _ := os.ReadDir(filepath.Join(cfg.SysBlock, name))
-		for _, e := range entries {
-			b, err := os.ReadFile(filepath.Join(cfg.SysBlock, name, e.Name(), "partition"))
-			if err == nil && strings.TrimSpace(string(b)) == fmt.Sprint(n) {
-				dev := filepath.Join(cfg.Dev, e.Name())
-				if _, err := os.Stat(dev); err == nil {
-					return dev, nil
-				}
+		if part := blockdev.Partition(cfg.SysBlock, name, n); part != "" {
+			dev := filepath.Join(cfg.Dev, part)
+			if _, err := os.Stat(dev); err == nil {
+				return dev, nil
 			}
 		}
 		select {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/appliance-bundler/appliance/core/blockdev"
 	"github.com/appliance-bundler/appliance/core/kmod"
 	"github.com/appliance-bundler/appliance/core/systemimage"
 )
@@ -72,7 +72,7 @@ func partitionByGUID(sysBlock, devDir, guid string) (string, []string, error) {
 			seen = append(seen, disk)
 			continue
 		}
-		if part := partitionName(filepath.Join(sysBlock, disk), n); part != "" {
+		if part := blockdev.Partition(sysBlock, disk, n); part != "" {
 			return filepath.Join(devDir, part), append(seen, disk), nil
 		}
 		// In the table, but the kernel has not made its device yet.
@@ -117,22 +117,6 @@ func gptPartitionNumber(dev, guid string) int {
 	return 0
 }
 
-// partitionName is the kernel's name of partition n of the disk at
-// diskDir (a /sys/block entry), or "" while there is none.
-func partitionName(diskDir string, n int) string {
-	entries, err := os.ReadDir(diskDir)
-	if err != nil {
-		return ""
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(diskDir, e.Name(), "partition"))
-		if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(n) {
-			return e.Name()
-		}
-	}
-	return ""
-}
-
 // openSystem puts a dm-verity device checked against info's root hash over
 // the partition dev and returns its node in devDir. A first block that
 // does not match the root hash is an error here, before anything mounts.
@@ -149,7 +133,8 @@ func openSystem(sysBlock, devDir, dev string, info systemimage.Info) (string, er
 	if p.DataBlocks != info.DataBlocks() {
 		return "", fmt.Errorf("the hash tree of %s covers %d blocks, the command line's hash offset %d", dev, p.DataBlocks, info.HashOffset)
 	}
-	node, err := dmNode(sysBlock, devDir, systemDevice)
+	// /dev/dm-N: there is no udev for /dev/mapper links this early.
+	node, err := blockdev.DMNode(sysBlock, devDir, systemDevice)
 	if err != nil {
 		return "", err
 	}
@@ -157,22 +142,6 @@ func openSystem(sysBlock, devDir, dev string, info systemimage.Info) (string, er
 		return "", fmt.Errorf("%s does not match the root hash %s on the kernel command line (dm-verity refuses its first block): %w", dev, info.RootHash, err)
 	}
 	return node, nil
-}
-
-// dmNode is the node of the dm device called name: /dev/dm-N, which
-// devtmpfs makes (there is no udev for /dev/mapper links this early).
-func dmNode(sysBlock, devDir, name string) (string, error) {
-	entries, err := os.ReadDir(sysBlock)
-	if err != nil {
-		return "", fmt.Errorf("failed to list %s: %w", sysBlock, err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(sysBlock, e.Name(), "dm", "name"))
-		if err == nil && strings.TrimSpace(string(b)) == name {
-			return filepath.Join(devDir, e.Name()), nil
-		}
-	}
-	return "", fmt.Errorf("the dm device %s is not in %s", name, sysBlock)
 }
 
 func readFirstBlock(node string) error {

@@ -83,17 +83,3 @@ func TestFindPartitionNamesTheDisksItRead(t *testing.T) {
 		t.Errorf("partitionByGUID of an absent GUID: seen %q, %v", seen, err)
 	}
 }
-
-func TestDMNode(t *testing.T) {
-	sys := t.TempDir()
-	for name, dm := range map[string]string{"dm-0": "layer-x", "dm-1": "system"} {
-		os.MkdirAll(filepath.Join(sys, name, "dm"), 0o755)
-		os.WriteFile(filepath.Join(sys, name, "dm", "name"), []byte(dm+"\n"), 0o644)
-	}
-	if got, err := dmNode(sys, "/dev", "system"); err != nil || got != "/dev/dm-1" {
-		t.Errorf("dmNode = %q, %v", got, err)
-	}
-	if _, err := dmNode(sys, "/dev", "other"); err == nil {
-		t.Error("a missing dm device is found")
-	}
-}
