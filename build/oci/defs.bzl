@@ -286,7 +286,7 @@ appliance's EROFS layer content cache (/containerd/erofs-cache, one blob per
 diffID with a dm-verity hash tree) and places the bundle without them (slim,
 docs/bundle-format.md). False places the bundle whole: containerd's EROFS
 differ converts its layers on the node at first boot (slower, and the layers
-then sit in memory twice). This target's own output is always whole.""",
+are then written to the data partition). This target's own output is always whole.""",
             default = True,
         ),
         "_tool": _tool_attr(_BUNDLETOOL),
@@ -347,8 +347,10 @@ sorted by path.
 
 The layers of every bundle with `erofs_cache` (the default) are converted,
 once per diffID, into EROFS blobs with a dm-verity hash tree at
-/containerd/erofs-cache/sha256/<xx>/<diffID hex>.erofs (+ `.dmverity`) in the
-tar, and the bundle is placed without them; its manifest entry lists them
+/containerd/erofs-cache/sha256/<xx>/<diffID hex>.erofs in the tar (without the
+`.dmverity` sidecar: the system partition's dm-verity covers the cache, and
+containerd mounts a blob without a sidecar from its file), and the bundle is
+placed without them; its manifest entry lists them
 (`cached_layers`: digest, diff_id, path, size, root_hash) and its size and
 sha256 are the slim file's. The conversion runs the pinned mkfs.erofs of
 //third_party/erofs-utils, the appliance's own, never one from PATH.""",

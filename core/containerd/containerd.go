@@ -7,9 +7,9 @@
 // The CRI's snapshotter is erofs by default: layers are EROFS blobs, served
 // straight from the appliance's layer content cache (core/erofscache) when
 // the build converted them, else converted on the node by containerd's
-// erofs differ (mkfs.erofs, which containerd finds on the PATH it is given),
-// and mounted through dm-verity. overlayfs stays configurable (the preseed
-// bench compares the two).
+// erofs differ (mkfs.erofs, which containerd finds on the PATH it is given);
+// node.DmverityMode says which of them mount through dm-verity. overlayfs
+// stays configurable (the preseed bench compares the two).
 //
 // It must not talk to any registry, import images itself, or keep running
 // when containerd has died: a dead containerd is a failed runnable, and the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/containerd"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
 )
 
@@ -222,8 +223,8 @@ func TestErofsConfigAsContainerdReadsIt(t *testing.T) {
 	if p.CRI.Snapshotter != "erofs" || len(p.Transfer.UnpackConfig) != 1 || p.Transfer.UnpackConfig[0].Snapshotter != "erofs" {
 		t.Errorf("CRI snapshotter %q, transfer unpack %+v; want erofs", p.CRI.Snapshotter, p.Transfer.UnpackConfig)
 	}
-	if !slices.Equal(p.Snapshotter.Caches, []string{erofscache.Root}) || p.Snapshotter.DmverityMode != "on" {
-		t.Errorf("erofs snapshotter: caches %q, dmverity_mode %q; want [%s], on", p.Snapshotter.Caches, p.Snapshotter.DmverityMode, erofscache.Root)
+	if !slices.Equal(p.Snapshotter.Caches, []string{erofscache.Root}) || p.Snapshotter.DmverityMode != node.DmverityMode {
+		t.Errorf("erofs snapshotter: caches %q, dmverity_mode %q; want [%s], %s", p.Snapshotter.Caches, p.Snapshotter.DmverityMode, erofscache.Root, node.DmverityMode)
 	}
 	if !p.Differ.EnableDmverity || !slices.Equal(p.Differ.MkfsOptions, []string{"-T0", "--mkfs-time"}) {
 		t.Errorf("erofs differ: enable_dmverity %v, mkfs_options %q", p.Differ.EnableDmverity, p.Differ.MkfsOptions)

@@ -2,9 +2,12 @@
 // does on a distribution, which the appliance does not run: it keeps
 // /dev/mapper/<name> -> ../dm-N links for every dm device (containerd's
 // erofs mount handler, through go-dmverity, creates a dm-verity device per
-// layer mount and waits about a second for its /dev/mapper link), logs the
-// layer blob behind each device, and turns the kernel's dm-verity corruption
-// lines into errors naming the layer (its diffID and blob path).
+// mount of a layer the node converted, and waits about a second for its
+// /dev/mapper link), logs the layer blob behind each device, and turns the
+// kernel's dm-verity corruption lines into errors naming what is known: the
+// layer (its diffID and blob path), or on the system partition the file
+// that holds the block (core/erofsmap), and in a cache blob the layer's
+// file too.
 //
 // It must not create, change or remove dm or loop devices, nor device nodes
 // (devtmpfs makes those): it only maintains links in /dev/mapper and reads

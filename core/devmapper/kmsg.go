@@ -17,10 +17,19 @@ import (
 )
 
 // VerityLog is the runnable that follows the kernel log for dm-verity's
-// corruption messages and logs each as an error naming the layer.
+// corruption messages and logs each as an error naming the layer or, on
+// the system partition, the file.
 type VerityLog struct {
 	Sys  string // sysfs; DefaultSys if empty
 	Kmsg string // the kernel log device; DefaultKmsg if empty
+	Dev  string // devtmpfs; DefaultDev if empty
+	// System is the device-mapper name of the system partition's
+	// dm-verity device (systemimage.DeviceName); empty when there is
+	// none. A corrupted block on it is logged with the file of the
+	// system that holds it (see systemFields).
+	System string
+	// Root is where the system is mounted; "/" if empty.
+	Root string
 	// Registry, if not nil, names the layer of a device gone from sysfs
 	// (Links records them).
 	Registry *Registry
@@ -170,6 +179,12 @@ func (c VerityLog) handle(logger *zap.Logger, rec []byte, after int64) (seq uint
 		d = recorded
 		fields = append(fields, zap.String("resolved_from", "registry"))
 	}
+	if c.System != "" && d.Name == c.System {
+		// No loop device nor blob under it: the partition itself.
+		fields = append(fields, zap.String("name", d.Name), zap.String("device", d.Kernel), zap.String("dev", d.Dev))
+		logger.Error("dm-verity: corrupted block in the system partition", append(fields, c.systemFields(d, cor)...)...)
+		return r.Seq, true
+	}
 	logger.Error("dm-verity: corrupted block in a layer blob", append(fields, d.fields()...)...)
 	return r.Seq, true
 }
@@ -181,6 +196,12 @@ func (c VerityLog) Run(ctx context.Context) error {
 	}
 	if c.Kmsg == "" {
 		c.Kmsg = DefaultKmsg
+	}
+	if c.Dev == "" {
+		c.Dev = DefaultDev
+	}
+	if c.Root == "" {
+		c.Root = "/"
 	}
 	logger := supervisor.Logger(ctx)
 	after, err := readCursor(c.Cursor)

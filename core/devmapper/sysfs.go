@@ -79,7 +79,9 @@ func describeDev(sys, dev string) (Device, error) {
 	if strings.HasPrefix(kernel, "dm-") {
 		return describeDM(sys, kernel)
 	}
-	holders, err := os.ReadDir(filepath.Join(sys, "block", kernel, "holders"))
+	// Through /sys/dev/block: a partition (the system slot under its
+	// dm-verity device) has no /sys/block entry of its own.
+	holders, err := os.ReadDir(filepath.Join(link, "holders"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Device{}, fmt.Errorf("failed to list the holders of %s: %w", kernel, err)
 	}

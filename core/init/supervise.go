@@ -17,6 +17,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/supervisor"
+	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
 // sandboxImage is the pod sandbox image preseeded by //images:pause_bundle;
@@ -74,7 +75,7 @@ func rootRunnable(cd containerd.Config, erofsUnavailable string) supervisor.Runn
 			run  supervisor.Runnable
 		}{
 			{"devmapper", devmapper.Links{Registry: dm}.Run},
-			{"verity-log", devmapper.VerityLog{Registry: dm, Cursor: devmapper.DefaultKmsgCursor}.Run},
+			{"verity-log", devmapper.VerityLog{Registry: dm, Cursor: devmapper.DefaultKmsgCursor, System: systemimage.DeviceName}.Run},
 			{"containerd", erofsGate(cd.Run, erofsUnavailable, procFilesystems, every(erofsPoll))},
 		}
 		for _, c := range children {

@@ -26,8 +26,6 @@ const (
 	// systemRoot is where stage 1 mounts the system before it becomes
 	// the root.
 	systemRoot = "/sysroot"
-	// systemDevice is the dm-verity device's name.
-	systemDevice = "system"
 	// partitionWait bounds how long the system partition may take to
 	// appear once the block driver is loaded.
 	partitionWait = 30 * time.Second
@@ -127,14 +125,14 @@ func openSystem(sysBlock, devDir, dev string, info systemimage.Info) (string, er
 	}
 	p := verity.DefaultParams()
 	p.HashAreaOffset = info.HashOffset
-	if _, err := verity.Open(&p, systemDevice, dev, dev, root, "", nil); err != nil {
+	if _, err := verity.Open(&p, systemimage.DeviceName, dev, dev, root, "", nil); err != nil {
 		return "", fmt.Errorf("failed to open %s through dm-verity (hash tree at byte %d): %w", dev, info.HashOffset, err)
 	}
 	if p.DataBlocks != info.DataBlocks() {
 		return "", fmt.Errorf("the hash tree of %s covers %d blocks, the command line's hash offset %d", dev, p.DataBlocks, info.HashOffset)
 	}
 	// /dev/dm-N: there is no udev for /dev/mapper links this early.
-	node, err := blockdev.DMNode(sysBlock, devDir, systemDevice)
+	node, err := blockdev.DMNode(sysBlock, devDir, systemimage.DeviceName)
 	if err != nil {
 		return "", err
 	}

@@ -26,6 +26,10 @@ import (
 // block size.
 const BlockSize = 4096
 
+// DeviceName is the device-mapper name of the system's dm-verity device,
+// which init's first stage opens and the verity log recognizes.
+const DeviceName = "system"
+
 // Kernel arguments that carry Info.
 const (
 	ArgRootHash   = "appliance.system.roothash"

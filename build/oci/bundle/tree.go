@@ -69,9 +69,10 @@ func WriteTree(w io.Writer, inputs []TreeInput) ([]byte, error) {
 
 // WriteTreeCached writes a tar holding every input at
 // containerd/preseed/<namespace>/<name><ext> and, for the inputs with
-// ErofsCache, their layers' EROFS blobs and dm-verity sidecars at
-// containerd/erofs-cache/<erofscache.RelPath> (with parent directories,
-// mode 0755; files 0644; owner 0:0; fixed mtime; sorted), and returns the
+// ErofsCache, their layers' EROFS blobs (without dm-verity sidecars: see
+// cacheLayers) at containerd/erofs-cache/<erofscache.RelPath> (with parent
+// directories, mode 0755; files 0644; owner 0:0; fixed mtime; sorted), and
+// returns the
 // preseed manifest of what it placed, encoded (bundleformat.Manifest). A
 // bundle with ErofsCache is placed slim (bundleformat.AnnotationCachedLayers)
 // and its manifest entry lists its cached layers; its size and sha256 are
@@ -131,9 +132,16 @@ func treePath(in TreeInput, files map[string]treeFile) (string, error) {
 	return p, nil
 }
 
-// cacheLayers converts a bundle's layers and adds their blobs and sidecars
-// to files (a layer shared with another bundle once), returning the
-// manifest's cached layers with their paths in the appliance.
+// cacheLayers converts a bundle's layers and adds their blobs to files (a
+// layer shared with another bundle once), returning the manifest's cached
+// layers with their paths in the appliance.
+//
+// The blobs' dm-verity sidecars are left out on purpose: the cache sits on
+// the system partition, whose own dm-verity checks every block of a blob
+// as it is read. Without a sidecar, containerd's erofs snapshotter (mode
+// "auto", core/node.DmverityMode) mounts a blob straight from its file,
+// with no loop device and no second hash check (see core/node for the
+// measurement).
 func cacheLayers(ctx context.Context, cache *TreeCache, in, slim string, files map[string]treeFile) ([]bundleformat.CachedLayer, error) {
 	cached, err := cache.Convert(ctx, in, slim)
 	if err != nil {
@@ -141,15 +149,13 @@ func cacheLayers(ctx context.Context, cache *TreeCache, in, slim string, files m
 	}
 	for i := range cached {
 		rel := cached[i].Path
-		for _, r := range []string{rel, erofscache.SidecarPath(rel)} {
-			src := filepath.Join(cache.Dir, filepath.FromSlash(r))
-			fi, err := os.Stat(src)
-			if err != nil {
-				return nil, fmt.Errorf("bundle %s: cache entry of layer %s: %w", in, cached[i].Digest, err)
-			}
-			files[path.Join(erofscache.Root, r)] = treeFile{src: src, size: fi.Size()}
+		src := filepath.Join(cache.Dir, filepath.FromSlash(rel))
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: cache entry of layer %s: %w", in, cached[i].Digest, err)
 		}
 		cached[i].Path = path.Join(erofscache.Root, rel)
+		files[cached[i].Path] = treeFile{src: src, size: fi.Size()}
 	}
 	return cached, nil
 }

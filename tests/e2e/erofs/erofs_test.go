@@ -1,25 +1,23 @@
 // Package erofs_test boots the E2E appliance whose images come from the
-// EROFS layer cache the build made, with two faults put in after the build:
-// one byte of the hello program flipped in hello's cached layer, and
-// hello-web's layer without its dm-verity sidecar. It proves that cached
-// layers come out of the kernel's EROFS and overlay right (whiteout, opaque
+// EROFS layer cache the build made, from a disk whose system partition was
+// changed after the build: one byte flipped in /usr/bin/kubelet and one in
+// the hello program of hello's cached layer. It proves that cached layers
+// come out of the kernel's EROFS and overlay right (whiteout, opaque
 // directory, hard link, symlink), that an image with uncached layers is
-// converted on the node and runs, that the missing sidecar fails that one
-// bundle by name, and that the flipped byte fails only hello's container,
-// with an I/O error and a log line naming the layer, while the others run.
+// converted on the node and runs, and that each flipped byte fails only
+// what reads it, with an I/O error and a log line naming the file (and the
+// layer), while the rest runs.
 package erofs_test
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"path"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/appliance-bundler/appliance/core/bundleformat"
-	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -56,19 +54,24 @@ func topLayer(t *testing.T, name string) bundleformat.CachedLayer {
 	return bundleformat.CachedLayer{}
 }
 
-func TestCachedLayersAndBadCache(t *testing.T) {
+func TestCachedLayersAndCorruptSystem(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	flipped, unsigned := topLayer(t, "hello"), topLayer(t, "hello-web")
+	flipped := topLayer(t, "hello")
 	for _, e := range manifest(t).Bundles {
 		if e.Name == "uncached" && len(e.CachedLayers) != 0 {
 			t.Fatalf("the uncached bundle lists cached layers: %+v", e.CachedLayers)
 		}
 	}
-	n := node.Boot(ctx, t)
+	// The kubelet is on, so that init starts its corrupted binary; it
+	// never runs, so it stops none of the test's pods.
+	n := node.BootWith(ctx, t, node.Extra{Kubelet: true})
+	checkKubelet(ctx, t, n)
 	st := n.PreseedStatus(ctx)
 	t.Logf("preseed done %s after QEMU start: imported %d, failed %d", n.Since(), st.Imported, st.Failed)
-	checkStatus(t, st, unsigned)
+	if st.Imported != 5 || st.Failed != 0 {
+		t.Errorf("preseed imported %d and failed %d, want 5 and 0: %+v", st.Imported, st.Failed, st.Bundles)
+	}
 
 	if exit, log := n.RunPod(ctx, t, "layers", layersImage, layersOK); exit != 0 {
 		t.Errorf("layers pod (cached layers) exited with %d, want 0; log: %s", exit, log)
@@ -80,33 +83,30 @@ func TestCachedLayersAndBadCache(t *testing.T) {
 	}
 }
 
-// checkStatus wants every bundle imported but hello-web, refused for its
-// missing sidecar, by name.
-func checkStatus(t *testing.T, st *status.Status, unsigned bundleformat.CachedLayer) {
+// checkKubelet wants the kubelet, whose binary's first block was changed
+// on the system partition, to fail to start with an I/O error, and the
+// node to log the file.
+func checkKubelet(ctx context.Context, t *testing.T, n *node.Node) {
 	t.Helper()
-	for _, b := range st.Bundles {
-		web := path.Base(b.File) == "hello-web.tar"
-		switch {
-		case web && b.Result != status.ResultFailed:
-			t.Errorf("hello-web.tar without its sidecar: result %s, want failed", b.Result)
-		case web:
-			sidecar := unsigned.Path + ".dmverity"
-			if !strings.Contains(b.Error, sidecar) || !strings.Contains(b.Error, string(unsigned.DiffID)) {
-				t.Errorf("hello-web.tar refused for %q, want the error to name %s and diffID %s", b.Error, sidecar, unsigned.DiffID)
-			}
-			t.Logf("the node reports: %s: %s", b.File, b.Error)
-		case b.Result != status.ResultImported:
-			t.Errorf("%s: result %s (%s), want imported", b.File, b.Result, b.Error)
-		}
+	line, err := n.VM.WaitForLine(ctx, "the kubelet failing to start", func(l string) bool {
+		return strings.Contains(l, "kubelet") && strings.Contains(l, "input/output error")
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if st.Imported != 4 || st.Failed != 1 {
-		t.Errorf("preseed imported %d and failed %d, want 4 and 1: %+v", st.Imported, st.Failed, st.Bundles)
+	t.Logf("the kubelet fails: %s", line)
+	line, err = n.VM.WaitForLine(ctx, "dm-verity corruption logged with the kubelet's file", func(l string) bool {
+		return strings.Contains(l, "corrupted block in the system partition") && strings.Contains(l, `"file": "/usr/bin/kubelet"`)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Logf("the node logs: %s", line)
 }
 
 // checkCorrupt starts hello, whose program's first block was changed in
-// the cache: dm-verity must refuse the read (an I/O error, not the changed
-// bytes), and the node must log the layer.
+// its cached layer on the system partition: dm-verity must refuse the read
+// (an I/O error, not the changed bytes), and the node must log the layer.
 func checkCorrupt(ctx context.Context, t *testing.T, n *node.Node, flipped bundleformat.CachedLayer) {
 	t.Helper()
 	from := len(n.VM.Lines())
@@ -124,7 +124,8 @@ func checkCorrupt(ctx context.Context, t *testing.T, n *node.Node, flipped bundl
 	}
 	t.Logf("hello from a corrupted layer: %v", err)
 	line, werr := n.VM.WaitForLineFrom(ctx, from, "dm-verity corruption logged with the layer", func(l string) bool {
-		return strings.Contains(l, "corrupt") && strings.Contains(l, flipped.DiffID.Encoded())
+		return strings.Contains(l, "corrupted block in the system partition") && strings.Contains(l, flipped.DiffID.Encoded()) &&
+			strings.Contains(l, `"layer_file"`)
 	})
 	if werr != nil {
 		t.Fatal(werr)

@@ -9,6 +9,7 @@ package hello_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -134,4 +135,55 @@ func checkRepoDigests(ctx context.Context, t *testing.T, n *node.Node, tag strin
 		return
 	}
 	t.Errorf("the CRI lists no image tagged %s", tag)
+}
+
+// BenchmarkPodStart measures a pod's start on the booted node: from
+// RunPodSandbox to StartContainer's return for a hello pod, which mounts the
+// pause and hello layers from the EROFS cache. The node boots once; each
+// pod is removed outside the timer, so each start mounts its layers anew.
+// Run it with:
+//
+//	tools/bazel test //tests/e2e/hello:hello_test --test_output=streamed \
+//	  --test_arg=-test.run=^$ --test_arg=-test.bench=PodStart --test_arg=-test.benchtime=10x
+func BenchmarkPodStart(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	n := node.Boot(ctx, b)
+	if st := n.PreseedStatus(ctx); st.Failed != 0 {
+		b.Fatalf("preseed failed %d bundles: %+v", st.Failed, st.Bundles)
+	}
+	pods := 0
+	b.Run("hello", func(b *testing.B) {
+		for range b.N {
+			pods++
+			name := fmt.Sprintf("bench-%d", pods)
+			b.StartTimer()
+			id, err := n.StartPod(ctx, b, name, node.HelloImage)
+			b.StopTimer()
+			if err != nil {
+				b.Fatalf("StartContainer %s: %v", name, err)
+			}
+			if st := n.WaitExited(ctx, b, name, id); st.ExitCode != 0 {
+				b.Fatalf("pod %s exited with %d", name, st.ExitCode)
+			}
+			removePods(ctx, b, n)
+		}
+	})
+}
+
+// removePods stops and removes every pod sandbox of the node.
+func removePods(ctx context.Context, b *testing.B, n *node.Node) {
+	b.Helper()
+	resp, err := n.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		b.Fatalf("ListPodSandbox: %v", err)
+	}
+	for _, p := range resp.Items {
+		if _, err := n.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			b.Fatalf("StopPodSandbox %s: %v", p.Id, err)
+		}
+		if _, err := n.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			b.Fatalf("RemovePodSandbox %s: %v", p.Id, err)
+		}
+	}
 }

@@ -122,7 +122,7 @@ func (n *Node) Processes(ctx context.Context) (map[string][]int, error) {
 
 // CheckNoPulls fails the test if containerd logged any image pull: every
 // pod must have started from preseeded images.
-func (n *Node) CheckNoPulls(t *testing.T) {
+func (n *Node) CheckNoPulls(t testing.TB) {
 	t.Helper()
 	for _, l := range n.VM.Lines() {
 		// containerd's CRI logs every PullImage request at info level.

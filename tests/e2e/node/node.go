@@ -38,7 +38,7 @@ type Node struct {
 	Runtime runtimeapi.RuntimeServiceClient
 	Images  runtimeapi.ImageServiceClient
 	conn    *grpc.ClientConn
-	t       *testing.T
+	t       testing.TB
 }
 
 // Extra are boot options some tests need.
@@ -64,13 +64,13 @@ const kubeletOff = "appliance.e2e.kubelet=off"
 // Boot starts the VM of the disk image in $DISK (a runfiles path), booted
 // through the firmware, with the serial log in the test's undeclared
 // outputs, and stops it when the test ends.
-func Boot(ctx context.Context, t *testing.T) *Node {
+func Boot(ctx context.Context, t testing.TB) *Node {
 	t.Helper()
 	return BootWith(ctx, t, Extra{})
 }
 
 // BootWith is Boot with extra options.
-func BootWith(ctx context.Context, t *testing.T, extra Extra) *Node {
+func BootWith(ctx context.Context, t testing.TB, extra Extra) *Node {
 	t.Helper()
 	out := os.Getenv("TEST_UNDECLARED_OUTPUTS_DIR")
 	if out == "" {
@@ -114,7 +114,7 @@ func (n *Node) Since() time.Duration { return time.Since(n.VM.Started).Round(10 
 
 // Eventually calls fn every second until it returns nil; it fails the test
 // when ctx ends first, with fn's last error.
-func Eventually(ctx context.Context, t *testing.T, what string, fn func(context.Context) error) {
+func Eventually(ctx context.Context, t testing.TB, what string, fn func(context.Context) error) {
 	t.Helper()
 	var last error
 	for {

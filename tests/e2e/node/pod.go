@@ -26,7 +26,7 @@ const (
 
 // CheckPreseededImages checks through the CRI that each named image is
 // present and pinned.
-func (n *Node) CheckPreseededImages(ctx context.Context, t *testing.T, names ...string) {
+func (n *Node) CheckPreseededImages(ctx context.Context, t testing.TB, names ...string) {
 	t.Helper()
 	resp, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
 	if err != nil {
@@ -56,7 +56,7 @@ func (n *Node) CheckPreseededImages(ctx context.Context, t *testing.T, names ...
 // node's preseed status is done: Done means the CRI serves every image
 // preseed registered, and it learns of records in the order they were
 // written, so a stray record would be listed by then.
-func (n *Node) CheckAbsent(ctx context.Context, t *testing.T, name string) {
+func (n *Node) CheckAbsent(ctx context.Context, t testing.TB, name string) {
 	t.Helper()
 	named, err := reference.ParseNormalizedNamed(name)
 	if err != nil {
@@ -93,7 +93,7 @@ func (n *Node) CheckAbsent(ctx context.Context, t *testing.T, name string) {
 // whole: unpacked in the erofs snapshotter, its layers' snapshots all
 // there, so that no name points at content half there (a half-registered
 // image, after a power cut).
-func (n *Node) CheckWhole(ctx context.Context, t *testing.T) {
+func (n *Node) CheckWhole(ctx context.Context, t testing.TB) {
 	t.Helper()
 	cl, err := containerd.NewWithConn(n.conn)
 	if err != nil {
@@ -118,7 +118,7 @@ func (n *Node) CheckWhole(ctx context.Context, t *testing.T) {
 
 // RunHello runs a pod with one container of the hello image (see RunPod)
 // and returns its exit code and log, which holds the greeting.
-func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
+func (n *Node) RunHello(ctx context.Context, t testing.TB) (int32, string) {
 	t.Helper()
 	return n.RunPod(ctx, t, "hello", HelloImage, Greeting)
 }
@@ -126,7 +126,7 @@ func (n *Node) RunHello(ctx context.Context, t *testing.T) (int32, string) {
 // RunPod runs a pod named name with one container of image, never calling
 // PullImage, waits for the container to exit and for its log to contain
 // want, and returns its exit code and log.
-func (n *Node) RunPod(ctx context.Context, t *testing.T, name, image, want string) (int32, string) {
+func (n *Node) RunPod(ctx context.Context, t testing.TB, name, image, want string) (int32, string) {
 	t.Helper()
 	id, err := n.StartPod(ctx, t, name, image)
 	if err != nil {
@@ -158,7 +158,7 @@ func PodLogPath(name string) string {
 // in it, never calling PullImage, and returns the container's ID and
 // StartContainer's error: a test of a container that must not start reads
 // it. Errors before that fail the test.
-func (n *Node) StartPod(ctx context.Context, t *testing.T, name, image string) (string, error) {
+func (n *Node) StartPod(ctx context.Context, t testing.TB, name, image string) (string, error) {
 	t.Helper()
 	sandbox := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "e2e-" + name},
@@ -189,7 +189,7 @@ func (n *Node) StartPod(ctx context.Context, t *testing.T, name, image string) (
 }
 
 // WaitExited waits for a container to exit and returns its status.
-func (n *Node) WaitExited(ctx context.Context, t *testing.T, name, id string) *runtimeapi.ContainerStatus {
+func (n *Node) WaitExited(ctx context.Context, t testing.TB, name, id string) *runtimeapi.ContainerStatus {
 	t.Helper()
 	n.waitExited(ctx, t, name, id)
 	st, err := n.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
@@ -200,7 +200,7 @@ func (n *Node) WaitExited(ctx context.Context, t *testing.T, name, id string) *r
 }
 
 // waitExited waits for a container to exit and returns its exit code.
-func (n *Node) waitExited(ctx context.Context, t *testing.T, name, id string) int32 {
+func (n *Node) waitExited(ctx context.Context, t testing.TB, name, id string) int32 {
 	t.Helper()
 	var exit int32
 	Eventually(ctx, t, name+" container to exit", func(ctx context.Context) error {
