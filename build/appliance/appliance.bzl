@@ -131,12 +131,14 @@ def appliance_disk(name, init, root, testonly = False, **kwargs):
       init: the init binary: the same as `root`'s.
       root: an appliance_root.
       testonly: whether the targets are testonly.
-      **kwargs: passed to the disk_image (visibility, tags, ...).
+      **kwargs: passed to the disk_image (visibility, tags, ...); visibility
+        and tags also to the system image and the UKI.
     """
     system_image(
         name = name + "_system",
         tree = root,
         testonly = testonly,
+        tags = kwargs.get("tags"),
         visibility = kwargs.get("visibility"),
     )
     initramfs(
@@ -153,7 +155,8 @@ def appliance_disk(name, init, root, testonly = False, **kwargs):
         initramfs = ":" + name + "_early",
         system = ":" + name + "_system",
         testonly = testonly,
-        visibility = ["//visibility:private"],
+        tags = kwargs.get("tags"),
+        visibility = kwargs.get("visibility"),
     )
     disk_image(
         name = name,
@@ -180,12 +183,14 @@ def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **k
       pods: static_pod targets; the build fails if one runs an image that
         `bundles` do not provide.
       testonly: whether the targets are testonly (needed when a bundle is).
-      **kwargs: passed to the root and the disk (visibility, tags, ...).
+      **kwargs: passed to the root and the disk (visibility, tags, ...); tags
+        also to the tree.
     """
     preseed_tree(
         name = name + "_tree",
         bundles = bundles,
         testonly = testonly,
+        tags = kwargs.get("tags"),
     )
     appliance_root(
         name = name,

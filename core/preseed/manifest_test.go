@@ -18,6 +18,7 @@ import (
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
 	"github.com/appliance-bundler/appliance/core/erofscache"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/tests/containerdtest"
@@ -379,8 +380,9 @@ func TestManifestMatchingSecondRunSkips(t *testing.T) {
 // The manifest the build writes (//images:preseed.json) accepts the tree
 // the build writes (//images:preseed.tar: slim bundles and the EROFS layer
 // content cache), placed under another root here: every image imports into
-// erofs from the cache, with its dm-verity sidecars required. A bundle
-// swapped for another is refused.
+// erofs from the cache, with the appliance's setting for sidecars (the
+// tree has none: the system partition's dm-verity covers the cache). A
+// bundle swapped for another is refused.
 func TestManifestFromImageRules(t *testing.T) {
 	manifest := runfile.Path(t, "PRESEED_JSON")
 	tree := extractTree(t, runfile.Path(t, "PRESEED_TAR"))
@@ -392,7 +394,7 @@ func TestManifestFromImageRules(t *testing.T) {
 		t.Helper()
 		cfg := preseed.Config{Root: bundles, Address: d.Address, Snapshotter: d.Snapshotter,
 			StatusPath: filepath.Join(t.TempDir(), "status.json"), Manifest: manifest,
-			CacheDirs: []string{cache}, RequireVerity: true}
+			CacheDirs: []string{cache}, RequireVerity: node.RequireVerity}
 		st, err := cfg.Preseed(t.Context(), zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)

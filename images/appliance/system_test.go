@@ -2,7 +2,6 @@ package appliance_test
 
 import (
 	"bytes"
-	"debug/pe"
 	"encoding/hex"
 	"io"
 	"io/fs"
@@ -16,6 +15,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	erofs "github.com/erofs/go-erofs"
 
+	"github.com/appliance-bundler/appliance/build/appliance/uki"
 	"github.com/appliance-bundler/appliance/core/disklayout"
 	"github.com/appliance-bundler/appliance/core/systemimage"
 	"github.com/appliance-bundler/appliance/tests/runfile"
@@ -40,11 +40,11 @@ func TestDiskHoldsItsVerifiedSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uki, err := io.ReadAll(f)
+	efi, err := io.ReadAll(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := systemFromUKI(t, uki)
+	info := systemFromUKI(t, efi)
 
 	table, err := d.GetPartitionTable()
 	if err != nil {
@@ -96,21 +96,12 @@ func TestDiskHoldsItsVerifiedSystem(t *testing.T) {
 }
 
 // systemFromUKI reads the system's info from the UKI's command line.
-func systemFromUKI(t *testing.T, uki []byte) systemimage.Info {
+func systemFromUKI(t *testing.T, efi []byte) systemimage.Info {
 	t.Helper()
-	img, err := pe.NewFile(bytes.NewReader(uki))
+	cmdline, err := uki.Cmdline(efi)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := img.Section(".cmdline")
-	if s == nil {
-		t.Fatal("the UKI has no .cmdline")
-	}
-	b, err := s.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmdline := string(bytes.TrimRight(b[:min(len(b), int(s.VirtualSize))], "\x00"))
 	info, ok, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
 	if err != nil || !ok {
 		t.Fatalf("the UKI's command line %q names no system (%v)", cmdline, err)

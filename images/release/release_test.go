@@ -1,5 +1,7 @@
 // Package release_test checks the release archive as a user verifies it:
-// unpacked, `sha256sum -c SHA256SUMS` passes, and manifest.json names every
+// unpacked, `sha256sum -c SHA256SUMS` passes, the compressed disk
+// decompresses to the build's disk image and the UKI is the build's, and
+// manifest.json names the disk's layout and the system's root hash, every
 // preseeded image of the build with its digests, the static pods hello and
 // hello-web with their paths and the digest references they run, and every
 // artifact with its sha256.
@@ -15,9 +17,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -71,7 +76,7 @@ func sha(t *testing.T, path string) string {
 func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 	dir := t.TempDir()
 	names := unpack(t, runfile.Path(t, "RELEASE"), dir)
-	want := []string{"appliance-0.0.0-dev/", "appliance-0.0.0-dev/vmlinuz", "appliance-0.0.0-dev/initramfs.cpio.zst",
+	want := []string{"appliance-0.0.0-dev/", "appliance-0.0.0-dev/disk.raw.zst", "appliance-0.0.0-dev/uki.efi",
 		"appliance-0.0.0-dev/manifest.json", "appliance-0.0.0-dev/SHA256SUMS"}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("archive entries %v, want %v", names, want)
@@ -84,11 +89,12 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 		t.Fatalf("sha256sum -c: %v\n%s", err, out)
 	}
 	// The archive's files are the build's, bit for bit.
-	if got, want := sha(t, filepath.Join(rel, "vmlinuz")), sha(t, runfile.Path(t, "KERNEL")); got != want {
-		t.Errorf("vmlinuz sha256 %s, the build's %s", got, want)
+	if got, want := sha(t, filepath.Join(rel, "uki.efi")), sha(t, runfile.Path(t, "UKI")); got != want {
+		t.Errorf("uki.efi sha256 %s, the build's %s", got, want)
 	}
-	if got, want := sha(t, filepath.Join(rel, "initramfs.cpio.zst")), sha(t, runfile.Path(t, "INITRAMFS")); got != want {
-		t.Errorf("initramfs sha256 %s, the build's %s", got, want)
+	rawSum, rawSize := decompressedSum(t, filepath.Join(rel, "disk.raw.zst"))
+	if want := sha(t, runfile.Path(t, "DISK")); rawSum != want {
+		t.Errorf("disk.raw.zst decompresses to sha256 %s, the build's disk is %s", rawSum, want)
 	}
 
 	var m struct {
@@ -97,6 +103,15 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 		Kernel    struct {
 			Packages []struct{ Name, Version string } `json:"packages"`
 		} `json:"kernel"`
+		System struct {
+			RootHash string `json:"root_hash"`
+			Cmdline  string `json:"cmdline"`
+		} `json:"system"`
+		Disk struct {
+			Size   int64           `json:"size"`
+			SHA256 string          `json:"sha256"`
+			Layout json.RawMessage `json:"layout"`
+		} `json:"disk"`
 		Images []struct {
 			Namespace       string   `json:"namespace"`
 			Name            string   `json:"name"`
@@ -125,6 +140,10 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 	}
 	if m.Version != "0.0.0-dev" || !strings.HasPrefix(m.GoVersion, "go1.") || len(m.Kernel.Packages) != 2 {
 		t.Errorf("manifest header: version %q, go %q, kernel packages %v", m.Version, m.GoVersion, m.Kernel.Packages)
+	}
+	checkDisk(t, m.Disk.Layout, m.System.RootHash, m.System.Cmdline)
+	if m.Disk.SHA256 != rawSum || m.Disk.Size != rawSize {
+		t.Errorf("manifest disk: %d bytes sha256 %s; the image decompresses to %d bytes %s", m.Disk.Size, m.Disk.SHA256, rawSize, rawSum)
 	}
 	var preseed struct {
 		Bundles []struct {
@@ -192,11 +211,57 @@ func TestReleaseVerifiesAndNamesEverything(t *testing.T) {
 			t.Errorf("artifact %s: manifest says %s, file is %s", a.File, a.SHA256, got)
 		}
 	}
-	if want := []string{"vmlinuz", "initramfs.cpio.zst"}; !slices.Equal(listed, want) {
+	if want := []string{"disk.raw.zst", "uki.efi"}; !slices.Equal(listed, want) {
 		t.Errorf("the manifest lists artifacts %q, want %q", listed, want)
 	}
 	// And the Go version is the one /init was built with.
 	if bi, err := buildinfo.ReadFile(runfile.Path(t, "INIT")); err != nil || m.GoVersion != bi.GoVersion {
 		t.Errorf("manifest go_version %q, /init's %v (%v)", m.GoVersion, bi, err)
+	}
+}
+
+// decompressedSum is the sha256 and size of the zstd file at path once
+// decompressed.
+func decompressedSum(t *testing.T, path string) (string, int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, zr)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n
+}
+
+// checkDisk wants the manifest's layout to be the build's, with the
+// system's root hash, which the UKI's command line carries.
+func checkDisk(t *testing.T, layout json.RawMessage, rootHash, cmdline string) {
+	t.Helper()
+	data, err := os.ReadFile(runfile.Path(t, "DISK_LAYOUT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	if err := json.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(layout, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("manifest layout %s, the build's %s", layout, data)
+	}
+	if len(rootHash) != 64 || !strings.Contains(string(data), `"system_root_hash": "`+rootHash+`"`) ||
+		!strings.Contains(cmdline, "appliance.system.roothash="+rootHash) {
+		t.Errorf("system root hash %q: not the layout's (%s) or not on the command line %q", rootHash, data, cmdline)
 	}
 }

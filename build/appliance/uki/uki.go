@@ -143,3 +143,22 @@ func checksum(b []byte, field int) uint32 {
 	}
 	return uint32(sum&0xffff) + uint32(len(b))
 }
+
+// Cmdline is the kernel command line of the UKI efi (its .cmdline
+// section, without the zero padding): what the release and the tests read
+// to learn which system a UKI boots.
+func Cmdline(efi []byte) (string, error) {
+	f, err := pe.NewFile(bytes.NewReader(efi))
+	if err != nil {
+		return "", fmt.Errorf("not a PE image: %w", err)
+	}
+	s := f.Section(".cmdline")
+	if s == nil {
+		return "", errors.New("the UKI has no .cmdline section")
+	}
+	b, err := s.Data()
+	if err != nil {
+		return "", fmt.Errorf("failed to read .cmdline: %w", err)
+	}
+	return string(bytes.TrimRight(b[:min(len(b), int(s.VirtualSize))], "\x00")), nil
+}

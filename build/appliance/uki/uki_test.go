@@ -75,6 +75,12 @@ func TestAssemble(t *testing.T) {
 	if f.FileHeader.TimeDateStamp != orig.FileHeader.TimeDateStamp {
 		t.Errorf("the time stamp changed")
 	}
+	if got, err := uki.Cmdline(out); err != nil || got != string(sections[1].Data) {
+		t.Errorf("Cmdline = %q, %v; want %q", got, err, sections[1].Data)
+	}
+	if _, err := uki.Cmdline(stub); err == nil {
+		t.Error("Cmdline of the bare stub: no error")
+	}
 }
 
 // What the stub cannot take is refused, naming why.

@@ -54,15 +54,17 @@ func setUp(keep bool) (*env, error) {
 		e.overlay.Snapshotter = "native"
 	}
 	e.erofs.Snapshotter = node.ErofsSnapshotter
-	e.erofs.DmverityMode = "on"
-	e.dmverityWhy = "dm_verity is loaded; preseed requires every cached layer's sidecar"
+	// The appliance's mode: its cache has no sidecars (the system
+	// partition's dm-verity covers it), so the import and the mounts read
+	// no hash tree either way.
+	e.erofs.DmverityMode = node.DmverityMode
+	e.dmverityWhy = "the appliance's: the tree's cache has no sidecars"
 	if _, err := os.Stat(dmVerityModule); err != nil {
-		// containerd refuses "on" without the module; the import reads no
-		// layer either way.
+		// containerd's differ formats with dm-verity unless "off", which
+		// needs the module; no bundle here is converted on the node.
 		e.erofs.DmverityMode = "off"
 		e.dmverityWhy = "this kernel has no dm_verity (no " + dmVerityModule + "),\n" +
-			"    and containerd refuses \"on\" without it (the appliance loads it and runs \"on\");\n" +
-			"    preseed still reads every sidecar"
+			"    which containerd's differ needs unless \"off\"; the cache has no sidecars either way"
 	}
 	return e, nil
 }

@@ -193,7 +193,8 @@ func (p preseedPath) run(ctx context.Context, d *daemon, dir string, n int, rebo
 	}
 	if p.cacheDir != "" {
 		cfg.CacheDirs = []string{p.cacheDir}
-		// As containerd's dmverity_mode "on": a cached layer needs its sidecar.
+		// As the appliance: a cached layer needs its sidecar only under
+		// containerd's dmverity_mode "on".
 		cfg.RequireVerity = d.cfg.DmverityMode == "on"
 	}
 	probe, err := startProbe(d.pid)

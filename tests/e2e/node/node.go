@@ -52,6 +52,8 @@ type Extra struct {
 	// boots when State is set, and its size.
 	State    string
 	DiskSize int64
+	// MemoryMiB is the guest's memory; launch's default if 0.
+	MemoryMiB int
 	// Kubelet runs the node's kubelet. Off by default: the tests that
 	// start their own pods through the CRI need it off, as a kubelet stops
 	// every pod sandbox it did not start (core/init/variant_e2e.go).
@@ -82,6 +84,7 @@ func BootWith(ctx context.Context, t testing.TB, extra Extra) *Node {
 		Disks:     extra.Disks,
 		State:     extra.State,
 		DiskSize:  extra.DiskSize,
+		MemoryMiB: extra.MemoryMiB,
 		Append:    appendArgs(extra),
 		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),
 		Console:   prefixWriter{prefix: "serial: ", w: os.Stderr},

@@ -1,14 +1,21 @@
 // Command mkrelease packs the appliance's release: one tar archive holding
-// the kernel, the production initramfs, a manifest (JSON: version, kernel
-// package, Go version, every preseeded image with its digests and the names
-// a pod may give it, every blob of the EROFS layer content cache with its
-// dm-verity root hash, every static pod with its path in the appliance and the
-// digest reference each container runs, and the sha256 of every artifact)
-// and a SHA256SUMS
-// file that `sha256sum -c` checks.
-// The archive is deterministic: fixed entry order, mtime 0, uid/gid 0.
-// It must not read anything but its inputs, nor put a timestamp or a host
-// path into the release.
+// the disk image (zstd-compressed), the Unified Kernel Image, a manifest
+// (JSON: version, kernel packages, Go version, the system image's dm-verity
+// root hash and the UKI's command line, the disk's partition layout with
+// GUIDs, offsets and sizes, every preseeded image with its digests and the
+// names a pod may give it, every blob of the EROFS layer content cache, every
+// static pod with its path in the appliance and the digest reference each
+// container runs, and the sha256 of every artifact) and a SHA256SUMS file
+// that `sha256sum -c` checks.
+//
+// It refuses inputs that do not belong together: the UKI must boot the
+// system the disk's slot A holds (same root hash on its command line, in the
+// layout and in the system image's info, and the slot's GUID derived from
+// it).
+//
+// The archive is deterministic: fixed entry order, mtime 0, uid/gid 0, and
+// zstd with fixed settings on one goroutine. It must not read anything but
+// its inputs, nor put a timestamp or a host path into the release.
 package main
 
 import (
@@ -24,12 +31,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/appliance-bundler/appliance/build/appliance/uki"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/disklayout"
+	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
 // Manifest is manifest.json of a release.
@@ -37,6 +48,8 @@ type Manifest struct {
 	Version   string  `json:"version"`
 	GoVersion string  `json:"go_version"`
 	Kernel    Kernel  `json:"kernel"`
+	System    System  `json:"system"`
+	Disk      Disk    `json:"disk"`
 	Images    []Image `json:"preseeded_images"`
 	// ErofsCache are the blobs of the appliance's EROFS layer content
 	// cache, each once, sorted by path.
@@ -106,10 +119,36 @@ func readPods(path string, pm *bundleformat.Manifest) ([]Pod, error) {
 	return pods, nil
 }
 
-// Kernel names the Debian packages the kernel comes from.
+// Kernel names the Debian packages the kernel comes from (the kernel is
+// in the UKI).
 type Kernel struct {
-	File     string    `json:"file"`
 	Packages []Package `json:"packages"`
+}
+
+// System is the system image in slot A of the disk, which the UKI boots.
+type System struct {
+	// RootHash is its dm-verity root hash: the kernel checks every block
+	// read from the system partition against it.
+	RootHash   string `json:"root_hash"`
+	HashOffset uint64 `json:"hash_offset"`
+	// Size is the image's size, hash tree included.
+	Size int64 `json:"size"`
+	// PartitionGUID is the slot's GUID, the root hash's first half.
+	PartitionGUID string `json:"partition_guid"`
+	// Cmdline is the UKI's kernel command line.
+	Cmdline string `json:"cmdline"`
+}
+
+// Disk is the disk image: the file in the release, compressed, and what
+// it holds once decompressed.
+type Disk struct {
+	File        string `json:"file"`
+	Compression string `json:"compression"`
+	// Size and SHA256 are the raw image's (what `zstd -d` gives).
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	// Layout is the partition table: GUIDs, offsets and sizes in bytes.
+	Layout disklayout.Layout `json:"layout"`
 }
 
 // Package is one pinned Debian package.
@@ -273,12 +312,19 @@ func preseededImages(pm *bundleformat.Manifest) []Image {
 
 type input struct{ name, path string }
 
+// Names of the release's files in its directory.
+const (
+	diskFile = "disk.raw.zst"
+	ukiFile  = "uki.efi"
+)
+
 // inputs are the files a release is made of.
 type inputs struct {
-	kernel, initramfs, kernelLock, preseed, pods string
-	// init is the /init binary the initramfs holds: the manifest's Go
-	// version is the one it was built with.
-	init string
+	uki, disk, diskLayout, systemInfo string
+	// init is the system's /init binary: the manifest's Go version is the
+	// one it was built with.
+	init                      string
+	kernelLock, preseed, pods string
 }
 
 func run(in inputs, statusFile, fallback, out string) error {
@@ -286,34 +332,26 @@ func run(in inputs, statusFile, fallback, out string) error {
 	if err != nil {
 		return err
 	}
-	var lock kernelLock
-	if err := readJSON(in.kernelLock, &lock); err != nil {
+	m := Manifest{Version: v}
+	if err := describeSoftware(in, &m); err != nil {
 		return err
 	}
-	pm, err := readPreseed(in.preseed)
+	if m.System, err = describeSystem(in); err != nil {
+		return err
+	}
+	// The compressed disk is written beside the archive first: its
+	// sha256 goes into the manifest, which precedes nothing but is
+	// hashed into SHA256SUMS with the other files.
+	compressed := out + ".disk.zst.tmp"
+	defer os.Remove(compressed)
+	layout, err := readLayout(in.diskLayout, m.System)
 	if err != nil {
 		return err
 	}
-	pods, err := readPods(in.pods, pm)
-	if err != nil {
+	if m.Disk, err = compressDisk(in.disk, layout, compressed); err != nil {
 		return err
 	}
-	bi, err := buildinfo.ReadFile(in.init)
-	if err != nil {
-		return fmt.Errorf("the init binary %s: %w", in.init, err)
-	}
-	m := Manifest{Version: v, GoVersion: bi.GoVersion, Kernel: Kernel{File: "vmlinuz"}}
-	for _, p := range lock.Packages {
-		m.Kernel.Packages = append(m.Kernel.Packages, Package{Name: p.Package, Version: p.Version, SHA256: p.SHA256})
-	}
-	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
-	m.Images = preseededImages(pm)
-	if m.ErofsCache, err = cacheBlobs(pm); err != nil {
-		return fmt.Errorf("the preseed manifest %s: %w", in.preseed, err)
-	}
-	m.Pods = pods
-
-	files := []input{{"vmlinuz", in.kernel}, {filepath.Base(in.initramfs), in.initramfs}}
+	files := []input{{diskFile, compressed}, {ukiFile, in.uki}}
 	var sums bytes.Buffer
 	for _, f := range files {
 		sum, size, err := hashFile(f.path)
@@ -330,8 +368,128 @@ func run(in inputs, statusFile, fallback, out string) error {
 	manifest = append(manifest, '\n')
 	ms := sha256.Sum256(manifest)
 	fmt.Fprintf(&sums, "%s  manifest.json\n", hex.EncodeToString(ms[:]))
+	return writeArchive(out, "appliance-"+v+"/", files, manifest, sums.Bytes())
+}
 
-	dir := "appliance-" + v + "/"
+// describeSoftware fills in what the appliance runs: the kernel's
+// packages, init's Go version, the preseeded images, the EROFS cache and
+// the static pods.
+func describeSoftware(in inputs, m *Manifest) error {
+	var lock kernelLock
+	if err := readJSON(in.kernelLock, &lock); err != nil {
+		return err
+	}
+	pm, err := readPreseed(in.preseed)
+	if err != nil {
+		return err
+	}
+	if m.Pods, err = readPods(in.pods, pm); err != nil {
+		return err
+	}
+	bi, err := buildinfo.ReadFile(in.init)
+	if err != nil {
+		return fmt.Errorf("the init binary %s: %w", in.init, err)
+	}
+	m.GoVersion = bi.GoVersion
+	for _, p := range lock.Packages {
+		m.Kernel.Packages = append(m.Kernel.Packages, Package{Name: p.Package, Version: p.Version, SHA256: p.SHA256})
+	}
+	sort.Slice(m.Kernel.Packages, func(i, j int) bool { return m.Kernel.Packages[i].Name < m.Kernel.Packages[j].Name })
+	m.Images = preseededImages(pm)
+	if m.ErofsCache, err = cacheBlobs(pm); err != nil {
+		return fmt.Errorf("the preseed manifest %s: %w", in.preseed, err)
+	}
+	return nil
+}
+
+// describeSystem reads the system the UKI boots from its command line and
+// checks it is the system image the build made.
+func describeSystem(in inputs) (System, error) {
+	efi, err := os.ReadFile(in.uki)
+	if err != nil {
+		return System{}, fmt.Errorf("failed to read the UKI: %w", err)
+	}
+	cmdline, err := uki.Cmdline(efi)
+	if err != nil {
+		return System{}, fmt.Errorf("the UKI %s: %w", in.uki, err)
+	}
+	booted, ok, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
+	if err != nil || !ok {
+		return System{}, fmt.Errorf("the UKI %s boots no system image: its command line %q (%v)", in.uki, cmdline, err)
+	}
+	info, err := systemimage.ReadInfo(in.systemInfo)
+	if err != nil {
+		return System{}, err
+	}
+	if booted.RootHash != info.RootHash || booted.HashOffset != info.HashOffset {
+		return System{}, fmt.Errorf("the UKI %s boots root hash %s (hash offset %d), the system image %s has %s (%d)",
+			in.uki, booted.RootHash, booted.HashOffset, in.systemInfo, info.RootHash, info.HashOffset)
+	}
+	guid, err := systemimage.PartitionGUID(info.RootHash)
+	if err != nil {
+		return System{}, err
+	}
+	return System{RootHash: info.RootHash, HashOffset: info.HashOffset, Size: info.Size, PartitionGUID: guid, Cmdline: cmdline}, nil
+}
+
+// readLayout reads the disk's layout and checks that its slot A holds the
+// system sys.
+func readLayout(path string, sys System) (disklayout.Layout, error) {
+	var l disklayout.Layout
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return l, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	if err := bundleformat.DecodeStrict(data, &l); err != nil {
+		return l, fmt.Errorf("the disk layout %s is not valid: %w", path, err)
+	}
+	if l.SystemRootHash != sys.RootHash {
+		return l, fmt.Errorf("the disk layout %s holds the system of root hash %q, the UKI boots %s", path, l.SystemRootHash, sys.RootHash)
+	}
+	for _, p := range l.Partitions {
+		if p.Name == disklayout.SystemA && strings.EqualFold(p.GUID, sys.PartitionGUID) {
+			return l, nil
+		}
+	}
+	return l, fmt.Errorf("the disk layout %s has no %s partition with GUID %s (the root hash's first half)", path, disklayout.SystemA, sys.PartitionGUID)
+}
+
+// compressDisk writes the raw disk image at path, laid out as layout, to
+// out with zstd (one goroutine: the same bytes give the same output) and
+// describes it.
+func compressDisk(path string, layout disklayout.Layout, out string) (Disk, error) {
+	d := Disk{File: diskFile, Compression: "zstd", Layout: layout}
+	src, err := os.Open(path)
+	if err != nil {
+		return d, fmt.Errorf("failed to open the disk image: %w", err)
+	}
+	defer src.Close()
+	dst, err := os.Create(out)
+	if err != nil {
+		return d, fmt.Errorf("failed to create %s: %w", out, err)
+	}
+	defer dst.Close()
+	zw, err := zstd.NewWriter(dst, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	if err != nil {
+		return d, err
+	}
+	h := sha256.New()
+	if d.Size, err = io.Copy(io.MultiWriter(h, zw), src); err != nil {
+		return d, fmt.Errorf("failed to compress the disk image %s: %w", path, err)
+	}
+	if err := errors.Join(zw.Close(), dst.Close()); err != nil {
+		return d, fmt.Errorf("failed to write %s: %w", out, err)
+	}
+	if d.Size != d.Layout.Size {
+		return d, fmt.Errorf("the disk image %s is %d bytes, its layout says %d", path, d.Size, d.Layout.Size)
+	}
+	d.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return d, nil
+}
+
+// writeArchive writes the release tar: dir, then files, manifest.json and
+// SHA256SUMS in it.
+func writeArchive(out, dir string, files []input, manifest, sums []byte) error {
 	f, err := os.Create(out)
 	if err != nil {
 		return fmt.Errorf("failed to create %s: %w", out, err)
@@ -351,7 +509,7 @@ func run(in inputs, statusFile, fallback, out string) error {
 	for _, e := range []struct {
 		name string
 		data []byte
-	}{{"manifest.json", manifest}, {"SHA256SUMS", sums.Bytes()}} {
+	}{{"manifest.json", manifest}, {"SHA256SUMS", sums}} {
 		if err != nil {
 			break
 		}
@@ -385,21 +543,25 @@ func copyInto(tw *tar.Writer, hdr func(string, int64, int64, byte) *tar.Header, 
 }
 
 func main() {
-	kernel := flag.String("kernel", "", "the kernel (vmlinuz)")
-	initramfs := flag.String("initramfs", "", "the production initramfs")
-	initBin := flag.String("init", "", "the /init binary of the initramfs (its Go version goes into the manifest)")
-	lock := flag.String("kernel_lock", "", "third_party/linux/kernel.lock.json")
-	preseed := flag.String("preseed_manifest", "", "the preseed manifest (//images:preseed.json)")
-	pods := flag.String("pods", "", "the static pods listing (//images:pods_json)")
+	var in inputs
+	flag.StringVar(&in.uki, "uki", "", "the Unified Kernel Image")
+	flag.StringVar(&in.disk, "disk", "", "the raw disk image")
+	flag.StringVar(&in.diskLayout, "disk_layout", "", "the disk image's layout (JSON, core/disklayout)")
+	flag.StringVar(&in.systemInfo, "system_info", "", "the system image's info (JSON, core/systemimage)")
+	flag.StringVar(&in.init, "init", "", "the system's /init binary (its Go version goes into the manifest)")
+	flag.StringVar(&in.kernelLock, "kernel_lock", "", "third_party/linux/kernel.lock.json")
+	flag.StringVar(&in.preseed, "preseed_manifest", "", "the preseed manifest (//images:preseed.json)")
+	flag.StringVar(&in.pods, "pods", "", "the static pods listing (//images:pods_json)")
 	status := flag.String("stable_status", "", "Bazel's stable status file (stamped builds)")
 	fallback := flag.String("default_version", "0.0.0-dev", "the version when not stamped")
 	out := flag.String("out", "", "the release archive to write")
 	flag.Parse()
-	if *kernel == "" || *initramfs == "" || *initBin == "" || *lock == "" || *preseed == "" || *pods == "" || *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: mkrelease -kernel F -initramfs F -init F -kernel_lock F -preseed_manifest F -pods F [-stable_status F] -out F")
-		os.Exit(2)
+	for _, v := range []string{in.uki, in.disk, in.diskLayout, in.systemInfo, in.init, in.kernelLock, in.preseed, in.pods, *out} {
+		if v == "" {
+			fmt.Fprintln(os.Stderr, "usage: mkrelease -uki F -disk F -disk_layout F -system_info F -init F -kernel_lock F -preseed_manifest F -pods F [-stable_status F] -out F")
+			os.Exit(2)
+		}
 	}
-	in := inputs{kernel: *kernel, initramfs: *initramfs, init: *initBin, kernelLock: *lock, preseed: *preseed, pods: *pods}
 	if err := run(in, *status, *fallback, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "mkrelease:", err)
 		os.Exit(1)

@@ -16,10 +16,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/appliance-bundler/appliance/build/appliance/uki"
 	"github.com/appliance-bundler/appliance/build/oci/bundle"
 	"github.com/appliance-bundler/appliance/build/oci/bundle/layouttest"
 	"github.com/appliance-bundler/appliance/build/oci/erofs"
 	"github.com/appliance-bundler/appliance/core/bundleformat"
+	"github.com/appliance-bundler/appliance/core/disklayout"
+	"github.com/appliance-bundler/appliance/core/systemimage"
+	"github.com/appliance-bundler/appliance/tests/runfile"
 )
 
 // preseedManifest writes real bundles (a single image and a two-platform
@@ -74,21 +80,68 @@ func writePods(t *testing.T, image string) string {
 	return p
 }
 
-// release runs mkrelease on small real inputs and returns the archive's
-// files by name.
-func release(t *testing.T, preseed, pods string) map[string][]byte {
+// rootHash is the system image's root hash of the test's inputs.
+const rootHash = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+// writeFile writes content to name in dir and returns its path.
+func writeFile(t *testing.T, dir, name string, content []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testUKI assembles a UKI from the pinned stub whose command line boots
+// the system of root hash root.
+func testUKI(t *testing.T, dir, root string) string {
+	t.Helper()
+	stub, err := os.ReadFile(runfile.Path(t, "UKI_STUB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := systemimage.Info{RootHash: root, HashOffset: 8192, Size: 12288}
+	cmdline := "console=ttyS0 " + strings.Join(info.KernelArgs(), " ")
+	efi, err := uki.Assemble(stub, []uki.Section{{Name: ".cmdline", Data: []byte(cmdline)}, {Name: ".linux", Data: []byte("kernel")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeFile(t, dir, "uki.efi", efi)
+}
+
+// testInputs are small real inputs of a release: a UKI, a disk of 1 MiB
+// and some bytes with its layout, and the system image's info, all of the
+// system rootHash; preseed and pods as given.
+func testInputs(t *testing.T, preseed, pods string) inputs {
 	t.Helper()
 	dir := t.TempDir()
-	files := map[string]string{"vmlinuz": "kernel", "initramfs.cpio.zst": "initramfs",
-		"kernel.lock.json": `{"packages": {"linux-image": {"package": "linux-image-amd64", "version": "6.1", "sha256": "00"}}}`}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	guid, err := systemimage.PartitionGUID(rootHash)
+	if err != nil {
+		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "release.tar")
-	in := inputs{kernel: filepath.Join(dir, "vmlinuz"), initramfs: filepath.Join(dir, "initramfs.cpio.zst"),
-		init: goBinary(t), kernelLock: filepath.Join(dir, "kernel.lock.json"), preseed: preseed, pods: pods}
+	disk := append(bytes.Repeat([]byte("disk "), 1000), make([]byte, 1<<20)...)
+	layout, err := json.Marshal(disklayout.Layout{DiskGUID: disklayout.GUID(rootHash, "disk"), Size: int64(len(disk)), SystemRootHash: rootHash,
+		Partitions: []disklayout.Partition{{Name: disklayout.SystemA, Type: "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", GUID: guid, Offset: 4096, Size: 12288}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := json.Marshal(systemimage.Info{RootHash: rootHash, HashOffset: 8192, Size: 12288})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inputs{
+		uki: testUKI(t, dir, rootHash), disk: writeFile(t, dir, "disk.raw", disk),
+		diskLayout: writeFile(t, dir, "disk.layout.json", layout), systemInfo: writeFile(t, dir, "system.json", info),
+		init: goBinary(t), preseed: preseed, pods: pods,
+		kernelLock: writeFile(t, dir, "kernel.lock.json", []byte(`{"packages": {"linux-image": {"package": "linux-image-amd64", "version": "6.1", "sha256": "00"}}}`)),
+	}
+}
+
+// release runs mkrelease on in and returns the archive's files by name.
+func release(t *testing.T, in inputs) map[string][]byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "release.tar")
 	if err := run(in, "", "1.2.3", out); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +175,7 @@ func TestReleaseManifestReferences(t *testing.T) {
 	preseed, pm := preseedManifest(t)
 	pinned := "example.com/multi@" + pm.Bundles[1].Target.Digest.String()
 	pods := writePods(t, pinned)
-	files := release(t, preseed, pods)
+	files := release(t, testInputs(t, preseed, pods))
 	var m Manifest
 	if err := bundleformat.DecodeStrict(files["manifest.json"], &m); err != nil {
 		t.Fatalf("manifest.json: %v\n%s", err, files["manifest.json"])
@@ -158,7 +211,7 @@ func TestReleaseManifestReferences(t *testing.T) {
 	if !strings.Contains(string(files["SHA256SUMS"]), hex.EncodeToString(sum[:])+"  manifest.json\n") {
 		t.Errorf("SHA256SUMS does not hold manifest.json's sum:\n%s", files["SHA256SUMS"])
 	}
-	if again := release(t, preseed, pods); !bytes.Equal(again["manifest.json"], files["manifest.json"]) {
+	if again := release(t, testInputs(t, preseed, pods)); !bytes.Equal(again["manifest.json"], files["manifest.json"]) {
 		t.Error("two releases of the same inputs differ in manifest.json")
 	}
 }
@@ -181,11 +234,7 @@ func TestReleaseRefusesManifestWithoutReferences(t *testing.T) {
 	if err := os.WriteFile(preseed, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lock := filepath.Join(t.TempDir(), "kernel.lock.json")
-	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err = run(inputs{kernel: lock, initramfs: lock, init: goBinary(t), kernelLock: lock, preseed: preseed, pods: writePods(t, "hello:1.0")}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	err = run(testInputs(t, preseed, writePods(t, "hello:1.0")), "", "1", filepath.Join(t.TempDir(), "r.tar"))
 	if err == nil || !strings.Contains(err.Error(), preseed) || !strings.Contains(err.Error(), "references") {
 		t.Fatalf("want an error naming %s and its references, got %v", preseed, err)
 	}
@@ -197,11 +246,7 @@ func TestReleaseRefusesPodNotPreseeded(t *testing.T) {
 	preseed, _ := preseedManifest(t)
 	image := "docker.io/library/other@sha256:" + strings.Repeat("0", 64)
 	pods := writePods(t, image)
-	lock := filepath.Join(t.TempDir(), "kernel.lock.json")
-	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err := run(inputs{kernel: lock, initramfs: lock, init: goBinary(t), kernelLock: lock, preseed: preseed, pods: pods}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	err := run(testInputs(t, preseed, pods), "", "1", filepath.Join(t.TempDir(), "r.tar"))
 	if err == nil || !strings.Contains(err.Error(), pods) || !strings.Contains(err.Error(), `pod "web"`) || !strings.Contains(err.Error(), image) {
 		t.Fatalf("want an error naming %s, pod web and %s, got %v", pods, image, err)
 	}
@@ -221,7 +266,7 @@ func goBinary(t *testing.T) string {
 // the binary; a file that is no Go binary is refused, naming it.
 func TestReleaseGoVersionIsInit(t *testing.T) {
 	preseed, pm := preseedManifest(t)
-	files := release(t, preseed, writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String()))
+	files := release(t, testInputs(t, preseed, writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String())))
 	var m Manifest
 	if err := json.Unmarshal(files["manifest.json"], &m); err != nil {
 		t.Fatal(err)
@@ -233,13 +278,82 @@ func TestReleaseGoVersionIsInit(t *testing.T) {
 	if m.GoVersion != bi.GoVersion {
 		t.Errorf("manifest go_version %q, want the init binary's %q", m.GoVersion, bi.GoVersion)
 	}
-	lock := filepath.Join(t.TempDir(), "kernel.lock.json")
-	if err := os.WriteFile(lock, []byte(`{"packages": {}}`), 0o644); err != nil {
+	in := testInputs(t, preseed, writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String()))
+	in.init = in.kernelLock
+	err = run(in, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+	if err == nil || !strings.Contains(err.Error(), in.init) {
+		t.Fatalf("an init that is no Go binary: %v, want an error naming %s", err, in.init)
+	}
+}
+
+// The release holds the disk compressed (it decompresses to the input's
+// bytes, whose size and sha256 the manifest gives with the layout) and the
+// UKI as it is; the manifest names the system the UKI boots.
+func TestReleaseShipsDiskAndUKI(t *testing.T) {
+	preseed, pm := preseedManifest(t)
+	in := testInputs(t, preseed, writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String()))
+	files := release(t, in)
+	var m Manifest
+	if err := bundleformat.DecodeStrict(files["manifest.json"], &m); err != nil {
 		t.Fatal(err)
 	}
+	raw, err := os.ReadFile(in.disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(files[diskFile]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	got, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("%s decompresses to %d bytes (%v), not the disk's %d", diskFile, len(got), err, len(raw))
+	}
+	sum := sha256.Sum256(raw)
+	if m.Disk.File != diskFile || m.Disk.Size != int64(len(raw)) || m.Disk.SHA256 != hex.EncodeToString(sum[:]) || len(m.Disk.Layout.Partitions) != 1 {
+		t.Errorf("manifest disk %+v, want %s of %d bytes, sha256 %x, with its layout", m.Disk, diskFile, len(raw), sum)
+	}
+	efi, err := os.ReadFile(in.uki)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(files[ukiFile], efi) {
+		t.Errorf("%s differs from the UKI", ukiFile)
+	}
+	guid, _ := systemimage.PartitionGUID(rootHash)
+	if m.System.RootHash != rootHash || m.System.PartitionGUID != guid || !strings.Contains(m.System.Cmdline, rootHash) {
+		t.Errorf("manifest system %+v, want root hash %s, partition %s", m.System, rootHash, guid)
+	}
+	if len(m.Artifacts) != 2 || m.Artifacts[0].File != diskFile || m.Artifacts[1].File != ukiFile {
+		t.Errorf("artifacts %+v, want %s and %s", m.Artifacts, diskFile, ukiFile)
+	}
+}
+
+// Inputs that do not belong together are refused, naming the files: a
+// UKI that boots another system, a layout of another system or size.
+func TestReleaseRefusesMismatchedSystem(t *testing.T) {
+	preseed, pm := preseedManifest(t)
 	pods := writePods(t, "example.com/multi@"+pm.Bundles[1].Target.Digest.String())
-	err = run(inputs{kernel: lock, initramfs: lock, init: lock, kernelLock: lock, preseed: preseed, pods: pods}, "", "1", filepath.Join(t.TempDir(), "r.tar"))
-	if err == nil || !strings.Contains(err.Error(), lock) {
-		t.Fatalf("an init that is no Go binary: %v, want an error naming %s", err, lock)
+	other := strings.Repeat("ab", 32)
+	for name, c := range map[string]struct {
+		change func(*inputs)
+		want   []string
+	}{
+		"uki of another system": {func(in *inputs) { in.uki = testUKI(t, t.TempDir(), other) }, []string{"the UKI", other, rootHash}},
+		"layout of another system": {func(in *inputs) {
+			b, _ := os.ReadFile(in.diskLayout)
+			in.diskLayout = writeFile(t, t.TempDir(), "layout.json", bytes.ReplaceAll(b, []byte(rootHash), []byte(other)))
+		}, []string{"disk layout", other}},
+		"disk of another size": {func(in *inputs) { in.disk = writeFile(t, t.TempDir(), "disk.raw", []byte("short")) }, []string{"is 5 bytes, its layout says"}},
+	} {
+		in := testInputs(t, preseed, pods)
+		c.change(&in)
+		err := run(in, "", "1", filepath.Join(t.TempDir(), "r.tar"))
+		for _, w := range c.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want an error with %q", name, err, w)
+			}
+		}
 	}
 }
