@@ -1,4 +1,4 @@
-"""appliance_root and appliance_initramfs: the appliance's root with a given init, as a tar or an initramfs; appliance_disk: its disk image."""
+"""appliance_root: the appliance's root with a given init, as a tar; appliance_disk: its disk image; appliance_with_bundles: both with a set of bundles."""
 
 load("//build/initramfs:defs.bzl", "initramfs")
 load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
@@ -10,40 +10,9 @@ load(":disk.bzl", "disk_image", "system_image", "uki")
 load(":node.bzl", "ETC_LINKS", "STATIC_POD_DIR")
 
 def appliance_root(name, init, preseed_tar = None, preseed_manifest = None, pods = None, testonly = False, **kwargs):
-    """The appliance's root tree as a tar (`<name>.tar`), for its system image: what appliance_initramfs holds.
+    """The appliance's root tree as a tar (`<name>.tar`), for its system image: init, containerd, runc, CNI, the kubelet, mkfs.erofs, mke2fs, kernel modules, the preseeded bundles with their manifest and the static pods.
 
-    Args:
-      name: the target's name.
-      init: the init binary (`//core/init` or its E2E variant).
-      preseed_tar: as appliance_initramfs's.
-      preseed_manifest: as appliance_initramfs's.
-      pods: as appliance_initramfs's.
-      testonly: whether the targets are testonly.
-      **kwargs: passed to initramfs (visibility, tags, ...).
-    """
-    appliance_initramfs(
-        name = name,
-        init = init,
-        preseed_tar = preseed_tar,
-        preseed_manifest = preseed_manifest,
-        pods = pods,
-        testonly = testonly,
-        compression = "none",
-        format = "tar",
-        **kwargs
-    )
-
-def appliance_initramfs(
-        name,
-        init,
-        preseed_tar = None,
-        preseed_manifest = None,
-        pods = None,
-        testonly = False,
-        **kwargs):
-    """The appliance image's initramfs: init, containerd, runc, CNI, the kubelet, mkfs.erofs, kernel modules, the preseeded bundles with their manifest and the static pods.
-
-    With neither `preseed_tar`, `preseed_manifest` nor `pods`, the image
+    With neither `preseed_tar`, `preseed_manifest` nor `pods`, the root
     holds the production bundles (//images:preseed) and pods (//images:pods).
     Otherwise it declares `<name>_pods`, a static_pods of `pods` checked
     against `preseed_manifest`, so that every appliance's pods are checked
@@ -63,7 +32,7 @@ def appliance_initramfs(
       **kwargs: passed to initramfs (visibility, tags, ...).
     """
     if (preseed_tar == None) != (preseed_manifest == None):
-        fail("appliance_initramfs %s: give both preseed_tar and preseed_manifest, or neither" % name)
+        fail("appliance_root %s: give both preseed_tar and preseed_manifest, or neither" % name)
     if preseed_tar == None and pods == None:
         pods_tar = Label("//images:pods")
     else:
@@ -76,10 +45,12 @@ def appliance_initramfs(
         pods_tar = ":" + name + "_pods"
     initramfs(
         name = name,
+        compression = "none",
+        format = "tar",
         # STATIC_POD_DIR: the kubelet's staticPodPath, there even
         # when no pod is.
         dirs = ["/etc", STATIC_POD_DIR, "/proc", "/run", "/sys", "/tmp", "/var"],
-        # Both also hold mkfs.erofs, its loader and its libraries, for
+        # It also holds mkfs.erofs, its loader and its libraries, for
         # containerd's EROFS differ: it converts the layers that are not in
         # the build-time cache (third_party/erofs-utils); and mke2fs, which
         # formats the data partition at first boot (third_party/e2fsprogs).

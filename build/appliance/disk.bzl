@@ -70,11 +70,9 @@ def _uki_impl(ctx):
     args.add("-osrel", osrel)
     args.add("-cmdline", " ".join([BASE_CMDLINE] + ctx.attr.cmdline))
     args.add("-out", out)
-    inputs = [ctx.file.stub, ctx.file.kernel, ctx.file.initramfs, osrel]
-    if ctx.attr.system:
-        info = ctx.attr.system[SystemImageInfo].info
-        args.add("-system-info", info)
-        inputs.append(info)
+    info = ctx.attr.system[SystemImageInfo].info
+    args.add("-system-info", info)
+    inputs = [ctx.file.stub, ctx.file.kernel, ctx.file.initramfs, osrel, info]
     ctx.actions.run(
         executable = ctx.executable._mkuki,
         arguments = [args],
@@ -105,7 +103,8 @@ sections (build/appliance/uki). The firmware boots it without a boot loader.""",
         ),
         "system": attr.label(
             providers = [SystemImageInfo],
-            doc = "A system_image whose root hash and hash offset end the command line (core/systemimage).",
+            mandatory = True,
+            doc = "The system_image whose root hash and hash offset end the command line (core/systemimage): init boots only from a system partition.",
         ),
         "_mkuki": attr.label(
             default = Label("//build/appliance/cmd/mkuki"),
@@ -122,17 +121,12 @@ def _disk_image_impl(ctx):
     args.add("-uki", ctx.file.uki)
     args.add("-out", out)
     args.add("-layout", layout)
-    inputs = [ctx.file.uki]
-    if ctx.attr.system:
-        system = ctx.attr.system[SystemImageInfo]
-        args.add("-system", system.image)
-        args.add("-system-info", system.info)
-        inputs.extend([system.image, system.info])
-    system_size_mib = ctx.attr.system_size_mib
-    if not system_size_mib and not ctx.attr.system:
-        system_size_mib = 64
-    if system_size_mib:
-        args.add("-system-size", system_size_mib * 1024 * 1024)
+    system = ctx.attr.system[SystemImageInfo]
+    args.add("-system", system.image)
+    args.add("-system-info", system.info)
+    inputs = [ctx.file.uki, system.image, system.info]
+    if ctx.attr.system_size_mib:
+        args.add("-system-size", ctx.attr.system_size_mib * 1024 * 1024)
     if ctx.attr.esp_size_mib:
         args.add("-esp-size", ctx.attr.esp_size_mib * 1024 * 1024)
     ctx.actions.run(
@@ -161,9 +155,10 @@ and its volume serial 0.""",
         "esp_size_mib": attr.int(doc = "The ESP's size in MiB; 0 fits two UKIs (for A/B) with room to spare."),
         "system": attr.label(
             providers = [SystemImageInfo],
+            mandatory = True,
             doc = "The system_image for slot A, whose partition GUID its root hash gives; the uki's `system` must be the same.",
         ),
-        "system_size_mib": attr.int(doc = "Each system slot's size in MiB; 0 gives `system`'s size and a quarter more, for the next release to grow in (64 MiB without a system)."),
+        "system_size_mib": attr.int(doc = "Each system slot's size in MiB; 0 gives `system`'s size and a quarter more, for the next release to grow in."),
         "uki": attr.label(allow_single_file = [".efi"], mandatory = True, doc = "The Unified Kernel Image (a `uki`)."),
         "_mkdisk": attr.label(
             default = Label("//build/appliance/cmd/mkdisk"),

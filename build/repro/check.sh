@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproducibility check: builds the release archive and its inputs (kernel,
-# both initramfs variants, and the preseed tree they hold: slim bundles and
-# the EROFS layer cache with its dm-verity trees) and the disk image with
-# its system image and Unified Kernel Image in the normal output base
+# Reproducibility check: builds the release archive and its inputs (the
+# preseed tree: slim bundles and the EROFS layer cache with its
+# dm-verity trees, the system image, the Unified Kernel Image with its early
+# initramfs, and the disk image) in the normal output base
 # and again in a fresh output base with no disk cache, so every action of
 # this module and every Go link runs again (compiled Go packages of other
 # repositories excepted: see below), and compares the outputs byte for
@@ -13,8 +13,6 @@ ws=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ws"
 targets=(
   //images:preseed.tar
-  //images/appliance:kernel
-  //images/appliance:initramfs
   //images/appliance:disk_system
   //images/appliance:disk_uki
   //images/appliance:disk

@@ -1,7 +1,9 @@
 // Command init is the appliance's PID 1. It runs in two roles:
 //
-//   - As PID 1 it moves the root filesystem off the initramfs (so runc can
-//     pivot_root), mounts the kernel filesystems, loads kernel modules,
+//   - As PID 1, first from the UKI's small initramfs, it opens the system
+//     partition that the command line's root hash names through dm-verity
+//     and executes the system's /init (system.go); from there it mounts
+//     the kernel filesystems, loads kernel modules,
 //     brings the network up, then starts itself again as the supervisor
 //     process and from then on only reaps orphaned processes, restarts the
 //     supervisor process if it dies, and powers the machine off on the ACPI

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/network"
+	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
 const (
@@ -116,14 +117,17 @@ func setUpState(ctx context.Context, logger *zap.Logger) error {
 func pid1(logger *zap.Logger) {
 	boot := time.Now()
 	ctx := context.Background()
-	if !slices.Contains(os.Environ(), switchedEnv) {
-		// Each returns only on failure (else it executes init again).
-		info, disk, err := systemOnCmdline()
+	if !slices.Contains(os.Environ(), systemEnv) {
+		info, ok, err := systemOnCmdline()
 		mustBoot(logger, "read the kernel command line", err)
-		if disk {
-			mustBoot(logger, "open the system partition", switchToSystem(ctx, logger, info))
+		if !ok {
+			err = fmt.Errorf("the kernel command line names no system image (%s=, %s=): this init boots only from a disk's system partition",
+				systemimage.ArgRootHash, systemimage.ArgHashOffset)
+		} else {
+			// It returns only on failure (else it executes the system's init).
+			err = switchToSystem(ctx, logger, info)
 		}
-		mustBoot(logger, "move the root off the initramfs", switchRoot())
+		mustBoot(logger, "open the system partition", err)
 	}
 	mustBoot(logger, "mount the kernel filesystems", mountAll())
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.

@@ -25,7 +25,7 @@ import (
 const sandboxImage = "localhost/appliance/pause:1.0"
 
 // preseedManifest is the build's manifest of the preseeded bundles
-// (//images:preseed.json, placed by appliance_initramfs): preseed refuses a
+// (//images:preseed.json, placed by appliance_root): preseed refuses a
 // bundle that is not in it or differs from it, so a bundle swapped or
 // changed at rest is not imported.
 const preseedManifest = bundleformat.ManifestPath

@@ -163,9 +163,12 @@ func mountSystem(node, target string) error {
 	return nil
 }
 
+// systemEnv marks the second start of PID 1: the system's /init, executed
+// by the first stage from the UKI's initramfs.
+const systemEnv = "APPLIANCE_SYSTEM=1"
+
 // systemOnCmdline reads the system image the kernel command line names
-// (core/systemimage), and whether it names one: a disk boot. Without one,
-// the initramfs holds the whole root (switchRoot).
+// (core/systemimage), and whether it names one.
 func systemOnCmdline() (systemimage.Info, bool, error) {
 	cmdline, err := readCmdline()
 	if err != nil {
@@ -240,7 +243,7 @@ func enterSystem() error {
 	if err := os.Chdir("/"); err != nil {
 		return fmt.Errorf("failed to enter the system's root: %w", err)
 	}
-	return unix.Exec("/init", os.Args, append(os.Environ(), switchedEnv))
+	return unix.Exec("/init", os.Args, append(os.Environ(), systemEnv))
 }
 
 // removeInitramfs removes every entry below root on root's own file system,
@@ -277,4 +280,24 @@ func removeOnDevice(dir string, dev uint64) error {
 		}
 	}
 	return nil
+}
+
+// readCmdline reads the kernel command line before /proc is mounted: from
+// a proc mounted for the purpose, and unmounted before the copy walks the
+// tree.
+func readCmdline() (string, error) {
+	dir, err := os.MkdirTemp("/", ".proc-")
+	if err != nil {
+		return "", fmt.Errorf("failed to create a mount point for proc: %w", err)
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("proc", dir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return "", fmt.Errorf("failed to mount proc at %s: %w", dir, err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return "", fmt.Errorf("failed to read the kernel command line: %w", err)
+	}
+	return string(b), nil
 }

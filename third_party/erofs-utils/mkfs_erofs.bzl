@@ -1,8 +1,8 @@
 """mkfs.erofs and what it needs to run, as the paths they take in the appliance.
 
 The files come from the Debian packages pinned by erofs-utils.lock.json (see
-BUILD.bazel for why and how to update them). appliance_initramfs adds both
-dicts to the initramfs; //third_party/erofs-utils:mkfs_erofs_test lays out
+BUILD.bazel for why and how to update them). appliance_root adds both
+dicts to the root; //third_party/erofs-utils:mkfs_erofs_test lays out
 the very same files and runs them, so a library missing here fails that test.
 """
 
