@@ -10,11 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/appliance-bundler/appliance/core/datapartition"
+	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/systemimage"
 )
 
-// mke2fsPath is the mke2fs the system image ships (third_party/e2fsprogs).
-const mke2fsPath = "/usr/sbin/mke2fs"
+const (
+	// mke2fsPath is the mke2fs the system image ships (third_party/e2fsprogs).
+	mke2fsPath = "/usr/sbin/mke2fs"
+	// stateDir, where the data partition is mounted, is containerd's root.
+	stateDir = node.ContainerdRoot
+)
 
 // mountDataPartition mounts the data partition of the disk the system was
 // booted from at containerd's root, adding and formatting it at first boot

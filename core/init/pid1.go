@@ -82,24 +82,14 @@ func mustBoot(logger *zap.Logger, step string, err error) {
 	powerOff(logger, nil, "boot failed: "+step)
 }
 
-// setUpState mounts the node's state: the state disk named on the command
-// line if there is one (tests with a second disk), else, on a disk boot,
-// the boot disk's data partition, made at first boot. It then writes the
-// machine ID, kept there so that it lasts across reboots. A state disk that
-// fails to mount leaves containerd's state in memory (the node still
-// works); a data partition that cannot be made or mounted stops the boot,
-// as does a machine ID that cannot be written.
+// setUpState mounts the node's state: the boot disk's data partition, made
+// at first boot. It then writes the machine ID, kept there so that it lasts
+// across reboots. A data partition that cannot be made or mounted stops the
+// boot, as does a machine ID that cannot be written.
 func setUpState(ctx context.Context, logger *zap.Logger) error {
 	// persist is where state that must outlive a reboot goes, if anywhere.
 	persist := ""
-	if dev, err := mountStateDisk(); err != nil {
-		// containerd then keeps its state on tmpfs: the images are preseeded
-		// again, so the node still works.
-		logger.Error("failed to mount the state disk; containerd's state stays in memory", zap.String("device", dev), zap.Error(err))
-	} else if dev != "" {
-		logger.Info("state disk mounted", zap.String("device", dev), zap.String("target", stateDir))
-		persist = stateDir
-	} else if dev, err := mountDataPartition(ctx, logger); err != nil {
+	if dev, err := mountDataPartition(ctx, logger); err != nil {
 		return fmt.Errorf("data partition: %w", err)
 	} else if dev != "" {
 		logger.Info("data partition mounted", zap.String("device", dev), zap.String("target", stateDir))

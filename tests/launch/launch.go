@@ -61,9 +61,6 @@ type Options struct {
 	// Forward lists guest TCP ports to reach from the host; VM.Ports maps
 	// each to a free port on 127.0.0.1 chosen at start.
 	Forward []int
-	// Disks are raw images attached as virtio-blk devices after Disk
-	// (/dev/vdb, ...), in order.
-	Disks []string
 	// SerialLog is the file the serial console (ttyS0: the kernel's lines
 	// and init's log for people) is written to (required). init's log as
 	// JSON lines, from a second serial port (ttyS1), goes to SerialLog +
@@ -281,9 +278,6 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
 	)
-	for i, d := range o.Disks {
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d,cache=unsafe", d, i+1))
-	}
 
 	serial, err := os.Create(o.SerialLog)
 	if err != nil {

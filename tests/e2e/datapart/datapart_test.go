@@ -18,10 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/partition/gpt"
-
-	"github.com/appliance-bundler/appliance/core/disklayout"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
 	"github.com/appliance-bundler/appliance/tests/launch"
 	"github.com/appliance-bundler/appliance/tests/runfile"
@@ -168,7 +164,7 @@ func TestUnmountableDataPartitionStopsTheBoot(t *testing.T) {
 	if err := n.VM.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	offset := dataOffset(t, state)
+	offset, _ := node.DataPartition(t, state)
 	f, err := os.OpenFile(state, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -209,25 +205,4 @@ func TestUnmountableDataPartitionStopsTheBoot(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Error("the data partition's first MiB changed: it was written to after it failed to mount")
 	}
-}
-
-// dataOffset is the byte offset of the data partition in the disk at p.
-func dataOffset(t *testing.T, p string) int64 {
-	t.Helper()
-	d, err := diskfs.Open(p, diskfs.WithOpenMode(diskfs.ReadOnly))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	pt, err := d.GetPartitionTable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, part := range pt.(*gpt.Table).Partitions {
-		if part.Name == disklayout.Data {
-			return int64(part.Start) * disklayout.SectorSize
-		}
-	}
-	t.Fatalf("%s has no data partition", p)
-	return 0
 }

@@ -43,9 +43,6 @@ type Node struct {
 
 // Extra are boot options some tests need.
 type Extra struct {
-	// Disks are raw images attached as virtio-blk after the appliance's
-	// disk (/dev/vdb, ...).
-	Disks []string
 	// Append is added to the kernel command line.
 	Append string
 	// State and DiskSize are launch.Options's: the VM's disk, kept across
@@ -81,7 +78,6 @@ func BootWith(ctx context.Context, t testing.TB, extra Extra) *Node {
 	vm, err := launch.Start(ctx, launch.Options{
 		Disk:      runfile.Path(t, "DISK"),
 		Forward:   []int{criPort, statusPort, HelloWebPort},
-		Disks:     extra.Disks,
 		State:     extra.State,
 		DiskSize:  extra.DiskSize,
 		MemoryMiB: extra.MemoryMiB,

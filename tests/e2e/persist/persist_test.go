@@ -1,5 +1,6 @@
-// Package persist_test boots the appliance twice over one persistent disk
-// (virtio-blk, ext4) holding containerd's state: the first boot imports the
+// Package persist_test boots the appliance twice over one disk kept across
+// boots, whose data partition (ext4, made at the first boot) holds
+// containerd's state: the first boot imports the
 // preseeded bundles, the second finds them imported and unpacked (every
 // record's snapshots there before any pod asks for them), skips them
 // reading less of the bundles, and still runs the hello pod. Each clean
@@ -26,7 +27,7 @@ import (
 // QEMU start to preseed Done; it powers the node off cleanly.
 func boot(ctx context.Context, t *testing.T, disk string, runHello bool) (*status.Status, time.Duration) {
 	t.Helper()
-	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: "appliance.state_disk=/dev/vdb"})
+	n := node.BootWith(ctx, t, node.Extra{State: disk})
 	st := n.PreseedStatus(ctx)
 	done := n.Since()
 	t.Logf("preseed done %s after QEMU start: imported %d, skipped %d, failed %d, preseed took %.3f s",
@@ -70,10 +71,11 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// checkClean fails the test unless a read-only forced e2fsck of the disk
-// finds nothing to report.
+// checkClean fails the test unless a read-only forced e2fsck of the disk's
+// data partition finds nothing to report.
 func checkClean(t *testing.T, disk string) {
 	t.Helper()
+	disk = node.ExtractDataPartition(t, disk)
 	// The only lines a clean forced check prints: the version, the passes
 	// and the summary. Anything else (a skipped journal recovery, orphan
 	// inodes, wrong counts, a question) means the disk was left dirty.
@@ -81,11 +83,11 @@ func checkClean(t *testing.T, disk string) {
 	out, err := exec.Command(sbinTool("e2fsck"), "-n", "-f", disk).CombinedOutput()
 	t.Logf("e2fsck -n -f %s: exit %v\n%s", filepath.Base(disk), err, out)
 	if err != nil {
-		t.Errorf("e2fsck of the state disk after a clean power-off failed: %v", err)
+		t.Errorf("e2fsck of the data partition after a clean power-off failed: %v", err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if !fsckQuiet.MatchString(line) {
-			t.Errorf("e2fsck of the state disk after a clean power-off reports: %q", line)
+			t.Errorf("e2fsck of the data partition after a clean power-off reports: %q", line)
 		}
 	}
 }
@@ -93,16 +95,9 @@ func checkClean(t *testing.T, disk string) {
 func TestSecondBootSkipsImport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	disk := filepath.Join(t.TempDir(), "state.img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, 2<<30); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(sbinTool("mkfs.ext4"), "-q", "-F", "-L", "containerd", disk).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
+	// The VM's disk, kept across the two boots: the first makes it from
+	// the appliance's image.
+	disk := filepath.Join(t.TempDir(), "state.raw")
 
 	first, firstDone := boot(ctx, t, disk, false)
 	if first.Imported != 3 || first.Skipped != 0 || first.Failed != 0 {

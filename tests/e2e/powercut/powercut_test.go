@@ -1,10 +1,11 @@
 // Package powercut_test cuts the power (SIGKILL to QEMU) at one point of the
-// first boot's import of the preseeded bundles, over a persistent state
-// disk, then boots again over that disk: preseed must finish with nothing
+// first boot's import of the preseeded bundles, over a disk kept across
+// boots (its data partition holds containerd's state), then boots again
+// over that disk: preseed must finish with nothing
 // failed, every image of the tree must be there, pinned and whole (no
 // half-registered image), and pods of the big image and of hello must run,
 // without any pull. One more point (after-machine-id) cuts the power right
-// after init wrote the machine ID to the state disk: the next boot must
+// after init wrote the machine ID to the data partition: the next boot must
 // find the same ID. Each kill point is its own test target (KILL_POINT), so
 // they run in parallel; the serial console and where the kill landed are in
 // the test log.
@@ -15,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,8 +36,6 @@ const (
 	bundles   = 3
 	// preseedLogger names preseed's log lines (and prefixes its children's).
 	preseedLogger = "supervisor.root.containerd.preseed"
-	// stateDisk is the kernel argument that puts containerd's state on the disk.
-	stateDisk = "appliance.state_disk=/dev/vdb"
 	// writeback makes the first boot's kernel write dirty pages back after
 	// 2 s instead of 30 s, so that what the guest wrote up to about 3 s
 	// before the power cut is on the disk: a partial layer, not only an
@@ -146,38 +144,25 @@ func TestPowerCut(t *testing.T) {
 	cut := time.Since(start)
 	t.Logf("kill point %q: first boot cut %s after the test started", name, cut.Round(10*time.Millisecond))
 
-	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: stateDisk})
+	n := node.BootWith(ctx, t, node.Extra{State: disk})
 	checkRecovered(ctx, t, name, n)
 	t.Logf("kill point %q: wall time %s (first boot to the cut %s, second boot %s)",
 		name, time.Since(start).Round(time.Second), cut.Round(time.Second), n.Since().Round(time.Second))
 }
 
-// newStateDisk makes an empty ext4 image for containerd's state.
+// newStateDisk is the path of the VM's disk, kept across boots: the first
+// boot makes it from the appliance's image and adds the data partition,
+// which holds containerd's state and the machine ID.
 func newStateDisk(t *testing.T) string {
 	t.Helper()
-	disk := filepath.Join(t.TempDir(), "state.img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, 2<<30); err != nil {
-		t.Fatal(err)
-	}
-	// Bazel's action PATH has no sbin directory.
-	mkfs := "/usr/sbin/mkfs.ext4"
-	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
-		mkfs = p
-	}
-	if out, err := exec.Command(mkfs, "-q", "-F", "-L", "containerd", disk).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	return disk
+	return filepath.Join(t.TempDir(), "state.raw")
 }
 
 // cutBoot boots over the disk, kills QEMU at the kill point and logs the
 // import events printed before the kill.
 func cutBoot(ctx context.Context, t *testing.T, name string, kp killPoint, disk string) {
 	t.Helper()
-	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: stateDisk + " " + writeback})
+	n := node.BootWith(ctx, t, node.Extra{State: disk, Append: writeback})
 	line, err := n.VM.WaitForLine(ctx, name, func(line string) bool {
 		e, ok := parseEvent(line)
 		return ok && kp.on(e)
@@ -390,7 +375,7 @@ func logDurations(t *testing.T, name string, lines []string) {
 }
 
 // machineIDPoint cuts the power right after init logged the machine ID it
-// wrote to the new state disk: the next boot must find the same ID, or the
+// wrote to the new data partition: the next boot must find the same ID, or the
 // node would change identity.
 const machineIDPoint = "after-machine-id"
 
@@ -404,7 +389,7 @@ type machineID struct {
 // returns it with the VM still running.
 func bootMachineID(ctx context.Context, t *testing.T, disk string) (*node.Node, machineID) {
 	t.Helper()
-	n := node.BootWith(ctx, t, node.Extra{Disks: []string{disk}, Append: stateDisk})
+	n := node.BootWith(ctx, t, node.Extra{State: disk})
 	line, err := n.VM.WaitForLine(ctx, "init's machine ID", launch.LogMessage("init", "machine ID"))
 	if err != nil {
 		t.Fatal(err)
