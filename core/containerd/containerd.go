@@ -417,6 +417,10 @@ func BenignErrors() []childlog.Benign {
 		// loads the task's state again. Seen on a production boot under a
 		// cold CI run.
 		{Msg: "failed to handle container TaskExit event ", Err: "database not open", Level: warn},
+		// The same exit handled as far as reading the container's spec,
+		// from the closed database. Seen on a production boot with two
+		// VMs on the machine's two cores.
+		{Msg: "failed to get OCI Spec for container ", Err: "database not open", Level: warn},
 	}
 }
 

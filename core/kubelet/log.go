@@ -36,6 +36,9 @@ func BenignErrors() []childlog.Benign {
 		// A housekeeping pass over 1 s: a slow or busy machine (TCG), not
 		// a failure; a warning, so that it still shows.
 		{Msg: "Housekeeping took longer than expected", Err: "housekeeping took too long", Level: warn},
+		// Stats asked for a pod cgroup that cAdvisor has not sampled yet
+		// (a pod just started on a busy machine); the next pass has them.
+		{Msg: "Partial failure issuing cadvisor.ContainerInfoV2", Err: "unable to find data in memory cache", Level: warn},
 	}
 }
 

@@ -60,6 +60,16 @@ func TestProductionImageBootsAndPreseeds(t *testing.T) {
 	t.Logf("QEMU started with accel %s; serial log in the test's undeclared outputs", vm.Accel)
 
 	since := func() time.Duration { return time.Since(vm.Started).Round(10 * time.Millisecond) }
+	// The first stage's lines go to the console only (the JSON port opens
+	// later): its first is a module of early boot.
+	if _, err := vm.WaitForLine(ctx, "init's first line", launch.ConsoleMessage("INFO", "init", "module loaded")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("/init running (its first line) %s after QEMU start", since())
+	if _, err := vm.WaitForLine(ctx, "the system mounted", launch.ConsoleMessage("INFO", "init", "system mounted")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("system partition mounted %s after QEMU start", since())
 	if _, err := vm.WaitForLine(ctx, "the network up", launch.LogMessage("init", "network up")); err != nil {
 		t.Fatal(err)
 	}
