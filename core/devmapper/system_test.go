@@ -3,7 +3,6 @@ package devmapper
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -11,39 +10,8 @@ import (
 
 	"github.com/appliance-bundler/appliance/core/erofsmap"
 	"github.com/appliance-bundler/appliance/core/systemimage"
+	"github.com/appliance-bundler/appliance/tests/erofstest"
 )
-
-// writeErofs writes an uncompressed EROFS holding files (absolute paths)
-// with go-erofs's writer and returns its bytes.
-func writeErofs(t *testing.T, files map[string][]byte) []byte {
-	t.Helper()
-	out, err := os.Create(filepath.Join(t.TempDir(), "img"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	w := erofs.Create(out)
-	for name, data := range files {
-		f, err := w.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // firstBlock is the block of img where name's data starts (at a block's
 // start: go-erofs writes data blocks whole).
@@ -72,8 +40,8 @@ func TestSystemCorruptionNamesTheFile(t *testing.T) {
 	k.device("vda2", "254:2")
 	k.dm("dm-0", "253:0", systemimage.DeviceName, "vda2")
 	blobPath := "/containerd/erofs-cache/sha256/9c/" + hexID + ".erofs"
-	blob := writeErofs(t, map[string][]byte{"/hello": bytes.Repeat([]byte("hello "), 3000)})
-	sys := writeErofs(t, map[string][]byte{
+	blob := erofstest.Write(t, map[string][]byte{"/hello": bytes.Repeat([]byte("hello "), 3000)})
+	sys := erofstest.Write(t, map[string][]byte{
 		"/usr/bin/tool": bytes.Repeat([]byte("tool "), 3000),
 		blobPath:        blob,
 	})

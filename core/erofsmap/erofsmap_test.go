@@ -4,46 +4,18 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"testing"
 
 	erofs "github.com/erofs/go-erofs"
 
 	"github.com/appliance-bundler/appliance/core/erofsmap"
+	"github.com/appliance-bundler/appliance/tests/erofstest"
 )
 
-// image writes an uncompressed EROFS with go-erofs's writer and opens it.
+// image writes an uncompressed EROFS holding files and opens it.
 func image(t *testing.T, files map[string][]byte) ([]byte, fs.FS) {
 	t.Helper()
-	out, err := os.Create(filepath.Join(t.TempDir(), "img.erofs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	w := erofs.Create(out)
-	if err := w.Mkdir("/dir", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, data := range files {
-		f, err := w.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	img, err := os.ReadFile(out.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := erofstest.Write(t, files)
 	fsys, err := erofs.Open(bytes.NewReader(img))
 	if err != nil {
 		t.Fatal(err)
