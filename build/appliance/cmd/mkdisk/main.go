@@ -4,12 +4,9 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/appliance-bundler/appliance/build/appliance/disk"
@@ -20,7 +17,7 @@ func main() {
 	var spec disk.Spec
 	var out, layoutOut, infoFile string
 	flag.StringVar(&spec.UKI, "uki", "", "the Unified Kernel Image")
-	flag.StringVar(&spec.System, "system", "", "the system image for slot A (optional)")
+	flag.StringVar(&spec.System, "system", "", "the system image for slot A")
 	flag.StringVar(&infoFile, "system-info", "", "the system image's info (JSON, from mksystem)")
 	flag.Int64Var(&spec.SystemSize, "system-size", 0, "size of each system slot in bytes (default: fits -system)")
 	flag.Int64Var(&spec.ESPSize, "esp-size", 0, "size of the ESP in bytes (default: fits two UKIs)")
@@ -34,28 +31,15 @@ func main() {
 }
 
 func run(spec disk.Spec, infoFile, out, layoutOut string) error {
-	if spec.UKI == "" || out == "" || layoutOut == "" {
-		return fmt.Errorf("-uki, -out and -layout are required")
+	if spec.UKI == "" || spec.System == "" || infoFile == "" || out == "" || layoutOut == "" {
+		return fmt.Errorf("-uki, -system, -system-info, -out and -layout are required")
 	}
-	if (spec.System == "") != (infoFile == "") {
-		return fmt.Errorf("-system and -system-info go together")
+	info, err := systemimage.ReadInfo(infoFile)
+	if err != nil {
+		return err
 	}
-	if infoFile != "" {
-		info, err := systemimage.ReadInfo(infoFile)
-		if err != nil {
-			return err
-		}
-		spec.SystemRootHash = info.RootHash
-	}
-	// The GUIDs follow the system when there is one, else the UKI.
-	spec.Seed = spec.SystemRootHash
-	if spec.Seed == "" {
-		sum, err := fileSum(spec.UKI)
-		if err != nil {
-			return err
-		}
-		spec.Seed = sum
-	}
+	// The GUIDs follow the system.
+	spec.SystemRootHash, spec.Seed = info.RootHash, info.RootHash
 	layout, err := disk.Write(spec, out)
 	if err != nil {
 		return err
@@ -68,17 +52,4 @@ func run(spec disk.Spec, infoFile, out, layoutOut string) error {
 		return fmt.Errorf("failed to write %s: %w", layoutOut, err)
 	}
 	return nil
-}
-
-func fileSum(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("failed to read %s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -1,7 +1,8 @@
 // Command mkuki writes a Unified Kernel Image (build/appliance/uki): the
-// UEFI stub with the kernel, the initramfs, the kernel command line and an
-// os-release. It reads only its inputs; the same inputs give the same
-// bytes.
+// UEFI stub with the kernel, the initramfs, the kernel command line ending
+// with the system image's kernel arguments (init boots only from a system
+// partition) and an os-release. It reads only its inputs; the same inputs
+// give the same bytes.
 package main
 
 import (
@@ -37,7 +38,7 @@ type options struct {
 }
 
 func (o options) run() error {
-	for flagName, v := range map[string]string{"stub": o.stub, "kernel": o.kernel, "initrd": o.initrd, "osrel": o.osrel, "out": o.out} {
+	for flagName, v := range map[string]string{"stub": o.stub, "kernel": o.kernel, "initrd": o.initrd, "osrel": o.osrel, "system-info": o.systemInfo, "out": o.out} {
 		if v == "" {
 			return fmt.Errorf("-%s is required", flagName)
 		}
@@ -59,13 +60,11 @@ func (o options) run() error {
 		}
 		cmdline = bytes.TrimRight(b, "\n")
 	}
-	if o.systemInfo != "" {
-		info, err := systemimage.ReadInfo(o.systemInfo)
-		if err != nil {
-			return err
-		}
-		cmdline = fmt.Appendf(cmdline, " %s", strings.Join(info.KernelArgs(), " "))
+	info, err := systemimage.ReadInfo(o.systemInfo)
+	if err != nil {
+		return err
 	}
+	cmdline = fmt.Appendf(cmdline, " %s", strings.Join(info.KernelArgs(), " "))
 	// The kernel runs in place at first (its EFI entry decompresses
 	// itself), so its section takes the kernel's own image size in memory.
 	k, err := pe.NewFile(bytes.NewReader(kernel))
