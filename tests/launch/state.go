@@ -35,7 +35,7 @@ func prepareState(image, state string, size int64) error {
 	if err != nil {
 		return fmt.Errorf("launch: state disk: %w", err)
 	}
-	n, err := copySparse(dst, src)
+	n, err := CopySparse(dst, src)
 	if err == nil {
 		err = dst.Truncate(max(n, size))
 	}
@@ -59,9 +59,9 @@ func growState(state string, size int64) error {
 	return nil
 }
 
-// copySparse copies src to dst, leaving holes where src has blocks of
+// CopySparse copies src to dst, leaving holes where src has blocks of
 // zeros, and returns src's size.
-func copySparse(dst *os.File, src io.Reader) (int64, error) {
+func CopySparse(dst *os.File, src io.Reader) (int64, error) {
 	const block = 1 << 20
 	buf, zero := make([]byte, block), make([]byte, block)
 	var off int64
