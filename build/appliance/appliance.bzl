@@ -4,13 +4,18 @@ load("//build/initramfs:defs.bzl", "initramfs")
 load("//build/oci:bundle_format.bzl", "PRESEED_MANIFEST_PATH")
 load("//build/oci:defs.bzl", "preseed_tree")
 load("//build/pods:defs.bzl", "static_pods")
+load("//build/update:defs.bzl", "update_config")
 load("//third_party/e2fsprogs:mke2fs.bzl", "MKE2FS_EXECUTABLES", "MKE2FS_LIBRARIES")
 load("//third_party/erofs-utils:mkfs_erofs.bzl", "MKFS_EROFS_EXECUTABLES", "MKFS_EROFS_LIBRARIES")
-load(":disk.bzl", "disk_image", "system_image", "uki")
+load(":disk.bzl", "disk_image", "os_release", "system_image", "uki")
 load(":node.bzl", "ETC_LINKS", "STATIC_POD_DIR")
 
-def appliance_root(name, init, preseed_tar = None, preseed_manifest = None, pods = None, testonly = False, **kwargs):
-    """The appliance's root tree as a tar (`<name>.tar`), for its system image: init, containerd, runc, CNI, the kubelet, mkfs.erofs, mke2fs, kernel modules, the preseeded bundles with their manifest and the static pods.
+def appliance_root(name, init, version = "0", update = None, preseed_tar = None, preseed_manifest = None, pods = None, testonly = False, **kwargs):
+    """The appliance's root tree as a tar (`<name>.tar`), for its system image: init, containerd, runc, CNI, the kubelet, mkfs.erofs, mke2fs, kernel modules, the preseeded bundles with their manifest, the static pods, its os-release and its updater's configuration.
+
+    Declares `<name>_os_release` (the os-release of `version`, which
+    appliance_disk's UKI takes too) and, with `update`, `<name>_update`
+    (an update_config).
 
     With neither `preseed_tar`, `preseed_manifest` nor `pods`, the root
     holds the production bundles (//images:preseed) and pods (//images:pods).
@@ -21,6 +26,11 @@ def appliance_root(name, init, preseed_tar = None, preseed_manifest = None, pods
     Args:
       name: the target's name.
       init: the init binary (`//core/init` or its E2E variant).
+      version: the release's version, dot-separated numbers ("1.4.2"): the
+        updater takes only newer ones.
+      update: the updater's settings, a dict of update_config's attributes
+        (`source`, `public_key`, and optionally `poll_interval`,
+        `health_timeout`, `reboot_window`); None: no updater.
       preseed_tar: the tree of bundles (a preseed_tree's tar); tests swap it.
         Default: //images:preseed.tar.
       preseed_manifest: that tree's manifest, which preseed enforces.
@@ -43,6 +53,23 @@ def appliance_root(name, init, preseed_tar = None, preseed_manifest = None, pods
             testonly = testonly,
         )
         pods_tar = ":" + name + "_pods"
+    os_release(
+        name = name + "_os_release",
+        version = version,
+        testonly = testonly,
+        visibility = kwargs.get("visibility"),
+    )
+    update_files = {}
+    if update:
+        update_config(
+            name = name + "_update",
+            testonly = testonly,
+            **update
+        )
+        update_files = {
+            ":" + name + "_update": "/etc/appliance/update.json",
+            update["public_key"]: "/etc/appliance/update.pem",
+        }
     initramfs(
         name = name,
         compression = "none",
@@ -73,7 +100,9 @@ def appliance_root(name, init, preseed_tar = None, preseed_manifest = None, pods
             # The manifest of the preseeded bundles, which preseed enforces
             # (core/init sets preseed.Config.Manifest to this path).
             preseed_manifest or Label("//images:preseed.json"): PRESEED_MANIFEST_PATH,
-        } | MKFS_EROFS_LIBRARIES | MKE2FS_LIBRARIES,
+            # The running version, which the updater reads.
+            ":" + name + "_os_release": "/etc/os-release",
+        } | update_files | MKFS_EROFS_LIBRARIES | MKE2FS_LIBRARIES,
         tars = [
             # /containerd/preseed/<namespace>/<name>.tar: the preseeded images.
             preseed_tar or Label("//images:preseed.tar"),
@@ -94,13 +123,15 @@ def appliance_disk(name, init, root, testonly = False, **kwargs):
     The system image `<name>_system` is `root` (an appliance_root) as EROFS
     under dm-verity, in slot A. The UKI `<name>_uki` boots the kernel with
     `<name>_early`, an initramfs of `init` and the modules it needs to open
-    the system (block device, device mapper, dm-verity, EROFS), and the
-    system's root hash on its command line.
+    the system (block device, device mapper, dm-verity, EROFS), the
+    system's root hash on its command line, and root's os-release (whose
+    version names its boot entry).
 
     Args:
       name: the disk image target's name.
       init: the init binary: the same as `root`'s.
-      root: an appliance_root.
+      root: an appliance_root in this package (":<name>"), whose
+        `<root>_os_release` the UKI takes.
       testonly: whether the targets are testonly.
       **kwargs: passed to the disk_image (visibility, tags, ...); visibility
         and tags also to the system image and the UKI.
@@ -124,6 +155,7 @@ def appliance_disk(name, init, root, testonly = False, **kwargs):
         name = name + "_uki",
         kernel = Label("//third_party/linux:vmlinuz"),
         initramfs = ":" + name + "_early",
+        os_release = root + "_os_release",
         system = ":" + name + "_system",
         testonly = testonly,
         tags = kwargs.get("tags"),
@@ -137,7 +169,7 @@ def appliance_disk(name, init, root, testonly = False, **kwargs):
         **kwargs
     )
 
-def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **kwargs):
+def appliance_with_bundles(name, init, bundles, pods = [], version = "0", update = None, testonly = False, **kwargs):
     """An appliance root with its own set of preseed bundles and pods, and its disk.
 
     Declares `<name>_tree` (a preseed_tree of `bundles`, whose tar and
@@ -153,6 +185,8 @@ def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **k
       bundles: preseed_bundle targets.
       pods: static_pod targets; the build fails if one runs an image that
         `bundles` do not provide.
+      version: the release's version (appliance_root).
+      update: the updater's settings (appliance_root).
       testonly: whether the targets are testonly (needed when a bundle is).
       **kwargs: passed to the root and the disk (visibility, tags, ...); tags
         also to the tree.
@@ -169,6 +203,8 @@ def appliance_with_bundles(name, init, bundles, pods = [], testonly = False, **k
         preseed_manifest = ":" + name + "_tree.json",
         preseed_tar = ":" + name + "_tree.tar",
         pods = pods,
+        version = version,
+        update = update,
         testonly = testonly,
         **kwargs
     )

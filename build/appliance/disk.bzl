@@ -59,10 +59,36 @@ hash, hash offset and size. The same tree gives the same bytes.""",
     } | mkfs_erofs_attrs(),
 )
 
+def _os_release_impl(ctx):
+    version = ctx.attr.version
+    for part in version.split("."):
+        if not part.isdigit() or (len(part) > 1 and part[0] == "0") or len(part) > 9:
+            fail("os_release %s: version %r: want dot-separated decimal numbers without leading zeros, e.g. 1.4.2 (core/updatepayload)" % (ctx.label, version))
+    out = ctx.actions.declare_file(ctx.label.name + ".os-release")
+    fields = {
+        "ID": "appliance",
+        "IMAGE_ID": "appliance",
+        "IMAGE_VERSION": version,
+        "NAME": "Appliance",
+        "PRETTY_NAME": "Appliance " + version,
+    }
+    ctx.actions.write(out, "".join(['{}="{}"\n'.format(k, v) for k, v in sorted(fields.items())]))
+    return [DefaultInfo(files = depset([out]))]
+
+os_release = rule(
+    implementation = _os_release_impl,
+    doc = """The appliance's os-release (`<name>.os-release`): the system's
+/etc/os-release, which the updater reads its running version from, and the
+UKI's .osrel section, by whose IMAGE_VERSION systemd-boot orders the boot
+entries.""",
+    attrs = {
+        "version": attr.string(mandatory = True, doc = "The release's version: dot-separated decimal numbers (core/updatepayload.ValidVersion)."),
+    },
+)
+
 def _uki_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name + ".efi")
-    osrel = ctx.actions.declare_file(ctx.label.name + ".os-release")
-    ctx.actions.write(osrel, "".join(['{}="{}"\n'.format(k, v) for k, v in sorted(ctx.attr.os_release.items())]))
+    osrel = ctx.file.os_release
     args = ctx.actions.args()
     args.add("-stub", ctx.file.stub)
     args.add("-kernel", ctx.file.kernel)
@@ -87,14 +113,16 @@ uki = rule(
     implementation = _uki_impl,
     doc = """A Unified Kernel Image (`<name>.efi`): systemd's UEFI stub with the
 kernel, the initramfs, the kernel command line and an os-release as PE
-sections (build/appliance/uki). The firmware boots it without a boot loader.""",
+sections (build/appliance/uki). systemd-boot finds it in the ESP's
+/EFI/Linux (core/disklayout).""",
     attrs = {
         "cmdline": attr.string_list(doc = "Kernel arguments after the base ones (console, panic)."),
         "initramfs": attr.label(allow_single_file = True, mandatory = True, doc = "The initramfs (cpio, compressed or not)."),
         "kernel": attr.label(allow_single_file = True, mandatory = True, doc = "The kernel: an EFI-stub bzImage."),
-        "os_release": attr.string_dict(
-            default = {"ID": "appliance", "NAME": "Appliance"},
-            doc = "os-release fields of the .osrel section.",
+        "os_release": attr.label(
+            allow_single_file = True,
+            mandatory = True,
+            doc = "The .osrel section: an os_release, whose IMAGE_VERSION names the UKI's boot entry and orders it.",
         ),
         "stub": attr.label(
             allow_single_file = True,
@@ -119,12 +147,13 @@ def _disk_image_impl(ctx):
     layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
     args = ctx.actions.args()
     args.add("-uki", ctx.file.uki)
+    args.add("-loader", ctx.file.loader)
     args.add("-out", out)
     args.add("-layout", layout)
     system = ctx.attr.system[SystemImageInfo]
     args.add("-system", system.image)
     args.add("-system-info", system.info)
-    inputs = [ctx.file.uki, system.image, system.info]
+    inputs = [ctx.file.uki, ctx.file.loader, system.image, system.info]
     if ctx.attr.system_size_mib:
         args.add("-system-size", ctx.attr.system_size_mib * 1024 * 1024)
     if ctx.attr.esp_size_mib:
@@ -146,13 +175,20 @@ def _disk_image_impl(ctx):
 disk_image = rule(
     implementation = _disk_image_impl,
     doc = """The appliance's disk image (`<name>.raw`), in core/disklayout's layout:
-a GPT with the EFI system partition holding `uki` at /EFI/BOOT/BOOTX64.EFI
-and the two system slots, slot A holding `system`. Output group `layout`: `<name>.layout.json`, the
+a GPT with the EFI system partition holding systemd-boot at
+/EFI/BOOT/BOOTX64.EFI, its loader.conf and `uki` as the committed boot
+entry of its version (/EFI/Linux/appliance-<IMAGE_VERSION>.efi), and the
+two system slots, slot A holding `system`. Output group `layout`: `<name>.layout.json`, the
 partitions with their GUIDs, offsets and sizes. The same inputs give the
 same bytes: GUIDs derive from the contents, FAT time stamps are FAT's epoch
 and its volume serial 0.""",
     attrs = {
         "esp_size_mib": attr.int(doc = "The ESP's size in MiB; 0 fits two UKIs (for A/B) with room to spare."),
+        "loader": attr.label(
+            allow_single_file = [".efi"],
+            default = Label("//third_party/uefi:systemd_boot"),
+            doc = "The boot loader: systemd-boot, pinned.",
+        ),
         "system": attr.label(
             providers = [SystemImageInfo],
             mandatory = True,

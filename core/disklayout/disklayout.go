@@ -6,8 +6,9 @@
 //
 // The layout is GPT with 512-byte sectors:
 //
-//  1. "esp": the EFI system partition (FAT32), holding the Unified Kernel
-//     Image at ESPBootPath;
+//  1. "esp": the EFI system partition (FAT32), holding systemd-boot at
+//     LoaderPath, its configuration at LoaderConfPath, and a Unified Kernel
+//     Image for each system slot in EntryDir (EntryName);
 //  2. "system-a": the system (an EROFS image with its dm-verity hash tree
 //     appended);
 //  3. "system-b": the same size, empty in the image: the other slot of A/B
@@ -21,6 +22,8 @@ package disklayout
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -49,9 +52,17 @@ const (
 	// Alignment is where every partition starts: a multiple of 1 MiB, as
 	// partitioning tools do, so that it suits any physical block size.
 	Alignment = 1 << 20
-	// ESPBootPath is the removable-media boot path of x86-64 firmware,
-	// where the UKI is: no boot entry is needed.
-	ESPBootPath = "/EFI/BOOT/BOOTX64.EFI"
+	// LoaderPath is the removable-media boot path of x86-64 firmware,
+	// where systemd-boot is: no firmware boot entry is needed.
+	LoaderPath = "/EFI/BOOT/BOOTX64.EFI"
+	// LoaderConfPath is systemd-boot's configuration.
+	LoaderConfPath = "/loader/loader.conf"
+	// LoaderConf boots the default entry at once, with no editor of the
+	// command line (it would bypass the UKI's) and no entries of its own.
+	LoaderConf = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n"
+	// EntryDir holds the UKIs: the Boot Loader Specification's type #2
+	// entries, which systemd-boot finds without a configuration of each.
+	EntryDir = "/EFI/Linux"
 )
 
 // namespace is the UUID namespace of the disk's derived GUIDs (a fixed
@@ -88,4 +99,64 @@ type Partition struct {
 	GUID   string `json:"guid"`
 	Offset int64  `json:"offset"`
 	Size   int64  `json:"size"`
+}
+
+// entryPrefix starts every UKI's file name in EntryDir.
+const entryPrefix = "appliance-"
+
+// Entry is a UKI's file name in EntryDir: the version of the system it
+// boots and its boot counter (the Boot Loader Specification's automatic
+// boot assessment). systemd-boot picks the newest entry that has tries
+// left, decrements an entry's TriesLeft each time it boots it, and puts an
+// entry with none left after every other: the entry of a system being
+// tried has a counter, that of a committed system has none.
+type Entry struct {
+	Version string
+	// Counted tells whether the name has a counter; TriesLeft and
+	// TriesDone are its values.
+	Counted              bool
+	TriesLeft, TriesDone int
+}
+
+// Name is e's file name: "appliance-<version>.efi", or with a counter
+// "appliance-<version>+<left>-<done>.efi".
+func (e Entry) Name() string {
+	if !e.Counted {
+		return entryPrefix + e.Version + ".efi"
+	}
+	return fmt.Sprintf("%s%s+%d-%d.efi", entryPrefix, e.Version, e.TriesLeft, e.TriesDone)
+}
+
+// Bad tells whether e was tried and has no tries left: systemd-boot boots
+// it only when nothing else is there.
+func (e Entry) Bad() bool { return e.Counted && e.TriesLeft == 0 }
+
+// ParseEntry reads an entry's file name; ok is false for a name that is not
+// one (another file on the ESP). The version is not checked here.
+func ParseEntry(name string) (e Entry, ok bool) {
+	rest, found := strings.CutPrefix(strings.ToLower(name), entryPrefix)
+	if !found {
+		return e, false
+	}
+	rest, found = strings.CutSuffix(rest, ".efi")
+	if !found || rest == "" {
+		return e, false
+	}
+	version, counter, counted := strings.Cut(rest, "+")
+	e.Version = version
+	if !counted {
+		return e, version != ""
+	}
+	left, done, hasDone := strings.Cut(counter, "-")
+	var err error
+	if e.TriesLeft, err = strconv.Atoi(left); err != nil || e.TriesLeft < 0 {
+		return e, false
+	}
+	if hasDone {
+		if e.TriesDone, err = strconv.Atoi(done); err != nil || e.TriesDone < 0 {
+			return e, false
+		}
+	}
+	e.Counted = true
+	return e, version != ""
 }

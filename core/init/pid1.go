@@ -22,6 +22,9 @@ import (
 
 const (
 	hostname = "appliance"
+	// rebootSignal asks PID 1 to reboot, as the supervisor's updater does
+	// (every other signal but SIGCHLD powers off).
+	rebootSignal = unix.SIGUSR1
 	// restartDelay is the pause before a dead supervisor process is started
 	// again; the supervisor does its own backoff for the runnables inside.
 	restartDelay = time.Second
@@ -130,7 +133,7 @@ func pid1(logger *zap.Logger) {
 	logger.Info("system up", zap.Duration("since_init_start", time.Since(boot)))
 
 	signals := make(chan os.Signal, 16)
-	signal.Notify(signals, unix.SIGCHLD, unix.SIGINT, unix.SIGTERM, unix.SIGPWR)
+	signal.Notify(signals, unix.SIGCHLD, unix.SIGINT, unix.SIGTERM, unix.SIGPWR, rebootSignal)
 	power := make(chan string, 1)
 	go watchPowerButton(logger, power)
 
@@ -143,6 +146,9 @@ func pid1(logger *zap.Logger) {
 	for {
 		select {
 		case sig := <-signals:
+			if sig == rebootSignal {
+				shutDown(logger, child, "asked for by the updater", unix.LINUX_REBOOT_CMD_RESTART)
+			}
 			if sig != unix.SIGCHLD {
 				powerOff(logger, child, "signal "+sig.String())
 			}

@@ -25,7 +25,17 @@ const (
 // powerOff stops the supervisor tree, then every other process, leaves the
 // state disk clean, and powers off.
 func powerOff(logger *zap.Logger, child *os.Process, why string) {
-	logger.Info("powering off", zap.String("reason", why))
+	shutDown(logger, child, why, unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// shutDown is powerOff ending in cmd: a power-off, or a restart
+// (LINUX_REBOOT_CMD_RESTART), which the updater asks for.
+func shutDown(logger *zap.Logger, child *os.Process, why string, cmd int) {
+	what := "power off"
+	if cmd == unix.LINUX_REBOOT_CMD_RESTART {
+		what = "reboot"
+	}
+	logger.Info("shutting down", zap.String("then", what), zap.String("reason", why))
 	if child != nil {
 		stopSupervisor(logger, child)
 	}
@@ -36,10 +46,10 @@ func powerOff(logger *zap.Logger, child *os.Process, why string) {
 	releaseMounts(logger, node.ContainerdState)
 	releaseMounts(logger, stateDir)
 	unix.Sync()
-	logger.Info("power off")
+	logger.Info(what)
 	_ = logger.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		logger.Error("power off failed", zap.Error(err))
+	if err := unix.Reboot(cmd); err != nil {
+		logger.Error(what+" failed", zap.Error(err))
 	}
 	select {} // PID 1 must never exit.
 }

@@ -44,7 +44,9 @@ const kubeletWaitsForPreseed = false
 // (mounted at containerd's root, statedisk.go) when there is one. run is
 // false when the variant turns the kubelet off (only the E2E variant can).
 func kubeletConfig(logger *zap.Logger) (c kubelet.Config, run bool) {
-	c = kubelet.Config{WaitForPreseed: kubeletWaitsForPreseed}
+	// The read-only port, on loopback, is where the updater reads the
+	// static pods' status (core/updater.Health).
+	c = kubelet.Config{WaitForPreseed: kubeletWaitsForPreseed, ReadOnlyPort: kubelet.HealthReadOnlyPort}
 	info, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		logger.Error("failed to read mountinfo; the kubelet's state stays in memory", zap.Error(err))
@@ -80,6 +82,11 @@ func rootRunnable(cd containerd.Config, erofsUnavailable string) supervisor.Runn
 		}
 		for _, c := range children {
 			if err := supervisor.Run(ctx, c.name, c.run); err != nil {
+				return err
+			}
+		}
+		if up, ok := updaterRunnable(ctx); ok {
+			if err := supervisor.Run(ctx, "updater", up); err != nil {
 				return err
 			}
 		}

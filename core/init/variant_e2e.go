@@ -23,6 +23,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/node"
 	"github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/supervisor"
+	updatestatus "github.com/appliance-bundler/appliance/core/updater/status"
 )
 
 // podLogDir is where the E2E's pods write their logs (their LogDirectory).
@@ -33,9 +34,6 @@ const podLogDir = "/var/log/pods"
 const (
 	criPort    = 7000 // containerd's socket (CRI and containerd API), as TCP
 	statusPort = 7001 // GET /preseed/status, GET /logs/<pod dir>/...: files the CRI leaves no API for
-	// kubeletReadOnlyPort is the kubelet's read-only API, on loopback only:
-	// the status server proxies its pod list.
-	kubeletReadOnlyPort = 10255
 )
 
 // kubeletOff on the kernel command line boots the E2E variant without a
@@ -43,12 +41,9 @@ const (
 // kubelet stops every pod sandbox it did not start.
 const kubeletOff = "appliance.e2e.kubelet=off"
 
-// variantKubelet of the E2E variant turns on the kubelet's read-only port
-// (on loopback), for GET /kubelet/pods; nothing else differs. It tells
-// whether to run the kubelet: not when cmdline (/proc/cmdline) has
-// kubeletOff.
-func variantKubelet(c *kubelet.Config, cmdline string) bool {
-	c.ReadOnlyPort = kubeletReadOnlyPort
+// variantKubelet of the E2E variant tells whether to run the kubelet: not
+// when cmdline (/proc/cmdline) has kubeletOff.
+func variantKubelet(_ *kubelet.Config, cmdline string) bool {
 	return !slices.Contains(strings.Fields(cmdline), kubeletOff)
 }
 
@@ -104,13 +99,16 @@ func criProxy(ctx context.Context) error {
 	}
 }
 
-// statusServer serves the preseed status file, the pods' log files, the
+// statusServer serves the preseed and update status files, the pods' log files, the
 // kubelet's pod list and the guest's /proc/meminfo over HTTP, read-only, and
 // kills the kubelet on request.
 func statusServer(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /preseed/status", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, status.DefaultPath)
+	})
+	mux.HandleFunc("GET /update/status", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, updatestatus.Path)
 	})
 	mux.Handle("GET /logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(podLogDir))))
 	mux.HandleFunc("GET /kubelet/pods", kubeletPods)
@@ -133,7 +131,7 @@ func statusServer(ctx context.Context) error {
 // kubeletPods proxies the kubelet's pod list (with each pod's status) from
 // its read-only port.
 func kubeletPods(w http.ResponseWriter, r *http.Request) {
-	url := "http://" + net.JoinHostPort(kubelet.Loopback, strconv.Itoa(kubeletReadOnlyPort)) + "/pods"
+	url := "http://" + net.JoinHostPort(kubelet.Loopback, strconv.Itoa(kubelet.HealthReadOnlyPort)) + "/pods"
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, url, nil)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)

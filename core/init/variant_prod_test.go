@@ -6,7 +6,7 @@ import (
 	"github.com/appliance-bundler/appliance/core/kubelet"
 )
 
-// The production kubelet keeps its read-only port off.
+// The production kubelet cannot be turned off from the command line.
 func TestVariantKubeletProduction(t *testing.T) {
 	c := kubelet.Config{}
 	if !variantKubelet(&c, "appliance.e2e.kubelet=off") {

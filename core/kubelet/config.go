@@ -74,6 +74,8 @@ func (c Config) KubeletConfiguration() *kubeletv1beta1.KubeletConfiguration {
 		// (logs, exec, metrics), and the cluster authenticates and
 		// authorizes every request (TokenReview, SubjectAccessReview).
 		kc.Address = "0.0.0.0"
+		// The read-only port would listen there too, unauthenticated.
+		kc.ReadOnlyPort = 0
 		kc.Authentication.Webhook.Enabled = ptr(true)
 		kc.Authorization.Mode = kubeletv1beta1.KubeletAuthorizationModeWebhook
 		if ca := filepath.Join(c.StateDir, ClientCAFile); exists(ca) {

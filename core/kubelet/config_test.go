@@ -199,6 +199,7 @@ func TestStateDiskStandaloneConfig(t *testing.T) {
 func TestKubeconfigJoinsCluster(t *testing.T) {
 	c := testConfig(t)
 	c.StateDir = t.TempDir()
+	c.ReadOnlyPort = HealthReadOnlyPort // forced off: it would listen on every address
 	kubeconfig := filepath.Join(c.StateDir, KubeconfigFile)
 	ca := filepath.Join(c.StateDir, ClientCAFile)
 	for _, f := range []string{kubeconfig, ca} {

@@ -49,6 +49,10 @@ const (
 	DefaultHealthzPort = 10248
 	// DefaultPort is the kubelet's authenticated API port.
 	DefaultPort = 10250
+	// HealthReadOnlyPort is the read-only API's port on loopback, where
+	// the updater (core/updater) reads the static pods' status before it
+	// commits an update: standalone, nothing else serves it.
+	HealthReadOnlyPort = 10255
 
 	// Files in Config.StateDir that make the kubelet join a cluster.
 	KubeconfigFile = "kubeconfig"
@@ -85,8 +89,9 @@ type Config struct {
 	ResolvConf string
 	// HealthzPort is the healthz port on loopback.
 	HealthzPort int32
-	// ReadOnlyPort is the unauthenticated read-only API on loopback; 0
-	// (production) turns it off.
+	// ReadOnlyPort is the unauthenticated read-only API on loopback
+	// (HealthReadOnlyPort); 0 turns it off, and so does joining a
+	// cluster, which listens on every address.
 	ReadOnlyPort int32
 	// WaitForPreseed makes the kubelet start only once preseed's status
 	// file (PreseedStatus) says "done"; otherwise it starts as soon as

@@ -33,13 +33,16 @@ const Greeting = "Hello from hello-web"
 // well inside the kubelet's default grace period of 30 s.
 const shutdownTimeout = 5 * time.Second
 
-// handler answers GET / with the greeting and hostname; anything else is
-// 404 or 405.
-func handler(hostname string) http.Handler {
+// handler answers GET / with the greeting, the message if any, and the
+// hostname; anything else is 404 or 405.
+func handler(hostname, message string) http.Handler {
 	mux := http.NewServeMux()
+	if message != "" {
+		message = " (" + message + ")"
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "%s on %s\n", Greeting, hostname)
+		fmt.Fprintf(w, "%s%s on %s\n", Greeting, message, hostname)
 	})
 	return mux
 }
@@ -52,17 +55,19 @@ func main() {
 	}
 	// Only tests set -address: on a shared machine port 8080 may be taken.
 	addr := flag.String("address", net.JoinHostPort("", strconv.Itoa(Port)), "address to listen on")
+	// A pod's args can tell releases apart (the update E2E).
+	message := flag.String("message", "", "added to the greeting, in parentheses")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := serve(ctx, log, *addr); err != nil {
+	if err := serve(ctx, log, *addr, *message); err != nil {
 		log.Error("hello-web failed", zap.Error(err))
 		os.Exit(1)
 	}
 }
 
 // serve runs the server on addr until ctx is done, then shuts it down.
-func serve(ctx context.Context, log *zap.Logger, addr string) error {
+func serve(ctx context.Context, log *zap.Logger, addr, message string) error {
 	hostname, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("failed to read the hostname: %w", err)
@@ -71,7 +76,7 @@ func serve(ctx context.Context, log *zap.Logger, addr string) error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: handler(hostname), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler(hostname, message), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	log.Info("serving", zap.String("address", ln.Addr().String()), zap.String("hostname", hostname))

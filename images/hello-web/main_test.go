@@ -16,18 +16,22 @@ import (
 )
 
 func TestHandler(t *testing.T) {
-	srv := httptest.NewServer(handler("box"))
+	srv := httptest.NewServer(handler("box", ""))
 	defer srv.Close()
+	withMessage := httptest.NewServer(handler("box", "v2"))
+	defer withMessage.Close()
 	for _, tc := range []struct {
+		srv          *httptest.Server
 		method, path string
 		status       int
 		body         string
 	}{
-		{"GET", "/", http.StatusOK, Greeting + " on box\n"},
-		{"GET", "/other", http.StatusNotFound, ""},
-		{"POST", "/", http.StatusMethodNotAllowed, ""},
+		{srv, "GET", "/", http.StatusOK, Greeting + " on box\n"},
+		{withMessage, "GET", "/", http.StatusOK, Greeting + " (v2) on box\n"},
+		{srv, "GET", "/other", http.StatusNotFound, ""},
+		{srv, "POST", "/", http.StatusMethodNotAllowed, ""},
 	} {
-		req, err := http.NewRequestWithContext(t.Context(), tc.method, srv.URL+tc.path, nil)
+		req, err := http.NewRequestWithContext(t.Context(), tc.method, tc.srv.URL+tc.path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

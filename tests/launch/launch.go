@@ -19,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +73,15 @@ type Options struct {
 	Console io.Writer
 	// Timeout is a hard limit on the VM's life (default 10 minutes).
 	Timeout time.Duration
+	// Reboot lets the guest reboot: the machine resets and the firmware
+	// boots the disk again, in the same QEMU. Default: a reboot (or a
+	// kernel panic) ends QEMU.
+	Reboot bool
+	// GuestForward maps a guest address ("10.0.2.100:80") to a host
+	// address ("127.0.0.1:8000"): each connection the guest makes to the
+	// first reaches the second (QEMU's guestfwd, through the relay
+	// command in this library's runfiles). Nothing else leaves the VM.
+	GuestForward map[string]string
 }
 
 // VM is a running QEMU.
@@ -93,6 +104,9 @@ type VM struct {
 	lines   []string
 	changed chan struct{} // closed and replaced on every new line
 }
+
+// relayPath is the relay's runfiles path (tests/launch/relay).
+const relayPath = "_main/tests/launch/relay/relay_/relay"
 
 // jsonPort is the guest device of the second serial port, where init
 // writes its log as JSON lines (core/init's appliance_log_json).
@@ -139,15 +153,18 @@ const cmdlineExtra = "io.systemd.stub.kernel-cmdline-extra="
 // the disk (drive: QEMU -drive options, file= first) as the first virtio disk,
 // kernel arguments for the stub, the serial console on stdio and no reboot
 // (a kernel panic ends QEMU).
-func machineArgs(accel string, memoryMiB, cpus int, fw firmware, drive, cmdline string) []string {
+func machineArgs(accel string, memoryMiB, cpus int, fw firmware, drive, cmdline string, reboot bool) []string {
 	args := []string{
 		"-machine", "q35", "-accel", accel,
 		"-m", strconv.Itoa(memoryMiB), "-smp", strconv.Itoa(cpus),
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + fw.code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + fw.vars,
 		"-drive", drive + ",format=raw,if=virtio,index=0,cache=unsafe",
-		"-display", "none", "-vga", "none", "-no-reboot",
+		"-display", "none", "-vga", "none",
 		"-serial", "stdio", "-monitor", "none",
+	}
+	if !reboot {
+		args = append(args, "-no-reboot")
 	}
 	if cmdline = strings.TrimSpace(cmdline); cmdline != "" {
 		// QEMU's option syntax: a comma in a value is written twice.
@@ -257,6 +274,16 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		vm.Ports[guest] = hosts[i]
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hosts[i], guest)
 	}
+	if len(o.GuestForward) > 0 {
+		relay, err := runfiles.Rlocation(relayPath)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("launch: the relay %s: %w", relayPath, err)
+		}
+		for _, guest := range slices.Sorted(maps.Keys(o.GuestForward)) {
+			netdev += fmt.Sprintf(",guestfwd=tcp:%s-cmd:%s %s", guest, relay, o.GuestForward[guest])
+		}
+	}
 	// QEMU connects the second serial port to this socket at its start.
 	jsonSock := filepath.Join(dir, "json.sock")
 	jsonListener, err := net.Listen("unix", jsonSock)
@@ -273,7 +300,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, fw, "file="+state, "appliance_log_json="+jsonPort+" "+o.Append),
+	args := append(machineArgs(o.Accel, o.MemoryMiB, o.CPUs, fw, "file="+state, "appliance_log_json="+jsonPort+" "+o.Append, o.Reboot),
 		"-chardev", "socket,id=jsonlog,path="+jsonSock, "-serial", "chardev:jsonlog",
 		"-qmp", "unix:"+vm.qmpPath+",server=on,wait=off",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
@@ -514,7 +541,7 @@ func ProbeKVM(ctx context.Context, qemu, disk string) bool {
 	if err != nil {
 		return false
 	}
-	args := append(machineArgs("kvm", 512, 1, fw, "file="+disk+",snapshot=on", "rdinit=/kvm-probe-no-such-init"), "-nic", "none")
+	args := append(machineArgs("kvm", 512, 1, fw, "file="+disk+",snapshot=on", "rdinit=/kvm-probe-no-such-init", false), "-nic", "none")
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	supervisor.Isolate(cmd, syscall.SIGKILL)
 	out, err := cmd.StdoutPipe()

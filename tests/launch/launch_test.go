@@ -87,7 +87,7 @@ func TestFirmwareFromRunfiles(t *testing.T) {
 // doubled as QEMU's option syntax wants; none, no SMBIOS option.
 func TestMachineArgsCmdline(t *testing.T) {
 	fw := firmware{code: "code.fd", vars: "vars.fd"}
-	args := strings.Join(machineArgs("tcg", 512, 1, fw, "file=disk.raw", "a=1 b=x,y"), " ")
+	args := strings.Join(machineArgs("tcg", 512, 1, fw, "file=disk.raw", "a=1 b=x,y", false), " ")
 	if want := "-smbios type=11,value=io.systemd.stub.kernel-cmdline-extra=a=1 b=x,,y"; !strings.Contains(args, want) {
 		t.Errorf("args %q lack %q", args, want)
 	}
@@ -96,7 +96,7 @@ func TestMachineArgsCmdline(t *testing.T) {
 			t.Errorf("args %q lack %q", args, want)
 		}
 	}
-	if args := strings.Join(machineArgs("tcg", 512, 1, fw, "file=disk.raw", " "), " "); strings.Contains(args, "-smbios") {
+	if args := strings.Join(machineArgs("tcg", 512, 1, fw, "file=disk.raw", " ", false), " "); strings.Contains(args, "-smbios") {
 		t.Errorf("no kernel arguments, yet %q", args)
 	}
 }

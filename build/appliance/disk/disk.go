@@ -1,6 +1,7 @@
 // Package disk writes the appliance's disk image in the layout of
-// core/disklayout: a GPT, an EFI system partition (FAT32) holding the
-// Unified Kernel Image, system slot A holding the system image and an empty
+// core/disklayout: a GPT, an EFI system partition (FAT32) holding
+// systemd-boot, its configuration and the Unified Kernel Image of slot A's
+// system as a committed boot entry, system slot A holding the system image and an empty
 // slot B of the same size. The data partition is not in the image: init
 // makes it at first boot.
 //
@@ -16,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strings"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	dfs "github.com/diskfs/go-diskfs/disk"
@@ -34,6 +36,10 @@ const MinESPSize = 64 << 20
 type Spec struct {
 	// UKI is the Unified Kernel Image's path.
 	UKI string
+	// Version is the system's version: it names the UKI's boot entry.
+	Version string
+	// Loader is systemd-boot's path.
+	Loader string
 	// System is the system image's path (EROFS and its hash tree); empty
 	// leaves slot A empty.
 	System string
@@ -59,6 +65,12 @@ func Write(spec Spec, out string) (*disklayout.Layout, error) {
 	if spec.Seed == "" {
 		return nil, errors.New("no seed for the disk's GUIDs")
 	}
+	if spec.Loader == "" {
+		return nil, errors.New("no boot loader (systemd-boot)")
+	}
+	if spec.Version == "" {
+		return nil, errors.New("no version for the UKI's boot entry")
+	}
 	layout, err := plan(spec)
 	if err != nil {
 		return nil, err
@@ -67,7 +79,7 @@ func Write(spec Spec, out string) (*disklayout.Layout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to create %s: %w", out, err)
 	}
-	err = partition(d, layout, spec.UKI)
+	err = partition(d, layout, spec)
 	if cerr := d.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("failed to write %s: %w", out, cerr)
 	}
@@ -83,7 +95,7 @@ func Write(spec Spec, out string) (*disklayout.Layout, error) {
 }
 
 // partition writes the partition table and the ESP.
-func partition(d *dfs.Disk, layout *disklayout.Layout, uki string) error {
+func partition(d *dfs.Disk, layout *disklayout.Layout, spec Spec) error {
 	table := &gpt.Table{GUID: layout.DiskGUID, ProtectiveMBR: true, LogicalSectorSize: disklayout.SectorSize, PhysicalSectorSize: disklayout.SectorSize}
 	for i, p := range layout.Partitions {
 		table.Partitions = append(table.Partitions, &gpt.Partition{
@@ -94,7 +106,7 @@ func partition(d *dfs.Disk, layout *disklayout.Layout, uki string) error {
 	if err := d.Partition(table); err != nil {
 		return fmt.Errorf("failed to write the partition table: %w", err)
 	}
-	return writeESP(d, uki)
+	return writeESP(d, spec)
 }
 
 // plan sizes and places the partitions.
@@ -156,31 +168,54 @@ func plan(spec Spec) (*disklayout.Layout, error) {
 	return l, nil
 }
 
-// writeESP makes the FAT32 file system of partition 1 and puts the UKI at
-// the removable-media boot path.
-func writeESP(d *dfs.Disk, uki string) error {
+// writeESP makes the FAT32 file system of partition 1: systemd-boot at
+// the removable-media boot path, its configuration, and the UKI as the
+// committed boot entry of spec.Version.
+func writeESP(d *dfs.Disk, spec Spec) error {
 	fs, err := d.CreateFilesystem(dfs.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: "ESP", Reproducible: true})
 	if err != nil {
 		return fmt.Errorf("failed to make the ESP's file system: %w", err)
 	}
-	if err := fs.Mkdir(path.Dir(disklayout.ESPBootPath)); err != nil {
-		return fmt.Errorf("failed to make %s on the ESP: %w", path.Dir(disklayout.ESPBootPath), err)
+	entry := path.Join(disklayout.EntryDir, disklayout.Entry{Version: spec.Version}.Name())
+	for _, f := range []struct {
+		dst  string
+		src  string
+		data string
+	}{
+		{dst: disklayout.LoaderPath, src: spec.Loader},
+		{dst: disklayout.LoaderConfPath, data: disklayout.LoaderConf},
+		{dst: entry, src: spec.UKI},
+	} {
+		if err := fs.Mkdir(path.Dir(f.dst)); err != nil {
+			return fmt.Errorf("failed to make %s on the ESP: %w", path.Dir(f.dst), err)
+		}
+		var r io.Reader = strings.NewReader(f.data)
+		if f.src != "" {
+			src, err := os.Open(f.src)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			r = src
+		}
+		if err := writeFile(fs, f.dst, r); err != nil {
+			return err
+		}
 	}
-	src, err := os.Open(uki)
+	return nil
+}
+
+func writeFile(fs filesystem.FileSystem, name string, r io.Reader) error {
+	dst, err := fs.OpenFile(name, os.O_CREATE|os.O_RDWR)
 	if err != nil {
-		return fmt.Errorf("the UKI: %w", err)
+		return fmt.Errorf("failed to create %s on the ESP: %w", name, err)
 	}
-	defer src.Close()
-	dst, err := fs.OpenFile(disklayout.ESPBootPath, os.O_CREATE|os.O_RDWR)
-	if err != nil {
-		return fmt.Errorf("failed to create %s on the ESP: %w", disklayout.ESPBootPath, err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
+	if _, err := io.Copy(dst, r); err != nil {
 		dst.Close()
-		return fmt.Errorf("failed to write %s to the ESP: %w", uki, err)
+		return fmt.Errorf("failed to write %s on the ESP: %w", name, err)
 	}
 	if err := dst.Close(); err != nil {
-		return fmt.Errorf("failed to write %s to the ESP: %w", uki, err)
+		return fmt.Errorf("failed to write %s on the ESP: %w", name, err)
 	}
 	return nil
 }

@@ -41,14 +41,16 @@ const (
 )
 
 // The image holds the layout it reports: the GPT's disk GUID and
-// partitions (slot A named by the system's root hash), the UKI at the boot
-// path of the ESP, the system in slot A, slot B empty; the same inputs give
+// partitions (slot A named by the system's root hash), systemd-boot at the
+// boot path of the ESP with its configuration and the UKI as the version's
+// committed entry, the system in slot A, slot B empty; the same inputs give
 // the same bytes.
 func TestWrite(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "315532800")
-	uki, system := pattern(3<<20+7, 0x5a), pattern(1<<20+512, 0xa5)
+	uki, system, loader := pattern(3<<20+7, 0x5a), pattern(1<<20+512, 0xa5), pattern(100<<10, 0x3c)
 	spec := disk.Spec{
 		UKI: writeFile(t, "uki.efi", uki), System: writeFile(t, "system.img", system),
+		Loader: writeFile(t, "systemd-bootx64.efi", loader), Version: "1.2",
 		SystemRootHash: rootHash, SystemSize: 4 << 20, Seed: rootHash,
 	}
 	out := filepath.Join(t.TempDir(), "disk.raw")
@@ -104,12 +106,18 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fs.OpenFile(disklayout.ESPBootPath, os.O_RDONLY)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := io.ReadAll(f); err != nil || !bytes.Equal(got, uki) {
-		t.Errorf("%s on the ESP is not the UKI (%d bytes, %v)", disklayout.ESPBootPath, len(got), err)
+	for name, want := range map[string][]byte{
+		disklayout.LoaderPath:                      loader,
+		disklayout.LoaderConfPath:                  []byte(disklayout.LoaderConf),
+		disklayout.EntryDir + "/appliance-1.2.efi": uki,
+	} {
+		f, err := fs.OpenFile(name, os.O_RDONLY)
+		if err != nil {
+			t.Fatalf("%s on the ESP: %v", name, err)
+		}
+		if got, err := io.ReadAll(f); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s on the ESP: %d bytes (%v), want %d", name, len(got), err, len(want))
+		}
 	}
 	slotA, slotB := layout.Partitions[1], layout.Partitions[2]
 	if got := a[slotA.Offset : slotA.Offset+int64(len(system))]; !bytes.Equal(got, system) {
@@ -127,7 +135,7 @@ func TestWriteRefuses(t *testing.T) {
 	out := func() string { return filepath.Join(t.TempDir(), "disk.raw") }
 
 	t.Setenv("SOURCE_DATE_EPOCH", "")
-	if _, err := disk.Write(disk.Spec{UKI: uki, SystemSize: 1 << 20, Seed: "s"}, out()); err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH is not set") {
+	if _, err := disk.Write(disk.Spec{UKI: uki, Loader: uki, Version: "1", SystemSize: 1 << 20, Seed: "s"}, out()); err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH is not set") {
 		t.Errorf("no SOURCE_DATE_EPOCH: %v", err)
 	}
 	t.Setenv("SOURCE_DATE_EPOCH", "315532800")
@@ -135,11 +143,11 @@ func TestWriteRefuses(t *testing.T) {
 		spec disk.Spec
 		want string
 	}{
-		"no seed":        {disk.Spec{UKI: uki, SystemSize: 1 << 20}, "no seed"},
-		"system too big": {disk.Spec{UKI: uki, System: big, SystemSize: 1 << 20, Seed: "s"}, "the system image " + big + " is 2097152 bytes, more than its slot's 1048576"},
-		"unaligned slot": {disk.Spec{UKI: uki, SystemSize: 1<<20 + 512, Seed: "s"}, "must be a positive multiple of 1 MiB"},
-		"small ESP":      {disk.Spec{UKI: uki, SystemSize: 1 << 20, ESPSize: 32 << 20, Seed: "s"}, "ESP size 33554432"},
-		"no UKI":         {disk.Spec{UKI: uki + ".missing", SystemSize: 1 << 20, Seed: "s"}, "the UKI: "},
+		"no seed":        {disk.Spec{UKI: uki, Loader: uki, Version: "1", SystemSize: 1 << 20}, "no seed"},
+		"system too big": {disk.Spec{UKI: uki, Loader: uki, Version: "1", System: big, SystemSize: 1 << 20, Seed: "s"}, "the system image " + big + " is 2097152 bytes, more than its slot's 1048576"},
+		"unaligned slot": {disk.Spec{UKI: uki, Loader: uki, Version: "1", SystemSize: 1<<20 + 512, Seed: "s"}, "must be a positive multiple of 1 MiB"},
+		"small ESP":      {disk.Spec{UKI: uki, Loader: uki, Version: "1", SystemSize: 1 << 20, ESPSize: 32 << 20, Seed: "s"}, "ESP size 33554432"},
+		"no UKI":         {disk.Spec{UKI: uki + ".missing", Loader: uki, Version: "1", SystemSize: 1 << 20, Seed: "s"}, "the UKI: "},
 	} {
 		if _, err := disk.Write(tc.spec, out()); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v; want %q", name, err, tc.want)

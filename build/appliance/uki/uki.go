@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Section is one section to add.
@@ -148,17 +149,41 @@ func checksum(b []byte, field int) uint32 {
 // section, without the zero padding): what the release and the tests read
 // to learn which system a UKI boots.
 func Cmdline(efi []byte) (string, error) {
+	b, err := section(efi, ".cmdline")
+	return string(b), err
+}
+
+// OSRelease is the os-release of the UKI efi (its .osrel section) as
+// key-value pairs, quotes removed: systemd-boot orders its entries by
+// IMAGE_VERSION, and mkdisk and mkupdate read the version from it.
+func OSRelease(efi []byte) (map[string]string, error) {
+	b, err := section(efi, ".osrel")
+	if err != nil {
+		return nil, err
+	}
+	fields := make(map[string]string)
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if ok && !strings.HasPrefix(k, "#") {
+			fields[k] = strings.Trim(v, `"'`)
+		}
+	}
+	return fields, nil
+}
+
+// section is the named section's data without its zero padding.
+func section(efi []byte, name string) ([]byte, error) {
 	f, err := pe.NewFile(bytes.NewReader(efi))
 	if err != nil {
-		return "", fmt.Errorf("not a PE image: %w", err)
+		return nil, fmt.Errorf("not a PE image: %w", err)
 	}
-	s := f.Section(".cmdline")
+	s := f.Section(name)
 	if s == nil {
-		return "", errors.New("the UKI has no .cmdline section")
+		return nil, fmt.Errorf("the UKI has no %s section", name)
 	}
 	b, err := s.Data()
 	if err != nil {
-		return "", fmt.Errorf("failed to read .cmdline: %w", err)
+		return nil, fmt.Errorf("failed to read %s: %w", name, err)
 	}
-	return string(bytes.TrimRight(b[:min(len(b), int(s.VirtualSize))], "\x00")), nil
+	return bytes.TrimRight(b[:min(len(b), int(s.VirtualSize))], "\x00"), nil
 }

@@ -6,6 +6,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/appliance-bundler/appliance/core/preseed/status"
+	updatestatus "github.com/appliance-bundler/appliance/core/updater/status"
 	"github.com/appliance-bundler/appliance/tests/launch"
 	"github.com/appliance-bundler/appliance/tests/runfile"
 )
@@ -55,6 +57,12 @@ type Extra struct {
 	// start their own pods through the CRI need it off, as a kubelet stops
 	// every pod sandbox it did not start (core/init/variant_e2e.go).
 	Kubelet bool
+	// Reboot and GuestForward are launch.Options's: the guest may reboot
+	// in the same QEMU, and reach host addresses.
+	Reboot       bool
+	GuestForward map[string]string
+	// Timeout is the VM's life (default 10 minutes).
+	Timeout time.Duration
 }
 
 // kubeletOff turns the E2E variant's kubelet off (core/init/variant_e2e.go).
@@ -84,7 +92,10 @@ func BootWith(ctx context.Context, t testing.TB, extra Extra) *Node {
 		Append:    appendArgs(extra),
 		SerialLog: filepath.Join(out, fmt.Sprintf("serial-%s.log", time.Now().Format("150405.000"))),
 		Console:   prefixWriter{prefix: "serial: ", w: os.Stderr},
-		Timeout:   10 * time.Minute,
+		Timeout:   cmp.Or(extra.Timeout, 10*time.Minute),
+		Reboot:    extra.Reboot,
+
+		GuestForward: extra.GuestForward,
 	})
 	if err != nil {
 		t.Fatalf("failed to boot the appliance: %v", err)
@@ -189,4 +200,18 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// UpdateStatus reads the updater's status file (core/updater/status) from
+// the node's data partition, through the E2E status server.
+func (n *Node) UpdateStatus(ctx context.Context) (updatestatus.Status, error) {
+	var st updatestatus.Status
+	body, err := n.get(ctx, "/update/status")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("bad update status %q: %w", body, err)
+	}
+	return st, nil
 }

@@ -10,13 +10,16 @@ import (
 	"os"
 
 	"github.com/appliance-bundler/appliance/build/appliance/disk"
+	"github.com/appliance-bundler/appliance/build/appliance/uki"
 	"github.com/appliance-bundler/appliance/core/systemimage"
+	"github.com/appliance-bundler/appliance/core/updatepayload"
 )
 
 func main() {
 	var spec disk.Spec
 	var out, layoutOut, infoFile string
-	flag.StringVar(&spec.UKI, "uki", "", "the Unified Kernel Image")
+	flag.StringVar(&spec.UKI, "uki", "", "the Unified Kernel Image: its os-release's IMAGE_VERSION names its boot entry")
+	flag.StringVar(&spec.Loader, "loader", "", "systemd-boot (systemd-bootx64.efi)")
 	flag.StringVar(&spec.System, "system", "", "the system image for slot A")
 	flag.StringVar(&infoFile, "system-info", "", "the system image's info (JSON, from mksystem)")
 	flag.Int64Var(&spec.SystemSize, "system-size", 0, "size of each system slot in bytes (default: fits -system)")
@@ -31,8 +34,20 @@ func main() {
 }
 
 func run(spec disk.Spec, infoFile, out, layoutOut string) error {
-	if spec.UKI == "" || spec.System == "" || infoFile == "" || out == "" || layoutOut == "" {
-		return fmt.Errorf("-uki, -system, -system-info, -out and -layout are required")
+	if spec.UKI == "" || spec.Loader == "" || spec.System == "" || infoFile == "" || out == "" || layoutOut == "" {
+		return fmt.Errorf("-uki, -loader, -system, -system-info, -out and -layout are required")
+	}
+	efi, err := os.ReadFile(spec.UKI)
+	if err != nil {
+		return err
+	}
+	osrel, err := uki.OSRelease(efi)
+	if err != nil {
+		return fmt.Errorf("the UKI %s: %w", spec.UKI, err)
+	}
+	spec.Version = osrel["IMAGE_VERSION"]
+	if err := updatepayload.ValidVersion(spec.Version); err != nil {
+		return fmt.Errorf("the UKI %s: IMAGE_VERSION of its os-release: %w", spec.UKI, err)
 	}
 	info, err := systemimage.ReadInfo(infoFile)
 	if err != nil {

@@ -1,0 +1,166 @@
+package updater
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/appliance-bundler/appliance/core/updatepayload"
+	"github.com/appliance-bundler/appliance/core/updater/status"
+)
+
+// poll checks the source every PollInterval and installs a newer payload.
+// A refused payload is logged once for each manifest seen, not each poll.
+func (u Updater) poll(ctx context.Context, logger *zap.Logger, bd bootDisk, e esp, st *status.Status) error {
+	src := newSource(u.Config.Source)
+	seen := ""
+	for {
+		m, sum, err := u.check(ctx, src)
+		switch {
+		case errors.Is(err, errNoPayload):
+		case err != nil && sum == seen:
+		case err != nil:
+			seen = sum
+			logger.Error("update refused", zap.String("source", u.Config.Source), zap.Error(err))
+			st.Last = &status.Update{Version: m.Version, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC()}
+			if werr := status.Write(u.StatusPath, *st); werr != nil {
+				logger.Error("failed to write the update status", zap.Error(werr))
+			}
+		case sum != seen:
+			seen = sum
+			if done, err := u.offer(ctx, logger, src, bd, e, st, m); err != nil {
+				seen = "" // a failure to fetch or write is tried again
+				logger.Error("update failed", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.Error(err))
+			} else if done {
+				return u.rebootInWindow(ctx, logger, m.Version)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(u.Config.PollInterval)):
+		}
+	}
+}
+
+// check fetches and verifies the manifest; sum identifies it (the sha256
+// of the manifest and its signature).
+func (u Updater) check(ctx context.Context, src source) (updatepayload.Manifest, string, error) {
+	manifest, err := readSmall(ctx, src, updatepayload.ManifestFile, updatepayload.MaxManifestSize)
+	if err != nil {
+		return updatepayload.Manifest{}, "", err
+	}
+	sig, err := readSmall(ctx, src, updatepayload.SignatureFile, 1024)
+	if err != nil {
+		return updatepayload.Manifest{}, "", err
+	}
+	h := sha256.New()
+	h.Write(manifest)
+	h.Write(sig)
+	sum := hex.EncodeToString(h.Sum(nil))
+	m, err := updatepayload.Verify(u.Key, manifest, sig)
+	return m, sum, err
+}
+
+// offer installs m if it is newer than the running version and has not
+// failed before; done tells whether it was installed.
+func (u Updater) offer(ctx context.Context, logger *zap.Logger, src source, bd bootDisk, e esp, st *status.Status, m updatepayload.Manifest) (done bool, err error) {
+	cmp, err := updatepayload.CompareVersions(m.Version, u.Version)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case cmp == 0:
+		logger.Debug("up to date")
+		return false, nil
+	case cmp < 0:
+		err := fmt.Errorf("version %s is older than the running %s: a downgrade is refused", m.Version, u.Version)
+		logger.Error("update refused", zap.String("new_version", m.Version), zap.Error(err))
+		st.Last = &status.Update{Version: m.Version, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC()}
+		return false, status.Write(u.StatusPath, *st)
+	case st.HasFailed(m.Version):
+		logger.Warn("update skipped: this version failed before", zap.String("new_version", m.Version))
+		return false, nil
+	}
+	logger.Info("update found", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name),
+		zap.Int64("download_bytes", m.System.Compressed.Size+m.UKI.Size))
+	start := time.Now()
+	read, written, err := u.install(ctx, logger, src, bd, e, m)
+	if err != nil {
+		st.Last = &status.Update{Version: m.Version, Slot: bd.other.name, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC(), BytesRead: read, BytesWritten: written}
+		if werr := status.Write(u.StatusPath, *st); werr != nil {
+			logger.Error("failed to write the update status", zap.Error(werr))
+		}
+		return false, err
+	}
+	logger.Info("update installed", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name),
+		zap.Int64("bytes_read", read), zap.Int64("bytes_written", written), zap.Duration("took", time.Since(start)))
+	st.Last = &status.Update{Version: m.Version, Slot: bd.other.name, Result: status.ResultInstalled, Time: time.Now().UTC(), BytesRead: read, BytesWritten: written}
+	return true, status.Write(u.StatusPath, *st)
+}
+
+// install writes m into the other slot and its UKI as the entry to try.
+// The other slot's entry goes first, so that no entry names a slot being
+// written, whatever cuts the update short.
+func (u Updater) install(ctx context.Context, logger *zap.Logger, src source, bd bootDisk, e esp, m updatepayload.Manifest) (read, written int64, err error) {
+	all, err := e.entries()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, en := range all {
+		if en.Version != u.Version {
+			if err := e.remove(en); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	r, err := src.open(ctx, updatepayload.SystemFile)
+	if err != nil {
+		return 0, 0, err
+	}
+	logger.Info("writing the system", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.String("device", bd.other.dev))
+	read, written, err = writeSystem(bd.other, m, r)
+	r.Close()
+	if err != nil {
+		return read, written, err
+	}
+	if err := verifySlot(bd.other, m.System.Info); err != nil {
+		return read, written, err
+	}
+	if err := setSlotGUID(bd.dev, bd.other, m.System.RootHash); err != nil {
+		return read, written, err
+	}
+	uki, err := readSmall(ctx, src, updatepayload.UKIFile, m.UKI.Size)
+	if err != nil {
+		return read, written, err
+	}
+	read += int64(len(uki))
+	sum := sha256.Sum256(uki)
+	if err := match(updatepayload.UKIFile, int64(len(uki)), sum[:], m.UKI); err != nil {
+		return read, written, err
+	}
+	n, err := e.install(m.Version, bytes.NewReader(uki))
+	return read, written + n, err
+}
+
+// rebootInWindow waits for the reboot window, then reboots into version.
+func (u Updater) rebootInWindow(ctx context.Context, logger *zap.Logger, version string) error {
+	for {
+		in, wait := u.Config.InWindow(time.Now())
+		if in {
+			return u.reboot(ctx, logger, "update to "+version)
+		}
+		logger.Info("update installed; rebooting in the reboot window", zap.String("new_version", version), zap.String("window", u.Config.RebootWindow), zap.Duration("in", wait))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
