@@ -21,11 +21,11 @@ import (
 	preseedstatus "github.com/appliance-bundler/appliance/core/preseed/status"
 )
 
-// Health is what makes a new system healthy enough to commit: containerd
+// NodeHealth is what makes a new system healthy enough to commit: containerd
 // answers on its CRI, preseed is done with no bundle failed, the kubelet's
 // healthz answers, and every static pod has Succeeded or is Running with
 // every container ready.
-type Health struct {
+type NodeHealth struct {
 	// ContainerdAddress is containerd's socket.
 	ContainerdAddress string
 	// PreseedStatus is preseed's status file.
@@ -38,8 +38,8 @@ type Health struct {
 }
 
 // DefaultHealth is the node's.
-func DefaultHealth() Health {
-	return Health{
+func DefaultHealth() NodeHealth {
+	return NodeHealth{
 		ContainerdAddress: node.ContainerdAddress,
 		PreseedStatus:     preseedstatus.DefaultPath,
 		StaticPodDir:      node.StaticPodDir,
@@ -49,7 +49,7 @@ func DefaultHealth() Health {
 }
 
 // Check returns nil when healthy, else the first reason it is not.
-func (h Health) Check(ctx context.Context) error {
+func (h NodeHealth) Check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, c := range []struct {
@@ -68,7 +68,7 @@ func (h Health) Check(ctx context.Context) error {
 	return nil
 }
 
-func (h Health) containerd(ctx context.Context) error {
+func (h NodeHealth) containerd(ctx context.Context) error {
 	conn, err := grpc.NewClient("unix://"+h.ContainerdAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -80,7 +80,7 @@ func (h Health) containerd(ctx context.Context) error {
 	return nil
 }
 
-func (h Health) preseed(context.Context) error {
+func (h NodeHealth) preseed(context.Context) error {
 	s, err := preseedstatus.Read(h.PreseedStatus)
 	if err != nil {
 		return err
@@ -94,7 +94,7 @@ func (h Health) preseed(context.Context) error {
 	return nil
 }
 
-func (h Health) get(ctx context.Context, port int, path string) (*http.Response, error) {
+func (h NodeHealth) get(ctx context.Context, port int, path string) (*http.Response, error) {
 	url := "http://" + net.JoinHostPort(kubelet.Loopback, strconv.Itoa(port)) + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -111,7 +111,7 @@ func (h Health) get(ctx context.Context, port int, path string) (*http.Response,
 	return resp, nil
 }
 
-func (h Health) kubelet(ctx context.Context) error {
+func (h NodeHealth) kubelet(ctx context.Context) error {
 	resp, err := h.get(ctx, h.HealthzPort, "/healthz")
 	if err != nil {
 		return err
@@ -121,7 +121,7 @@ func (h Health) kubelet(ctx context.Context) error {
 
 // pods checks that the kubelet runs one pod for each static pod manifest
 // and that each is healthy.
-func (h Health) pods(ctx context.Context) error {
+func (h NodeHealth) pods(ctx context.Context) error {
 	manifests, err := os.ReadDir(h.StaticPodDir)
 	if err != nil {
 		return err

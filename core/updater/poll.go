@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,9 +33,11 @@ func (u Updater) poll(ctx context.Context, logger *zap.Logger, bd bootDisk, e es
 			}
 		case sum != seen:
 			seen = sum
-			if done, err := u.offer(ctx, logger, src, bd, e, st, m); err != nil {
+			if done, err := u.offer(ctx, logger, src, bd, e, st, m); errors.As(err, new(refusal)) {
+				logger.Error("update refused", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.Error(err))
+			} else if err != nil {
 				seen = "" // a failure to fetch or write is tried again
-				logger.Error("update failed", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.Error(err))
+				logger.Error("update failed; trying again", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.Error(err))
 			} else if done {
 				return u.rebootInWindow(ctx, logger, m.Version)
 			}
@@ -80,10 +81,12 @@ func (u Updater) offer(ctx context.Context, logger *zap.Logger, src source, bd b
 		logger.Debug("up to date")
 		return false, nil
 	case cmp < 0:
-		err := fmt.Errorf("version %s is older than the running %s: a downgrade is refused", m.Version, u.Version)
-		logger.Error("update refused", zap.String("new_version", m.Version), zap.Error(err))
+		err := refuse("version %s is older than the running %s: a downgrade is refused", m.Version, u.Version)
 		st.Last = &status.Update{Version: m.Version, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC()}
-		return false, status.Write(u.StatusPath, *st)
+		if werr := status.Write(u.StatusPath, *st); werr != nil {
+			logger.Error("failed to write the update status", zap.Error(werr))
+		}
+		return false, err
 	case st.HasFailed(m.Version):
 		logger.Warn("update skipped: this version failed before", zap.String("new_version", m.Version))
 		return false, nil
@@ -93,9 +96,11 @@ func (u Updater) offer(ctx context.Context, logger *zap.Logger, src source, bd b
 	start := time.Now()
 	read, written, err := u.install(ctx, logger, src, bd, e, m)
 	if err != nil {
-		st.Last = &status.Update{Version: m.Version, Slot: bd.other.name, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC(), BytesRead: read, BytesWritten: written}
-		if werr := status.Write(u.StatusPath, *st); werr != nil {
-			logger.Error("failed to write the update status", zap.Error(werr))
+		if errors.As(err, new(refusal)) {
+			st.Last = &status.Update{Version: m.Version, Slot: bd.other.name, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC(), BytesRead: read, BytesWritten: written}
+			if werr := status.Write(u.StatusPath, *st); werr != nil {
+				logger.Error("failed to write the update status", zap.Error(werr))
+			}
 		}
 		return false, err
 	}

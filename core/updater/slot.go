@@ -121,13 +121,22 @@ func slotsOf(sysBlock, devDir, disk string, table *gpt.Table, guid string) (boot
 	return bd, true
 }
 
+// refusal is an error of a payload's content: the same manifest is not
+// tried again. Any other error (the source, the disk) is.
+type refusal struct{ err error }
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
+
+func refuse(format string, a ...any) error { return refusal{fmt.Errorf(format, a...)} }
+
 // writeSystem streams the payload's compressed system image from r into
 // s, checking the compressed file's and the image's sha256 and sizes
 // against m as it goes. It returns the bytes read and written. On a
 // mismatch the slot holds garbage, which no boot entry names.
 func writeSystem(s slot, m updatepayload.Manifest, r io.Reader) (read, written int64, err error) {
 	if m.System.Size > s.size {
-		return 0, 0, fmt.Errorf("the system image is %d bytes, more than slot %s's %d", m.System.Size, s.name, s.size)
+		return 0, 0, refuse("the system image is %d bytes, more than slot %s's %d", m.System.Size, s.name, s.size)
 	}
 	f, err := os.OpenFile(s.dev, os.O_WRONLY, 0)
 	if err != nil {
@@ -135,49 +144,73 @@ func writeSystem(s slot, m updatepayload.Manifest, r io.Reader) (read, written i
 	}
 	defer f.Close()
 	zsum, isum := sha256.New(), sha256.New()
-	counted := &countingReader{r: io.TeeReader(io.LimitReader(r, m.System.Compressed.Size+1), zsum)}
-	image, err := newDecoder(counted)
+	src := &countingReader{r: io.TeeReader(io.LimitReader(r, m.System.Compressed.Size+1), zsum)}
+	dst := &errWriter{w: io.MultiWriter(f, isum)}
+	image, err := newDecoder(src)
 	if err != nil {
-		return counted.n, 0, err
+		return 0, 0, err
 	}
 	defer image.Close()
-	w := io.MultiWriter(f, isum)
-	written, err = io.CopyBuffer(w, io.LimitReader(image, m.System.Size+1), make([]byte, 1<<20))
-	if err != nil {
-		return counted.n, written, fmt.Errorf("failed to write slot %s after %d bytes: %w", s.name, written, err)
+	written, err = io.CopyBuffer(dst, io.LimitReader(image, m.System.Size+1), make([]byte, 1<<20))
+	switch {
+	case src.err != nil:
+		return src.n, written, fmt.Errorf("failed to read %s from the source after %d bytes: %w", updatepayload.SystemFile, src.n, src.err)
+	case dst.err != nil:
+		return src.n, written, fmt.Errorf("failed to write slot %s after %d bytes: %w", s.name, written, dst.err)
+	case err != nil:
+		return src.n, written, refuse("%s does not match the manifest: it does not decompress: %w", updatepayload.SystemFile, err)
 	}
 	// Drain what the decoder left, for the compressed file's hash.
-	if _, err := io.Copy(io.Discard, counted); err != nil {
-		return counted.n, written, err
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return src.n, written, fmt.Errorf("failed to read %s from the source: %w", updatepayload.SystemFile, err)
 	}
 	if err := f.Sync(); err != nil {
-		return counted.n, written, fmt.Errorf("failed to flush slot %s: %w", s.name, err)
+		return src.n, written, fmt.Errorf("failed to flush slot %s: %w", s.name, err)
 	}
-	if err := match(updatepayload.SystemFile, counted.n, zsum.Sum(nil), m.System.Compressed); err != nil {
-		return counted.n, written, err
+	if err := match(updatepayload.SystemFile, src.n, zsum.Sum(nil), m.System.Compressed); err != nil {
+		return src.n, written, err
 	}
 	if err := match("the system image in it", written, isum.Sum(nil), updatepayload.File{Size: m.System.Size, SHA256: m.System.SHA256}); err != nil {
-		return counted.n, written, err
+		return src.n, written, err
 	}
-	return counted.n, written, nil
+	return src.n, written, nil
 }
 
 // match compares what was read with the manifest's size and sha256.
 func match(what string, n int64, sum []byte, want updatepayload.File) error {
 	if got := hex.EncodeToString(sum); n != want.Size || got != want.SHA256 {
-		return fmt.Errorf("%s does not match the manifest: %d bytes with sha256 %s, the manifest says %d bytes with sha256 %s", what, n, got, want.Size, want.SHA256)
+		return refuse("%s does not match the manifest: %d bytes with sha256 %s, the manifest says %d bytes with sha256 %s", what, n, got, want.Size, want.SHA256)
 	}
 	return nil
 }
 
+// countingReader counts what it reads and keeps its error, but io.EOF.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.err = err
+	}
+	return n, err
+}
+
+// errWriter keeps its writer's error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
 	return n, err
 }
 
@@ -192,7 +225,7 @@ func verifySlot(s slot, info systemimage.Info) error {
 	p := verity.DefaultParams()
 	p.HashAreaOffset = info.HashOffset
 	if err := verity.Verify(&p, s.dev, s.dev, root); err != nil {
-		return fmt.Errorf("slot %s does not verify against the root hash %s: %w", s.name, info.RootHash, err)
+		return refuse("slot %s does not verify against the root hash %s: %w", s.name, info.RootHash, err)
 	}
 	return nil
 }

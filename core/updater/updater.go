@@ -30,6 +30,7 @@
 package updater
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -62,11 +63,14 @@ type Updater struct {
 	ESPMount string
 	// StatusPath is the status file (status.Path).
 	StatusPath string
-	Health     Health
+	// Health tells whether the running system is healthy (NodeHealth).
+	Health interface{ Check(context.Context) error }
 	// Uptime is the time since the kernel started.
 	Uptime func() (time.Duration, error)
 	// Reboot asks init to reboot.
 	Reboot func() error
+	// HealthPoll is how often Health is asked on trial (default 2s).
+	HealthPoll time.Duration
 }
 
 // Run is the supervised runnable.
@@ -170,7 +174,7 @@ func (u Updater) trial(ctx context.Context, logger *zap.Logger, e esp, mine disk
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(cmp.Or(u.HealthPoll, 2*time.Second)):
 		}
 	}
 	if err := e.commit(mine); err != nil {

@@ -22,7 +22,7 @@ import (
 )
 
 // The production disk, read as the firmware and init read it: the UKI on
-// the ESP carries the system's root hash and hash offset on its command
+// the ESP (systemd-boot's committed entry) carries the system's root hash and hash offset on its command
 // line; the partition named by that root hash is slot A; its contents
 // verify against the root hash (go-dmverity, as the kernel will); and the
 // EROFS in it holds the production root, /init being the very init binary.
@@ -36,9 +36,11 @@ func TestDiskHoldsItsVerifiedSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := esp.OpenFile(disklayout.ESPBootPath, os.O_RDONLY)
+	// systemd-boot boots the one committed entry: release VERSION's UKI.
+	entry := disklayout.EntryDir + "/" + disklayout.Entry{Version: os.Getenv("VERSION")}.Name()
+	f, err := esp.OpenFile(entry, os.O_RDONLY)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the UKI's boot entry %s: %v", entry, err)
 	}
 	efi, err := io.ReadAll(f)
 	if err != nil {

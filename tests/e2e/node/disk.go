@@ -17,6 +17,13 @@ import (
 // VM's disk at state (Extra.State), which its first boot added.
 func DataPartition(t testing.TB, state string) (offset, size int64) {
 	t.Helper()
+	return Partition(t, state, disklayout.Data)
+}
+
+// Partition is the byte offset and size of the partition called name
+// (core/disklayout) in the VM's disk at state.
+func Partition(t testing.TB, state, name string) (offset, size int64) {
+	t.Helper()
 	d, err := diskfs.Open(state, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		t.Fatal(err)
@@ -27,11 +34,11 @@ func DataPartition(t testing.TB, state string) (offset, size int64) {
 		t.Fatal(err)
 	}
 	for _, part := range pt.(*gpt.Table).Partitions {
-		if part.Name == disklayout.Data {
+		if part.Name == name {
 			return int64(part.Start) * disklayout.SectorSize, int64(part.End-part.Start+1) * disklayout.SectorSize
 		}
 	}
-	t.Fatalf("%s has no data partition", state)
+	t.Fatalf("%s has no partition %s", state, name)
 	return 0, 0
 }
 

@@ -23,8 +23,6 @@ import (
 	"time"
 
 	"github.com/bazelbuild/rules_go/go/runfiles"
-	diskfs "github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/appliance-bundler/appliance/core/disklayout"
 	"github.com/appliance-bundler/appliance/core/updatepayload"
@@ -83,28 +81,6 @@ func corrupted(t *testing.T, dir string) string {
 		}
 	}
 	return out
-}
-
-// partition is the offset and size of the named partition of the disk at
-// path.
-func partition(t *testing.T, path, name string) (int64, int64) {
-	t.Helper()
-	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	pt, err := d.GetPartitionTable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pt.(*gpt.Table).Partitions {
-		if p.Name == name {
-			return int64(p.Start) * disklayout.SectorSize, int64(p.End-p.Start+1) * disklayout.SectorSize
-		}
-	}
-	t.Fatalf("no partition %s on %s", name, path)
-	return 0, 0
 }
 
 // sumAt is the sha256 of n bytes of path at off.
@@ -209,7 +185,7 @@ func TestUpdate(t *testing.T) {
 	helloWeb(ctx, t, n, "v1")
 	waitStatus(ctx, t, n, "release 1 running in slot A", running("1", disklayout.SystemA))
 	id := machineID(t, n)
-	slotA, _ := partition(t, state, disklayout.SystemA)
+	slotA, _ := node.Partition(t, state, disklayout.SystemA)
 	slotAWas := sumAt(t, state, slotA, v1System.Size())
 
 	// Refused: another key; a system image whose bytes are not the
@@ -224,7 +200,7 @@ func TestUpdate(t *testing.T) {
 
 	// A power cut while slot B is being written: release 1 boots again,
 	// and the update completes.
-	slotB, _ := partition(t, state, disklayout.SystemB)
+	slotB, _ := node.Partition(t, state, disklayout.SystemB)
 	from := len(n.VM.Lines())
 	srv.publish(payloadDir(t, "V2"))
 	if _, err := n.VM.WaitForLineFrom(ctx, from, "writing the system", func(l string) bool { return strings.Contains(l, "writing the system") }); err != nil {
