@@ -15,15 +15,18 @@ import (
 )
 
 // poll checks the source every PollInterval and installs a newer payload.
-// A refused payload is logged once for each manifest seen, not each poll.
+// A manifest refused for itself (signature, version) is logged once, not
+// at each poll; one whose files were refused is fetched again only after
+// retryRefused polls, as its files may be published again.
 func (u Updater) poll(ctx context.Context, logger *zap.Logger, bd bootDisk, e esp, st *status.Status) error {
 	src := newSource(u.Config.Source)
 	seen := ""
+	var retryAt time.Time
 	for {
 		m, sum, err := u.check(ctx, src)
 		switch {
 		case errors.Is(err, errNoPayload):
-		case err != nil && sum == seen:
+		case sum == seen && (err != nil || time.Now().Before(retryAt)):
 		case err != nil:
 			seen = sum
 			logger.Error("update refused", zap.String("source", u.Config.Source), zap.Error(err))
@@ -31,15 +34,22 @@ func (u Updater) poll(ctx context.Context, logger *zap.Logger, bd bootDisk, e es
 			if werr := status.Write(u.StatusPath, *st); werr != nil {
 				logger.Error("failed to write the update status", zap.Error(werr))
 			}
-		case sum != seen:
-			seen = sum
-			if done, err := u.offer(ctx, logger, src, bd, e, st, m); errors.As(err, new(refusal)) {
+		default:
+			seen, retryAt = sum, time.Time{}
+			done, err := u.offer(ctx, logger, src, bd, e, st, m)
+			switch {
+			case errors.As(err, new(refusal)):
+				retryAt = time.Now().Add(retryRefused * time.Duration(u.Config.PollInterval))
 				logger.Error("update refused", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.Error(err))
-			} else if err != nil {
+			case err != nil:
 				seen = "" // a failure to fetch or write is tried again
 				logger.Error("update failed; trying again", zap.String("new_version", m.Version), zap.String("to_slot", bd.other.name), zap.Error(err))
-			} else if done {
+			case done:
 				return u.rebootInWindow(ctx, logger, m.Version)
+			default:
+				// Up to date, or a version that failed: nothing to do
+				// for this manifest.
+				retryAt = time.Now().Add(never)
 			}
 		}
 		select {
@@ -49,6 +59,13 @@ func (u Updater) poll(ctx context.Context, logger *zap.Logger, bd bootDisk, e es
 		}
 	}
 }
+
+// retryRefused is how many polls pass before the files of a refused
+// payload are fetched again.
+const retryRefused = 10
+
+// never is a retry time that does not come.
+const never = 100 * 365 * 24 * time.Hour
 
 // check fetches and verifies the manifest; sum identifies it (the sha256
 // of the manifest and its signature).
