@@ -154,7 +154,8 @@ func machineID(t *testing.T, n *node.Node) string {
 	lines := n.VM.Lines()
 	for i := len(lines) - 1; i >= 0; i-- {
 		if _, rest, ok := strings.Cut(lines[i], "machine_id"); ok && strings.Contains(lines[i], "machine ID") {
-			return strings.Trim(strings.Fields(strings.Trim(rest, " :=\"{}"))[0], `",`)
+			id, _, _ := strings.Cut(strings.TrimLeft(rest, ` :="`), `"`)
+			return id
 		}
 	}
 	t.Fatal("no machine ID logged")
