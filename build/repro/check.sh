@@ -2,7 +2,8 @@
 # Reproducibility check: builds the release archive and its inputs (the
 # preseed tree: slim bundles and the EROFS layer cache with its
 # dm-verity trees, the system image, the Unified Kernel Image with its early
-# initramfs, and the disk image) in the normal output base
+# initramfs, the disk image, and the update payload's manifest, which pins
+# its files by sha256) in the normal output base
 # and again in a fresh output base with no disk cache, so every action of
 # this module and every Go link runs again (compiled Go packages of other
 # repositories excepted: see below), and compares the outputs byte for
@@ -17,6 +18,7 @@ targets=(
   //images/appliance:disk_uki
   //images/appliance:disk
   //images/release
+  //images/release:update_manifest
 )
 cache=${APPLIANCE_CACHE:-/var/cache/appliance-build}
 second="$cache/bazel/repro-check-$$"

@@ -41,6 +41,7 @@ def _update_payload_impl(ctx):
     )
     return [
         DefaultInfo(files = depset([manifest, system, uki])),
+        OutputGroupInfo(manifest = depset([manifest])),
         UpdatePayloadInfo(manifest = manifest, signature = None, system = system, uki = uki),
     ]
 
@@ -48,7 +49,8 @@ update_payload = rule(
     implementation = _update_payload_impl,
     doc = """An update payload, unsigned: `<name>/manifest.json` (version from the
 UKI's IMAGE_VERSION, root hash, sizes, sha256s), `<name>/system.img.zst` and
-`<name>/uki.efi`. Sign it with signupdate to publish it.""",
+`<name>/uki.efi`; output group `manifest`: the manifest alone (it pins the
+other files by sha256). Sign it with signupdate to publish it.""",
     attrs = {
         "system": attr.label(providers = [SystemImageInfo], mandatory = True, doc = "The system_image."),
         "uki": attr.label(allow_single_file = [".efi"], mandatory = True, doc = "The uki that boots `system`; the build fails if it boots another."),

@@ -1,7 +1,8 @@
 // Package blockdev finds the kernel's block devices by what sysfs says of
 // them, as udev would on a distribution (the appliance has none, and its
-// first stage runs before anything could): a disk's partition by its
-// number, a device-mapper device by its name. Device nodes are devtmpfs's.
+// first stage runs before anything could): the disks that may hold a
+// partition table, a disk's partition by its number, a device-mapper
+// device by its name. Device nodes are devtmpfs's.
 //
 // It must not create, change or remove devices or nodes.
 package blockdev
@@ -45,4 +46,24 @@ func DMNode(sysBlock, devDir, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the dm device %s is not in %s", name, sysBlock)
+}
+
+// Disks lists the disks of sysBlock that may hold a partition table: not
+// loop, RAM, device-mapper, zram or optical devices.
+func Disks(sysBlock string) ([]string, error) {
+	entries, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the disks in %s: %w", sysBlock, err)
+	}
+	var disks []string
+	for _, e := range entries {
+		virtual := false
+		for _, p := range []string{"loop", "ram", "dm-", "zram", "sr"} {
+			virtual = virtual || strings.HasPrefix(e.Name(), p)
+		}
+		if !virtual {
+			disks = append(disks, e.Name())
+		}
+	}
+	return disks, nil
 }

@@ -3,6 +3,7 @@ package blockdev
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -44,5 +45,20 @@ func TestDMNode(t *testing.T) {
 	}
 	if _, err := DMNode(sys, "/dev", "other"); err == nil {
 		t.Error("a missing dm device is found")
+	}
+}
+
+// Disks leaves out the devices that hold no partition table of ours.
+func TestDisks(t *testing.T) {
+	sys := t.TempDir()
+	for _, d := range []string{"vda", "nvme0n1", "loop0", "dm-1", "ram0", "zram0", "sr0"} {
+		write(t, sys, d+"/size", "1\n")
+	}
+	got, err := Disks(sys)
+	if err != nil || !slices.Equal(got, []string{"nvme0n1", "vda"}) {
+		t.Errorf("Disks = %q, %v; want nvme0n1 and vda", got, err)
+	}
+	if _, err := Disks(filepath.Join(sys, "missing")); err == nil {
+		t.Error("a missing sysfs listed")
 	}
 }

@@ -55,16 +55,12 @@ func findPartition(ctx context.Context, sysBlock, devDir, guid string) (part, di
 // holds the partition when there is one), for the error when none holds
 // it. A disk that cannot be read is skipped: it may not hold the system.
 func partitionByGUID(sysBlock, devDir, guid string) (string, []string, error) {
-	entries, err := os.ReadDir(sysBlock)
+	disks, err := blockdev.Disks(sysBlock)
 	if err != nil {
-		return "", nil, fmt.Errorf("failed to list the disks in %s: %w", sysBlock, err)
+		return "", nil, err
 	}
 	var seen []string
-	for _, e := range entries {
-		disk := e.Name()
-		if isVirtualDisk(disk) {
-			continue
-		}
+	for _, disk := range disks {
 		n := gptPartitionNumber(filepath.Join(devDir, disk), guid)
 		if n == 0 {
 			seen = append(seen, disk)
@@ -77,17 +73,6 @@ func partitionByGUID(sysBlock, devDir, guid string) (string, []string, error) {
 		seen = append(seen, disk)
 	}
 	return "", seen, nil
-}
-
-// isVirtualDisk tells the block devices that hold no partition table of
-// ours: loop, RAM, device-mapper, zram and optical devices.
-func isVirtualDisk(name string) bool {
-	for _, p := range []string{"loop", "ram", "dm-", "zram", "sr"} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // gptPartitionNumber is the number (from 1) of the partition with guid in

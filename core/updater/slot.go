@@ -46,15 +46,11 @@ func findBootDisk(sysBlock, devDir, rootHash string) (bootDisk, error) {
 	if err != nil {
 		return bootDisk{}, err
 	}
-	entries, err := os.ReadDir(sysBlock)
+	disks, err := blockdev.Disks(sysBlock)
 	if err != nil {
-		return bootDisk{}, fmt.Errorf("failed to list the disks in %s: %w", sysBlock, err)
+		return bootDisk{}, err
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if virtualDisk(name) {
-			continue
-		}
+	for _, name := range disks {
 		table := readGPT(filepath.Join(devDir, name))
 		if table == nil {
 			continue
@@ -64,17 +60,6 @@ func findBootDisk(sysBlock, devDir, rootHash string) (bootDisk, error) {
 		}
 	}
 	return bootDisk{}, fmt.Errorf("no disk in %s holds the running system's partition (GUID %s)", sysBlock, guid)
-}
-
-// virtualDisk tells the block devices that hold no partition table of
-// ours.
-func virtualDisk(name string) bool {
-	for _, p := range []string{"loop", "ram", "dm-", "zram", "sr"} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func readGPT(dev string) *gpt.Table {

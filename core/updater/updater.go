@@ -121,12 +121,18 @@ func (u Updater) assess(ctx context.Context, logger *zap.Logger, e esp, st *stat
 		}
 		// A newer system was tried and never committed: this boot is
 		// the rollback.
+		// What the tried system recorded, if it got that far.
+		tried := status.Update{Version: en.Version}
+		if st.Last != nil && st.Last.Version == en.Version {
+			tried = *st.Last
+		}
 		reason := "its boot did not reach the updater (a failed boot)"
-		if st.Last != nil && st.Last.Version == en.Version && st.Last.Result == status.ResultFailed {
-			reason = st.Last.Reason
+		if tried.Result == status.ResultFailed {
+			reason = tried.Reason
 		}
 		logger.Error("update failed; rolled back", zap.String("failed_version", en.Version), zap.String("reason", reason))
-		u.fail(st, en.Version, "", reason)
+		u.fail(st, en.Version, tried.Slot, reason)
+		st.Last.BytesRead, st.Last.BytesWritten = tried.BytesRead, tried.BytesWritten
 		if err := e.remove(en); err != nil {
 			return err
 		}
@@ -149,7 +155,12 @@ func (u Updater) assess(ctx context.Context, logger *zap.Logger, e esp, st *stat
 // the failure and reboots into the old system.
 func (u Updater) trial(ctx context.Context, logger *zap.Logger, e esp, mine disklayout.Entry, st *status.Status) error {
 	logger.Info("on trial: committing once healthy", zap.Duration("health_timeout", time.Duration(u.Config.HealthTimeout)))
-	st.Last = &status.Update{Version: u.Version, Slot: st.Slot, Result: status.ResultTrying, Time: time.Now().UTC()}
+	// The install's byte counts stay in the record.
+	trying := status.Update{Version: u.Version, Slot: st.Slot, Result: status.ResultTrying, Time: time.Now().UTC()}
+	if st.Last != nil && st.Last.Version == u.Version {
+		trying.BytesRead, trying.BytesWritten = st.Last.BytesRead, st.Last.BytesWritten
+	}
+	st.Last = &trying
 	if err := status.Write(u.StatusPath, *st); err != nil {
 		return err
 	}
@@ -166,6 +177,7 @@ func (u Updater) trial(ctx context.Context, logger *zap.Logger, e esp, mine disk
 			reason := fmt.Sprintf("not healthy %s after boot: %v", time.Duration(u.Config.HealthTimeout), last)
 			logger.Error("update not healthy in time; rolling back", zap.String("reason", reason))
 			u.fail(st, u.Version, st.Slot, reason)
+			st.Last.BytesRead, st.Last.BytesWritten = trying.BytesRead, trying.BytesWritten
 			if err := status.Write(u.StatusPath, *st); err != nil {
 				logger.Error("failed to write the update status", zap.Error(err))
 			}
@@ -182,7 +194,8 @@ func (u Updater) trial(ctx context.Context, logger *zap.Logger, e esp, mine disk
 	}
 	up, _ := u.Uptime()
 	logger.Info("update committed", zap.Duration("healthy_after_boot", up))
-	st.Last = &status.Update{Version: u.Version, Slot: st.Slot, Result: status.ResultCommitted, Time: time.Now().UTC()}
+	trying.Result, trying.Time = status.ResultCommitted, time.Now().UTC()
+	st.Last = &trying
 	return nil
 }
 
