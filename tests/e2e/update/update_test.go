@@ -3,8 +3,9 @@
 // the guest, and takes it through updates: payloads refused (another key,
 // changed bytes, an older version) with the running slot untouched; an
 // update to release 2 cut by a power loss while the other slot is being
-// written, then completed; and release 3, never healthy, rolled back to 2
-// by the appliance itself.
+// written, then completed, with the data partition and the images kept and
+// the image 2 no longer has unpinned; and release 3, never healthy, rolled
+// back to 2 by the appliance itself, with 2's image set again.
 package update_test
 
 import (
@@ -17,14 +18,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bazelbuild/rules_go/go/runfiles"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/appliance-bundler/appliance/core/disklayout"
+	preseedstatus "github.com/appliance-bundler/appliance/core/preseed/status"
 	"github.com/appliance-bundler/appliance/core/updatepayload"
 	"github.com/appliance-bundler/appliance/core/updater/status"
 	"github.com/appliance-bundler/appliance/tests/e2e/node"
@@ -135,6 +139,36 @@ func running(version, slot string) func(status.Status) error {
 	}
 }
 
+// helloPinned tells whether the CRI lists hello's image, and pinned.
+func helloPinned(ctx context.Context, t *testing.T, n *node.Node) (present, pinned bool) {
+	t.Helper()
+	resp, err := n.Images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatalf("ListImages: %v", err)
+	}
+	for _, img := range resp.Images {
+		if slices.Contains(img.RepoTags, node.HelloImage) {
+			return true, img.Pinned
+		}
+	}
+	return false, false
+}
+
+// checkHelloUnpinned checks that release 2's preseed unpinned hello's
+// image, which the release before it preseeded and 2 does not, and kept
+// the others (skipped: already imported).
+func checkHelloUnpinned(ctx context.Context, t *testing.T, n *node.Node, after string) {
+	t.Helper()
+	pre := n.PreseedStatus(ctx)
+	unpinned := slices.ContainsFunc(pre.Unpinned, func(i preseedstatus.Image) bool { return i.Name == node.HelloImage })
+	if !unpinned || pre.Failed != 0 || pre.Skipped != 2 {
+		t.Errorf("preseed of release 2 after %s: %d imported, %d skipped, %d failed, unpinned %+v; want hello's image unpinned and the 2 others kept", after, pre.Imported, pre.Skipped, pre.Failed, pre.Unpinned)
+	}
+	if _, pinned := helloPinned(ctx, t, n); pinned {
+		t.Errorf("after %s, hello's image is still pinned", after)
+	}
+}
+
 // helloWeb waits until hello-web answers with release v's greeting.
 func helloWeb(ctx context.Context, t *testing.T, n *node.Node, v string) {
 	t.Helper()
@@ -186,6 +220,10 @@ func TestUpdate(t *testing.T) {
 	helloWeb(ctx, t, n, "v1")
 	waitStatus(ctx, t, n, "release 1 running in slot A", running("1", disklayout.SystemA))
 	id := machineID(t, n)
+	n.PreseedStatus(ctx)
+	if present, pinned := helloPinned(ctx, t, n); !present || !pinned {
+		t.Errorf("release 1: hello's image present %v, pinned %v; want both", present, pinned)
+	}
 	slotA, _ := node.Partition(t, state, disklayout.SystemA)
 	slotAWas := sumAt(t, state, slotA, v1System.Size())
 
@@ -244,10 +282,7 @@ func TestUpdate(t *testing.T) {
 	if got := machineID(t, n); got != id {
 		t.Errorf("machine ID %s after the update, %s before: the data partition was not kept", got, id)
 	}
-	pre := n.PreseedStatus(ctx)
-	if pre.Failed != 0 || pre.Skipped == 0 {
-		t.Errorf("preseed after the update: %d imported, %d skipped, %d failed; want the images kept (skipped), none failed", pre.Imported, pre.Skipped, pre.Failed)
-	}
+	checkHelloUnpinned(ctx, t, n, "the update")
 
 	// Older than the running release: refused.
 	srv.publish(payloadDir(t, "V1"))
@@ -278,6 +313,7 @@ func TestUpdate(t *testing.T) {
 		return lastIs("3", status.ResultFailed, "not healthy")(st)
 	})
 	t.Logf("status: %+v", *st.Last)
+	checkHelloUnpinned(ctx, t, n, "the rollback from 3")
 	if _, err := n.VM.WaitForLineFrom(ctx, from, "release 3 skipped", func(l string) bool { return strings.Contains(l, "this version failed before") }); err != nil {
 		t.Fatal(err)
 	}
