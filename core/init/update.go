@@ -76,19 +76,17 @@ func newUpdater() (updater.Updater, error) {
 	return u, err
 }
 
-// imageVersion reads IMAGE_VERSION from an os-release file.
+// imageVersion reads the running version from an os-release file.
 func imageVersion(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "IMAGE_VERSION="); ok {
-			v = strings.Trim(v, `"`)
-			return v, updatepayload.ValidVersion(v)
-		}
+	v, err := updatepayload.OSReleaseVersion(b)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	return "", fmt.Errorf("%s has no IMAGE_VERSION", path)
+	return v, nil
 }
 
 // uptime is the time since the kernel started (CLOCK_BOOTTIME).

@@ -247,3 +247,23 @@ func CompareVersions(a, b string) (int, error) {
 	}
 	return 0, nil
 }
+
+// VersionField is the os-release field that holds a system's version: in
+// the system's /etc/os-release, which the updater reads, and in its UKI's
+// .osrel section, by which systemd-boot orders its boot entries.
+const VersionField = "IMAGE_VERSION"
+
+// OSReleaseVersion is the version an os-release's content gives
+// (VersionField, its quotes removed), checked by ValidVersion.
+func OSReleaseVersion(osrel []byte) (string, error) {
+	for _, line := range strings.Split(string(osrel), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), VersionField+"="); ok {
+			v = strings.Trim(v, `"'`)
+			if err := ValidVersion(v); err != nil {
+				return "", fmt.Errorf("%s of its os-release: %w", VersionField, err)
+			}
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("its os-release has no %s", VersionField)
+}

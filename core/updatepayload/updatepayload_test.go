@@ -123,3 +123,20 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+func TestOSReleaseVersion(t *testing.T) {
+	for osrel, want := range map[string]string{
+		"ID=appliance\nIMAGE_VERSION=\"1.2\"\n": "1.2",
+		"IMAGE_VERSION=3":                       "3",
+		"ID=appliance\n":                        "",
+		"IMAGE_VERSION=v1\n":                    "",
+	} {
+		got, err := OSReleaseVersion([]byte(osrel))
+		if got != want || (want == "") != (err != nil) {
+			t.Errorf("OSReleaseVersion(%q) = %q, %v; want %q", osrel, got, err, want)
+		}
+		if err != nil && !strings.Contains(err.Error(), VersionField) {
+			t.Errorf("OSReleaseVersion(%q): error %v does not name %s", osrel, err, VersionField)
+		}
+	}
+}

@@ -100,13 +100,9 @@ func TestDiskHoldsItsVerifiedSystem(t *testing.T) {
 // systemFromUKI reads the system's info from the UKI's command line.
 func systemFromUKI(t *testing.T, efi []byte) systemimage.Info {
 	t.Helper()
-	cmdline, err := uki.Cmdline(efi)
+	info, _, err := uki.System(efi)
 	if err != nil {
-		t.Fatal(err)
-	}
-	info, ok, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
-	if err != nil || !ok {
-		t.Fatalf("the UKI's command line %q names no system (%v)", cmdline, err)
+		t.Fatalf("the UKI: %v", err)
 	}
 	return info
 }

@@ -21,6 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/appliance-bundler/appliance/core/systemimage"
+	"github.com/appliance-bundler/appliance/core/updatepayload"
 )
 
 // Section is one section to add.
@@ -153,22 +156,33 @@ func Cmdline(efi []byte) (string, error) {
 	return string(b), err
 }
 
-// OSRelease is the os-release of the UKI efi (its .osrel section) as
-// key-value pairs, quotes removed: systemd-boot orders its entries by
-// IMAGE_VERSION, and mkdisk and mkupdate read the version from it.
-func OSRelease(efi []byte) (map[string]string, error) {
+// System is the system image the UKI efi boots: the core/systemimage
+// arguments of its command line, and the command line. A command line
+// that names no system image is an error.
+func System(efi []byte) (systemimage.Info, string, error) {
+	cmdline, err := Cmdline(efi)
+	if err != nil {
+		return systemimage.Info{}, "", err
+	}
+	info, ok, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
+	if err == nil && !ok {
+		err = errors.New("names no system image")
+	}
+	if err != nil {
+		return info, cmdline, fmt.Errorf("its command line %q: %w", cmdline, err)
+	}
+	return info, cmdline, nil
+}
+
+// Version is the version of the system the UKI efi boots: its .osrel
+// section's (core/updatepayload.OSReleaseVersion), by which systemd-boot
+// orders the boot entries and mkdisk and mkupdate name them.
+func Version(efi []byte) (string, error) {
 	b, err := section(efi, ".osrel")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	fields := make(map[string]string)
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-		if ok && !strings.HasPrefix(k, "#") {
-			fields[k] = strings.Trim(v, `"'`)
-		}
-	}
-	return fields, nil
+	return updatepayload.OSReleaseVersion(b)
 }
 
 // section is the named section's data without its zero padding.

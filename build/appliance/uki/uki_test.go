@@ -81,6 +81,13 @@ func TestAssemble(t *testing.T) {
 	if _, err := uki.Cmdline(stub); err == nil {
 		t.Error("Cmdline of the bare stub: no error")
 	}
+	// Its command line names no system image, its os-release no version.
+	if _, _, err := uki.System(out); err == nil || !strings.Contains(err.Error(), "names no system image") {
+		t.Errorf("System of a UKI without a system: %v", err)
+	}
+	if _, err := uki.Version(out); err == nil || !strings.Contains(err.Error(), "IMAGE_VERSION") {
+		t.Errorf("Version of a UKI without IMAGE_VERSION: %v", err)
+	}
 }
 
 // What the stub cannot take is refused, naming why.

@@ -12,7 +12,6 @@ import (
 	"github.com/appliance-bundler/appliance/build/appliance/disk"
 	"github.com/appliance-bundler/appliance/build/appliance/uki"
 	"github.com/appliance-bundler/appliance/core/systemimage"
-	"github.com/appliance-bundler/appliance/core/updatepayload"
 )
 
 func main() {
@@ -41,13 +40,8 @@ func run(spec disk.Spec, infoFile, out, layoutOut string) error {
 	if err != nil {
 		return err
 	}
-	osrel, err := uki.OSRelease(efi)
-	if err != nil {
+	if spec.Version, err = uki.Version(efi); err != nil {
 		return fmt.Errorf("the UKI %s: %w", spec.UKI, err)
-	}
-	spec.Version = osrel["IMAGE_VERSION"]
-	if err := updatepayload.ValidVersion(spec.Version); err != nil {
-		return fmt.Errorf("the UKI %s: IMAGE_VERSION of its os-release: %w", spec.UKI, err)
 	}
 	info, err := systemimage.ReadInfo(infoFile)
 	if err != nil {

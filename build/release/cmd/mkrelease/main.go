@@ -409,13 +409,9 @@ func describeSystem(in inputs) (System, error) {
 	if err != nil {
 		return System{}, fmt.Errorf("failed to read the UKI: %w", err)
 	}
-	cmdline, err := uki.Cmdline(efi)
+	booted, cmdline, err := uki.System(efi)
 	if err != nil {
-		return System{}, fmt.Errorf("the UKI %s: %w", in.uki, err)
-	}
-	booted, ok, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
-	if err != nil || !ok {
-		return System{}, fmt.Errorf("the UKI %s boots no system image: its command line %q (%v)", in.uki, cmdline, err)
+		return System{}, fmt.Errorf("the UKI %s boots no system image: %w", in.uki, err)
 	}
 	info, err := systemimage.ReadInfo(in.systemInfo)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -72,21 +71,13 @@ func (o options) run() error {
 
 // checkUKI returns the UKI's version, once sure it boots info's system.
 func checkUKI(path string, efi []byte, info systemimage.Info) (string, error) {
-	cmdline, err := uki.Cmdline(efi)
-	if err != nil {
-		return "", fmt.Errorf("the UKI %s: %w", path, err)
-	}
-	got, _, err := systemimage.FromKernelArgs(strings.Fields(cmdline))
+	got, _, err := uki.System(efi)
 	if err != nil || got.RootHash != info.RootHash || got.HashOffset != info.HashOffset {
 		return "", fmt.Errorf("the UKI %s boots the system with root hash %q, not the system image's %s (%v)", path, got.RootHash, info.RootHash, err)
 	}
-	osrel, err := uki.OSRelease(efi)
+	v, err := uki.Version(efi)
 	if err != nil {
 		return "", fmt.Errorf("the UKI %s: %w", path, err)
-	}
-	v := osrel["IMAGE_VERSION"]
-	if err := updatepayload.ValidVersion(v); err != nil {
-		return "", fmt.Errorf("the UKI %s: IMAGE_VERSION of its os-release: %w", path, err)
 	}
 	return v, nil
 }
