@@ -146,15 +146,16 @@ func pid1(logger *zap.Logger) {
 	for {
 		select {
 		case sig := <-signals:
-			if sig == rebootSignal {
+			switch sig {
+			case unix.SIGCHLD:
+				if reap(logger, child) {
+					child = nil
+					later()
+				}
+			case rebootSignal:
 				shutDown(logger, child, "asked for by the updater", unix.LINUX_REBOOT_CMD_RESTART)
-			}
-			if sig != unix.SIGCHLD {
+			default:
 				powerOff(logger, child, "signal "+sig.String())
-			}
-			if reap(logger, child) {
-				child = nil
-				later()
 			}
 		case <-restart:
 			if child == nil {

@@ -30,10 +30,7 @@ func (u Updater) poll(ctx context.Context, logger *zap.Logger, bd bootDisk, e es
 		case err != nil:
 			seen = sum
 			logger.Error("update refused", zap.String("source", u.Config.Source), zap.Error(err))
-			st.Last = &status.Update{Version: m.Version, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC()}
-			if werr := status.Write(u.StatusPath, *st); werr != nil {
-				logger.Error("failed to write the update status", zap.Error(werr))
-			}
+			u.refused(logger, st, status.Update{Version: m.Version, Reason: err.Error()})
 		default:
 			seen, retryAt = sum, time.Time{}
 			done, err := u.offer(ctx, logger, src, bd, e, st, m)
@@ -99,10 +96,7 @@ func (u Updater) offer(ctx context.Context, logger *zap.Logger, src source, bd b
 		return false, nil
 	case cmp < 0:
 		err := refuse("version %s is older than the running %s: a downgrade is refused", m.Version, u.Version)
-		st.Last = &status.Update{Version: m.Version, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC()}
-		if werr := status.Write(u.StatusPath, *st); werr != nil {
-			logger.Error("failed to write the update status", zap.Error(werr))
-		}
+		u.refused(logger, st, status.Update{Version: m.Version, Reason: err.Error()})
 		return false, err
 	case st.HasFailed(m.Version):
 		logger.Warn("update skipped: this version failed before", zap.String("new_version", m.Version))
@@ -114,10 +108,7 @@ func (u Updater) offer(ctx context.Context, logger *zap.Logger, src source, bd b
 	read, written, err := u.install(ctx, logger, src, bd, e, m)
 	if err != nil {
 		if errors.As(err, new(refusal)) {
-			st.Last = &status.Update{Version: m.Version, Slot: bd.other.name, Result: status.ResultRefused, Reason: err.Error(), Time: time.Now().UTC(), BytesRead: read, BytesWritten: written}
-			if werr := status.Write(u.StatusPath, *st); werr != nil {
-				logger.Error("failed to write the update status", zap.Error(werr))
-			}
+			u.refused(logger, st, status.Update{Version: m.Version, Slot: bd.other.name, Reason: err.Error(), BytesRead: read, BytesWritten: written})
 		}
 		return false, err
 	}
@@ -125,6 +116,16 @@ func (u Updater) offer(ctx context.Context, logger *zap.Logger, src source, bd b
 		zap.Int64("bytes_read", read), zap.Int64("bytes_written", written), zap.Duration("took", time.Since(start)))
 	st.Last = &status.Update{Version: m.Version, Slot: bd.other.name, Result: status.ResultInstalled, Time: time.Now().UTC(), BytesRead: read, BytesWritten: written}
 	return true, status.Write(u.StatusPath, *st)
+}
+
+// refused records a refused payload as the last update. The status is a
+// report: a failure to write it is logged, and the poll goes on.
+func (u Updater) refused(logger *zap.Logger, st *status.Status, last status.Update) {
+	last.Result, last.Time = status.ResultRefused, time.Now().UTC()
+	st.Last = &last
+	if err := status.Write(u.StatusPath, *st); err != nil {
+		logger.Error("failed to write the update status", zap.Error(err))
+	}
 }
 
 // install writes m into the other slot and its UKI as the entry to try.
